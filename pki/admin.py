@@ -1,0 +1,34 @@
+from django.contrib import admin
+
+from pki.models import Certificate, CertificateAuthority, CertificateRequest
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """PKI rows change only through pki.services; the admin shows them."""
+
+    def has_add_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+
+@admin.register(CertificateAuthority)
+class CertificateAuthorityAdmin(ReadOnlyAdmin):
+    list_display = ("name", "kind", "key_type", "not_after", "is_active")
+
+
+@admin.register(CertificateRequest)
+class CertificateRequestAdmin(ReadOnlyAdmin):
+    list_display = ("id", "participant", "key_description", "status", "created_at")
+    list_filter = ("status",)
+
+
+@admin.register(Certificate)
+class CertificateAdmin(ReadOnlyAdmin):
+    list_display = ("serial", "kind", "subject", "not_after", "status")
+    list_filter = ("kind", "status")
+    search_fields = ("serial", "fingerprint_sha256", "subject")

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class PkiConfig(AppConfig):
+    name = "pki"
+    verbose_name = "Keyline PKI"
+
+    def ready(self) -> None:
+        from pki import checks  # noqa: F401  (registers the system checks)

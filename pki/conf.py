@@ -1,0 +1,96 @@
+"""PKI settings as one frozen, validated object.
+
+Read through :func:`pki_settings`, which rebuilds the object whenever a ``KEYLINE_*`` setting
+changes (``override_settings`` in tests works as expected).
+"""
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+
+@dataclass(frozen=True)
+class PkiSettings:
+    ca_dir: Path
+    crl_base_url: str
+    ocsp_url: str
+    ca_issuers_base_url: str
+    organization: str
+    country: str
+    client_cert_days: int
+    server_cert_days: int
+    ocsp_responder_days: int
+    lint_before_signing: bool
+
+    def crl_url(self, slug: str) -> str:
+        return f"{self.crl_base_url.rstrip('/')}/{slug}.crl"
+
+    def ca_issuers_url(self, slug: str) -> str:
+        return f"{self.ca_issuers_base_url.rstrip('/')}/{slug}.crt"
+
+
+def _check_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    # RFC 5280 §4.2.1.13 / §4.2.2.1: relying parties fetch these over plain HTTP.
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ImproperlyConfigured(f"{name} must be an absolute http(s) URL, got {value!r}")
+    return value
+
+
+@functools.cache
+def pki_settings() -> PkiSettings:
+    days = {
+        "client_cert_days": settings.KEYLINE_CLIENT_CERT_DAYS,
+        "server_cert_days": settings.KEYLINE_SERVER_CERT_DAYS,
+        "ocsp_responder_days": settings.KEYLINE_OCSP_RESPONDER_DAYS,
+    }
+    for name, value in days.items():
+        if not 1 <= value <= 825:
+            raise ImproperlyConfigured(f"KEYLINE_{name.upper()} must be 1..825, got {value}")
+    return PkiSettings(
+        ca_dir=Path(settings.KEYLINE_CA_DIR),
+        crl_base_url=_check_url("KEYLINE_CRL_BASE_URL", settings.KEYLINE_CRL_BASE_URL),
+        ocsp_url=_check_url("KEYLINE_OCSP_URL", settings.KEYLINE_OCSP_URL),
+        ca_issuers_base_url=_check_url(
+            "KEYLINE_CA_ISSUERS_BASE_URL", settings.KEYLINE_CA_ISSUERS_BASE_URL
+        ),
+        organization=settings.KEYLINE_CA_ORGANIZATION,
+        country=settings.KEYLINE_CA_COUNTRY,
+        lint_before_signing=settings.KEYLINE_LINT_BEFORE_SIGNING,
+        **days,
+    )
+
+
+def ca_passphrase() -> bytes:
+    """The CA key passphrase from ``KEYLINE_CA_PASSPHRASE`` or ``KEYLINE_CA_PASSPHRASE_FILE``.
+
+    Resolved only where a CA key is loaded, so web processes need not have it. Fails closed:
+    no passphrase, both sources, or a short one is an error, never an unencrypted key.
+    """
+    value, path = settings.KEYLINE_CA_PASSPHRASE, settings.KEYLINE_CA_PASSPHRASE_FILE
+    if value and path:
+        raise ImproperlyConfigured("set KEYLINE_CA_PASSPHRASE or KEYLINE_CA_PASSPHRASE_FILE, not both")
+    if path:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"KEYLINE_CA_PASSPHRASE_FILE is not readable: {exc}") from exc
+    if not value:
+        raise ImproperlyConfigured(
+            "the CA passphrase is not set (KEYLINE_CA_PASSPHRASE or KEYLINE_CA_PASSPHRASE_FILE)"
+        )
+    if len(value) < 16:
+        raise ImproperlyConfigured("the CA passphrase must be at least 16 characters")
+    return value.encode()
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: object) -> None:
+    if setting.startswith("KEYLINE_"):
+        pki_settings.cache_clear()

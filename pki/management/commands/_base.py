@@ -1,0 +1,16 @@
+"""A base for our commands: every failure exits non-zero with one line saying why."""
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+
+from portal.errors import DomainError
+
+
+class KeylineCommand(BaseCommand):
+    def execute(self, *args, **options):  # noqa: ANN002, ANN003, ANN201
+        try:
+            return super().execute(*args, **options)
+        except DomainError as exc:
+            raise CommandError(f"{exc.code}: {exc.message}", returncode=2) from exc
+        except (ImproperlyConfigured, FileExistsError) as exc:
+            raise CommandError(str(exc), returncode=2) from exc

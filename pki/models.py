@@ -1,0 +1,174 @@
+"""Certificate authorities, certificate requests and issued certificates.
+
+Only ``pki.services`` writes these tables. CA private keys never live here: they are
+PKCS#8-encrypted files in the CA directory (``pki.keystore``).
+"""
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class CertificateAuthority(models.Model):
+    class Kind(models.TextChoices):
+        ROOT = "root", _("Root CA")
+        CLIENT = "client", _("Client issuing CA")
+        SERVER = "server", _("Server CA")
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    slug = models.SlugField(max_length=40, help_text="Name in CRL and caIssuers URLs.")
+    name = models.CharField(max_length=200)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT)
+    key_type = models.CharField(max_length=16)
+    key_file = models.CharField(max_length=200, help_text="Relative to the CA directory.")
+    serial = models.CharField(max_length=40)
+    subject = models.CharField(max_length=400)
+    ski = models.CharField("subject key identifier", max_length=64)
+    fingerprint_sha256 = models.CharField(max_length=64, unique=True)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField()
+    certificate_pem = models.TextField()
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "certificate authorities"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind"], condition=Q(is_active=True), name="pki_one_active_ca_per_kind"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CertificateRequest(models.Model):
+    """A CSR as submitted for one participant. Only the public key and proof of possession
+    are used; subject, SAN and extensions come from the participant's verified records."""
+
+    class Status(models.TextChoices):
+        SUBMITTED = "submitted", _("Submitted")
+        ISSUED = "issued", _("Issued")
+        REJECTED = "rejected", _("Rejected")
+
+    participant = models.ForeignKey(
+        "portal.Participant", on_delete=models.PROTECT, related_name="certificate_requests"
+    )
+    csr_pem = models.TextField()
+    spki_sha256 = models.CharField(max_length=64, db_index=True)
+    key_description = models.CharField(max_length=32)
+    requested_subject = models.CharField(max_length=1000, blank=True)
+    requested_extensions = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.SUBMITTED)
+    rejection_code = models.CharField(max_length=64, blank=True)
+    rejection_reason = models.TextField(blank=True)
+    submitted_by = models.CharField(max_length=200, blank=True)
+    decided_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"CSR #{self.pk} for {self.participant_id} ({self.status})"
+
+
+class CertificateQuerySet(models.QuerySet["Certificate"]):
+    def live(self, now=None) -> "CertificateQuerySet":
+        now = now or timezone.now()
+        return self.filter(
+            status=Certificate.Status.ACTIVE, not_before__lte=now, not_after__gt=now
+        )
+
+    def revoked(self) -> "CertificateQuerySet":
+        return self.filter(status=Certificate.Status.REVOKED)
+
+
+class Certificate(models.Model):
+    class Kind(models.TextChoices):
+        CLIENT = "client", _("Client (participant)")
+        SERVER = "server", _("Server (terminator)")
+        OCSP_RESPONDER = "ocsp", _("OCSP responder")
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        REVOKED = "revoked", _("Revoked")
+
+    class Reason(models.TextChoices):
+        # RFC 5280 §5.3.1 CRLReason names; "unspecified" is never written as a reason code.
+        UNSPECIFIED = "unspecified", _("Unspecified")
+        KEY_COMPROMISE = "key_compromise", _("Key compromise")
+        AFFILIATION_CHANGED = "affiliation_changed", _("Affiliation changed")
+        SUPERSEDED = "superseded", _("Superseded")
+        CESSATION_OF_OPERATION = "cessation_of_operation", _("Cessation of operation")
+        PRIVILEGE_WITHDRAWN = "privilege_withdrawn", _("Privilege withdrawn")
+
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.CLIENT)
+    issuer = models.ForeignKey(
+        CertificateAuthority, on_delete=models.PROTECT, related_name="certificates"
+    )
+    participant = models.ForeignKey(
+        "portal.Participant",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="certificates",
+    )
+    request = models.OneToOneField(
+        CertificateRequest, null=True, blank=True, on_delete=models.PROTECT,
+        related_name="certificate",
+    )
+    serial = models.CharField(max_length=40, help_text="Lower-case hex, no leading zeros.")
+    fingerprint_sha256 = models.CharField(max_length=64, unique=True)
+    spki_sha256 = models.CharField(max_length=64, db_index=True)
+    subject = models.CharField(max_length=400)
+    san = models.JSONField(default=list)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField(db_index=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=24, choices=Reason.choices, blank=True)
+    invalidity_date = models.DateTimeField(null=True, blank=True)
+    pem = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CertificateQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # RFC 5280 §4.1.2.2: serials are unique per issuer; ours are unique outright.
+            models.UniqueConstraint(fields=["serial"], name="pki_certificate_serial_unique"),
+            # DESIGN.md: no public key is ever certified twice for a participant.
+            models.UniqueConstraint(
+                fields=["spki_sha256"],
+                condition=Q(kind="client"),
+                name="pki_client_key_certified_once",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="active", revoked_at__isnull=True)
+                | Q(status="revoked", revoked_at__isnull=False),
+                name="pki_certificate_revocation_consistent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} #{self.serial}"
+
+    @property
+    def serial_int(self) -> int:
+        return int(self.serial, 16)
+
+    @property
+    def is_expired(self) -> bool:
+        return self.not_after <= timezone.now()
+
+    def mark_revoked(self, *, reason: str, at, invalidity_date=None) -> None:
+        self.status = self.Status.REVOKED
+        self.revoked_at = at
+        self.revocation_reason = reason
+        self.invalidity_date = invalidity_date

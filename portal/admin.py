@@ -1,0 +1,31 @@
+from django.contrib import admin
+
+from portal.models import AuditRecord, Firm, Participant
+
+
+@admin.register(Firm)
+class FirmAdmin(admin.ModelAdmin):
+    list_display = ("legal_name", "lei", "role", "status")
+    list_filter = ("status", "role")
+    search_fields = ("legal_name", "lei")
+
+
+@admin.register(Participant)
+class ParticipantAdmin(admin.ModelAdmin):
+    list_display = ("trader_id", "name", "firm", "role", "is_active")
+    search_fields = ("trader_id", "name", "firm__legal_name")
+
+
+@admin.register(AuditRecord)
+class AuditRecordAdmin(admin.ModelAdmin):
+    list_display = ("sequence", "created_at", "event", "actor_label", "target_type", "target_id")
+    list_filter = ("event",)
+
+    def has_add_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False

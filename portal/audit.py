@@ -1,0 +1,179 @@
+"""The security audit log: append-only and hash-chained.
+
+Every app records security-relevant actions with :func:`audit_record`, inside the same
+transaction as the action, so a rolled-back action leaves no record and a committed one always
+has its record. :func:`audit_verify` recomputes the chain and names the first broken record.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, transaction
+from django.utils import timezone
+
+from portal.models import AuditHead, AuditRecord
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it: a portal user, a client certificate (API caller) or the system itself."""
+
+    type: str
+    id: str = ""
+    label: str = ""
+
+    @classmethod
+    def user(cls, user: Any) -> "Actor":
+        return cls(AuditRecord.ActorType.USER, str(user.pk), user.get_username())
+
+    @classmethod
+    def certificate(cls, certificate: Any) -> "Actor":
+        return cls(AuditRecord.ActorType.CERTIFICATE, certificate.serial, str(certificate))
+
+    @classmethod
+    def system(cls, label: str) -> "Actor":
+        return cls(AuditRecord.ActorType.SYSTEM, "", label)
+
+    @classmethod
+    def anonymous(cls, label: str = "") -> "Actor":
+        return cls(AuditRecord.ActorType.ANONYMOUS, "", label)
+
+
+def _canonical(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _record_hash(
+    *,
+    sequence: int,
+    created_at: datetime,
+    event: str,
+    actor_type: str,
+    actor_id: str,
+    actor_label: str,
+    target_type: str,
+    target_id: str,
+    details: dict[str, Any],
+    prev_hash: str,
+) -> str:
+    return hashlib.sha256(
+        _canonical(
+            {
+                "sequence": sequence,
+                "created_at": created_at.astimezone(UTC).isoformat(timespec="microseconds"),
+                "event": event,
+                "actor": [actor_type, actor_id, actor_label],
+                "target": [target_type, target_id],
+                "details": details,
+                "prev_hash": prev_hash,
+            }
+        )
+    ).hexdigest()
+
+
+def _hash_of(record: AuditRecord) -> str:
+    return _record_hash(
+        sequence=record.sequence,
+        created_at=record.created_at,
+        event=record.event,
+        actor_type=record.actor_type,
+        actor_id=record.actor_id,
+        actor_label=record.actor_label,
+        target_type=record.target_type,
+        target_id=record.target_id,
+        details=record.details,
+        prev_hash=record.prev_hash,
+    )
+
+
+def audit_record(
+    *,
+    event: str,
+    actor: Actor,
+    target: models.Model | None = None,
+    target_type: str = "",
+    target_id: str = "",
+    **details: Any,
+) -> AuditRecord:
+    """Append one record to the chain, in the caller's transaction.
+
+    ``details`` must be JSON-serialisable after Django's encoder (datetimes, decimals and
+    UUIDs become strings). Never pass secrets or private key material.
+    """
+    if target is not None:
+        target_type = target_type or target._meta.label_lower
+        target_id = target_id or str(target.pk)
+    clean_details = json.loads(json.dumps(details, cls=DjangoJSONEncoder))
+    with transaction.atomic():
+        head = AuditHead.objects.select_for_update().filter(pk=1).first()
+        if head is None:
+            head = AuditHead.objects.create(pk=1, sequence=0, hash=GENESIS_HASH)
+            head = AuditHead.objects.select_for_update().get(pk=1)
+        fields = {
+            "sequence": head.sequence + 1,
+            "created_at": timezone.now(),
+            "event": event,
+            "actor_type": str(actor.type),
+            "actor_id": actor.id,
+            "actor_label": actor.label[:200],
+            "target_type": target_type,
+            "target_id": target_id,
+            "details": clean_details,
+            "prev_hash": head.hash,
+        }
+        record = AuditRecord.objects.create(hash=_record_hash(**fields), **fields)
+        head.sequence, head.hash = record.sequence, record.hash
+        head.save(update_fields=["sequence", "hash"])
+    return record
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    checked: int
+    broken_sequence: int | None = None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_sequence is None
+
+
+def _records() -> Iterator[AuditRecord]:
+    return AuditRecord.objects.order_by("sequence").iterator(chunk_size=2000)
+
+
+def audit_verify() -> AuditVerification:
+    """Recompute the whole chain; report the first record whose content, link or position is
+    wrong, and a tip that does not match the head (records deleted from the end)."""
+    prev_hash, expected_sequence, checked = GENESIS_HASH, 1, 0
+    for record in _records():
+        if record.sequence != expected_sequence:
+            return AuditVerification(
+                checked,
+                expected_sequence,
+                f"record #{expected_sequence} is missing (next present is #{record.sequence})",
+            )
+        if record.prev_hash != prev_hash:
+            return AuditVerification(
+                checked, record.sequence, f"record #{record.sequence} does not link to its predecessor"
+            )
+        if _hash_of(record) != record.hash:
+            return AuditVerification(
+                checked, record.sequence, f"record #{record.sequence} was altered after it was written"
+            )
+        prev_hash, expected_sequence, checked = record.hash, expected_sequence + 1, checked + 1
+    head = AuditHead.objects.filter(pk=1).first()
+    if head is not None and (head.sequence, head.hash) != (expected_sequence - 1, prev_hash):
+        return AuditVerification(
+            checked,
+            expected_sequence,
+            f"the chain ends at #{expected_sequence - 1} but its head says #{head.sequence}",
+        )
+    return AuditVerification(checked)

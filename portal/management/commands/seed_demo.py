@@ -1,0 +1,162 @@
+"""Demo data: an officer, a client firm and a liquidity-provider firm with two traders each.
+
+The traders' keys and CSRs are made here the way a client makes them on its own machine; the
+keys are written only to the output directory and never reach the database or the CA. The
+command is idempotent: a trader whose live certificate and key are already in the output
+directory is left alone.
+"""
+
+import secrets
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from django.contrib.auth import get_user_model
+from django.core.management.base import CommandError
+from django.db import transaction
+
+from pki.keystore import atomic_write
+from pki.management.commands._base import KeylineCommand
+from pki.models import Certificate, CertificateAuthority
+from pki.selectors import ca_get_active
+from pki.services import certificate_issue, command_actor, csr_submit
+from portal.audit import audit_record
+from portal.lei import lei_with_check_digits
+from portal.models import Firm, Participant
+
+DEMO_FIRMS = [
+    {
+        "legal_name": "Northwind Asset Management LLP",
+        "lei": lei_with_check_digits("984500NWASSETMGT01"),
+        "jurisdiction": "GB",
+        "role": Firm.Role.CLIENT,
+        "contact_name": "Nora West",
+        "contact_email": "ops@northwind.example",
+        "contact_phone": "+44 20 7946 0001",
+        "traders": [
+            ("nw-alice", "Alice Northwind", Participant.Role.REQUESTER),
+            ("nw-bob", "Bob Northwind", Participant.Role.REQUESTER),
+        ],
+    },
+    {
+        "legal_name": "Harbour Lane Markets Ltd",
+        "lei": lei_with_check_digits("984500HARBOURLANE1"),
+        "jurisdiction": "IE",
+        "role": Firm.Role.LIQUIDITY_PROVIDER,
+        "contact_name": "Hal Lane",
+        "contact_email": "desk@harbourlane.example",
+        "contact_phone": "+353 1 555 0102",
+        "traders": [
+            ("hl-carol", "Carol Harbour", Participant.Role.LIQUIDITY_PROVIDER),
+            ("hl-dave", "Dave Harbour", Participant.Role.LIQUIDITY_PROVIDER),
+        ],
+    },
+]
+OFFICER = "officer"
+
+
+def client_make_key_and_csr(trader_id: str) -> tuple[bytes, bytes]:
+    """What a trader runs locally (``openssl req -new -newkey ec ...``): a new EC P-256 key
+    and a CSR signed with it. Returns (key PEM, CSR PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, trader_id)]))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+
+
+class Command(KeylineCommand):
+    help = "Create demo firms, traders and their certificates (idempotent)."
+
+    def add_arguments(self, parser):  # noqa: ANN001, ANN201
+        parser.add_argument("--out", type=Path, default=None, metavar="DIR")
+
+    def handle(self, *args, out: Path | None, **options):  # noqa: ANN002, ANN003, ANN201
+        from django.conf import settings
+
+        out = out or Path(settings.VAR_DIR) / "demo"
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            client_ca = ca_get_active(CertificateAuthority.Kind.CLIENT)
+            root = ca_get_active(CertificateAuthority.Kind.ROOT)
+        except Exception as exc:
+            raise CommandError("no CA yet: run 'manage.py init_ca' first", returncode=2) from exc
+        actor = command_actor("seed_demo")
+        password = self._officer(out, actor)
+        atomic_write(out / "root.pem", root.certificate_pem.encode())
+        atomic_write(out / "chain.pem", (client_ca.certificate_pem + root.certificate_pem).encode())
+
+        for spec in DEMO_FIRMS:
+            firm = self._firm(spec, actor)
+            for trader_id, name, role in spec["traders"]:
+                participant, _ = Participant.objects.get_or_create(
+                    trader_id=trader_id,
+                    defaults={
+                        "firm": firm,
+                        "name": name,
+                        "email": f"{trader_id}@{spec['contact_email'].split('@')[1]}",
+                        "role": role,
+                    },
+                )
+                state = self._certificate(participant, out, actor)
+                self.stdout.write(f"  {trader_id:10} {firm.legal_name}: {state}")
+
+        self.stdout.write(f"Demo files in {out}")
+        self.stdout.write(f"Demo officer login: {OFFICER} / {password}")
+
+    def _officer(self, out: Path, actor) -> str:  # noqa: ANN001
+        password_file = out / "officer-password.txt"
+        user_model = get_user_model()
+        user = user_model.objects.filter(username=OFFICER).first()
+        if user is not None and password_file.exists():
+            return password_file.read_text().strip()
+        password = secrets.token_urlsafe(12)
+        with transaction.atomic():
+            if user is None:
+                user = user_model.objects.create_user(
+                    OFFICER, email="officer@keyline.example", password=password
+                )
+            else:
+                user.set_password(password)
+            user.is_staff = user.is_superuser = True
+            user.save()
+            audit_record(event="demo.officer_set", actor=actor, target=user, username=OFFICER)
+        atomic_write(password_file, password.encode(), mode=0o600)
+        return password
+
+    def _firm(self, spec: dict, actor) -> Firm:  # noqa: ANN001
+        fields = {k: v for k, v in spec.items() if k not in ("lei", "traders")}
+        with transaction.atomic():
+            firm, created = Firm.objects.get_or_create(
+                lei=spec["lei"], defaults={**fields, "status": Firm.Status.APPROVED}
+            )
+            if created:
+                firm.full_clean()
+                audit_record(event="demo.firm_created", actor=actor, target=firm, lei=firm.lei)
+        return firm
+
+    def _certificate(self, participant: Participant, out: Path, actor) -> str:  # noqa: ANN001
+        tid = participant.trader_id
+        key_path, csr_path, pem_path = (out / f"{tid}.{ext}" for ext in ("key", "csr", "pem"))
+        live = (
+            participant.certificates.live()
+            .filter(kind=Certificate.Kind.CLIENT)
+            .order_by("-not_after")
+            .first()
+        )
+        if live and key_path.exists() and pem_path.exists() and pem_path.read_text() == live.pem:
+            return f"kept certificate {live.serial}"
+        key_pem, csr_pem = client_make_key_and_csr(tid)
+        request = csr_submit(participant=participant, data=csr_pem, actor=actor)
+        certificate = certificate_issue(request=request, actor=actor)
+        atomic_write(key_path, key_pem, mode=0o600)
+        atomic_write(csr_path, csr_pem)
+        atomic_write(pem_path, certificate.pem.encode())
+        return f"issued certificate {certificate.serial}"

@@ -1,0 +1,217 @@
+"""Keyline RFQ settings, read from the environment (django-environ).
+
+The module fails closed: without ``DJANGO_DEBUG=1`` a ``DJANGO_SECRET_KEY`` (or
+``DJANGO_SECRET_KEY_FILE``) and ``DJANGO_ALLOWED_HOSTS`` are required. Defaults suit one
+machine with nothing installed: SQLite under ``var/`` and Celery tasks run eagerly in-process.
+PostgreSQL and Redis come from ``DATABASE_URL`` and ``REDIS_URL``. A ``.env`` file at the
+project root is read only if it exists; see ``.env.example`` for every variable.
+"""
+
+from pathlib import Path
+
+import environ
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    env.read_env(BASE_DIR / ".env")
+
+
+def _secret(name: str, default: str = "") -> str:
+    """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (not both)."""
+    value = env.str(name, default="")
+    path = env.str(f"{name}_FILE", default="")
+    if value and path:
+        raise ImproperlyConfigured(f"set {name} or {name}_FILE, not both")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={path} is not readable: {exc}") from exc
+    return value or default
+
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+
+SECRET_KEY = _secret("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is required")
+    SECRET_KEY = "insecure-debug-only-key-never-used-in-production"  # noqa: S105
+
+ALLOWED_HOSTS = env.list(
+    "DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
+)
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is required when DJANGO_DEBUG is off")
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "portal.apps.PortalConfig",
+    "pki.apps.PkiConfig",
+    "rfq.apps.RfqConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'keyline.sqlite3'}"),
+}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite serialises writers; wait for the lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static"))
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "portal:home"
+LOGOUT_REDIRECT_URL = "portal:home"
+
+# --- security headers and cookies -------------------------------------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^pki/"]  # CRL/OCSP/caIssuers are plain http by RFC 5280 convention
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = False
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- REST framework ------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- cache (the per-certificate trust decision lives here; Redis in production) -----------
+REDIS_URL = env.str("REDIS_URL", default="")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+# --- Celery ----------------------------------------------------------------------------------
+# Without a broker the tasks run eagerly in the calling process, so a fresh machine needs no
+# server. Tasks that need a CA key are routed to the "signing" queue, which only the
+# key-holding worker consumes (DESIGN.md: web processes never load a CA key).
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not CELERY_BROKER_URL)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"pki.tasks.*": {"queue": "signing"}}
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    # Renew the OCSP delegate well before it expires; the task does nothing if not due.
+    # Every 6 hours (https://crontab.guru/#17_*/6_*_*_*).
+    "ocsp-responder-renew": {
+        "task": "pki.tasks.ocsp_responder_renew_task",
+        "schedule": crontab(minute="17", hour="*/6"),
+    },
+}
+
+# --- e-mail --------------------------------------------------------------------------------
+EMAIL_BACKEND = env.str(
+    "DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="onboarding@keyline.invalid")
+
+# --- PKI (validated in pki/conf.py, checked by pki/checks.py) -------------------------------
+# Base URL that relying parties use to fetch CRLs, OCSP and issuer certificates. It is written
+# into every certificate, so set it before issuing anything.
+KEYLINE_PKI_BASE_URL = env.str("KEYLINE_PKI_BASE_URL", default="http://127.0.0.1:8000/pki")
+KEYLINE_CRL_BASE_URL = env.str("KEYLINE_CRL_BASE_URL", default=f"{KEYLINE_PKI_BASE_URL}/crl")
+KEYLINE_OCSP_URL = env.str("KEYLINE_OCSP_URL", default=f"{KEYLINE_PKI_BASE_URL}/ocsp")
+KEYLINE_CA_ISSUERS_BASE_URL = env.str(
+    "KEYLINE_CA_ISSUERS_BASE_URL", default=f"{KEYLINE_PKI_BASE_URL}/ca"
+)
+KEYLINE_CA_DIR = env.str("KEYLINE_CA_DIR", default=str(VAR_DIR / "ca"))
+# The passphrase is resolved only where a CA key is loaded (pki.keystore), so web processes
+# can run without it.
+KEYLINE_CA_PASSPHRASE = env.str("KEYLINE_CA_PASSPHRASE", default="")
+KEYLINE_CA_PASSPHRASE_FILE = env.str("KEYLINE_CA_PASSPHRASE_FILE", default="")
+KEYLINE_CA_ORGANIZATION = env.str("KEYLINE_CA_ORGANIZATION", default="Keyline RFQ")
+KEYLINE_CA_COUNTRY = env.str("KEYLINE_CA_COUNTRY", default="GB")
+KEYLINE_CLIENT_CERT_DAYS = env.int("KEYLINE_CLIENT_CERT_DAYS", default=90)
+KEYLINE_SERVER_CERT_DAYS = env.int("KEYLINE_SERVER_CERT_DAYS", default=90)
+KEYLINE_OCSP_RESPONDER_DAYS = env.int("KEYLINE_OCSP_RESPONDER_DAYS", default=7)
+KEYLINE_LINT_BEFORE_SIGNING = env.bool("KEYLINE_LINT_BEFORE_SIGNING", default=True)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
+}

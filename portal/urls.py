@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from portal import views
+
+
+portal_patterns = [
+    path("", views.home, name="home"),
+]
+
+urlpatterns = [
+    path("", include((portal_patterns, "portal"))),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("pki/", include("pki.urls")),
+    path("admin/", admin.site.urls),
+]

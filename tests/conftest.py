@@ -1,0 +1,77 @@
+"""Shared fixtures. The CA is created once per test session (per xdist worker) in a temporary
+directory, before any test transaction, so every test sees it and none can alter it for the
+next one."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from pki.conf import pki_settings
+from portal.audit import Actor
+from tests.factories import FirmFactory, ParticipantFactory
+
+VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+
+
+@pytest.fixture(scope="session")
+def ca_dir(tmp_path_factory) -> Path:  # noqa: ANN001
+    path = tmp_path_factory.mktemp("ca")
+    settings.KEYLINE_CA_DIR = str(path)
+    pki_settings.cache_clear()
+    return path
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker, ca_dir):  # noqa: ANN001, ANN201
+    from pki.services import ca_init
+
+    with django_db_blocker.unblock():
+        ca_init(actor=Actor.system("test session"))
+    return
+
+
+@pytest.fixture
+def cas(db):  # noqa: ANN001, ANN201
+    from pki.models import CertificateAuthority
+
+    return {ca.kind: ca for ca in CertificateAuthority.objects.filter(is_active=True)}
+
+
+@pytest.fixture
+def system_actor() -> Actor:
+    return Actor.system("test")
+
+
+@pytest.fixture
+def firm(db):  # noqa: ANN001, ANN201
+    return FirmFactory()
+
+
+@pytest.fixture
+def participant(db, firm):  # noqa: ANN001, ANN201
+    return ParticipantFactory(firm=firm)
+
+
+@pytest.fixture
+def issue(system_actor):  # noqa: ANN001, ANN201
+    """Submit a CSR and sign it: ``issue(participant, csr_bytes) -> Certificate``."""
+    from pki.services import certificate_issue, csr_submit
+
+    def _issue(participant, csr: bytes, **kwargs):  # noqa: ANN001, ANN202
+        request = csr_submit(participant=participant, data=csr, actor=system_actor)
+        return certificate_issue(request=request, actor=system_actor, **kwargs)
+
+    return _issue
+
+
+def tool(name: str) -> str:
+    """A console script installed in the project's virtualenv (pkilint's linters)."""
+    candidate = VENV_BIN / name
+    return str(candidate) if candidate.exists() else name
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:  # noqa: ANN003
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ, **kwargs)

@@ -1,0 +1,39 @@
+"""factory_boy factories for the models the tests need."""
+
+import secrets
+import string
+
+import factory
+
+from portal.lei import lei_with_check_digits
+from portal.models import Firm, Participant
+
+
+def random_lei() -> str:
+    alphabet = string.ascii_uppercase + string.digits
+    return lei_with_check_digits("9845" + "00" + "".join(secrets.choice(alphabet) for _ in range(12)))
+
+
+class FirmFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Firm
+
+    legal_name = factory.Sequence(lambda n: f"Test Firm {n} Ltd")
+    lei = factory.LazyFunction(random_lei)
+    jurisdiction = "GB"
+    role = Firm.Role.BOTH
+    status = Firm.Status.APPROVED
+    contact_name = "Test Contact"
+    contact_email = factory.Sequence(lambda n: f"contact{n}@firm.example")
+    contact_phone = "+44 20 7946 0000"
+
+
+class ParticipantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Participant
+
+    firm = factory.SubFactory(FirmFactory)
+    trader_id = factory.Sequence(lambda n: f"trader-{n}")
+    name = factory.Sequence(lambda n: f"Trader {n}")
+    email = factory.Sequence(lambda n: f"trader{n}@firm.example")
+    role = Participant.Role.REQUESTER
