@@ -6,13 +6,13 @@ from pki.models import Certificate, CertificateAuthority, CertificateRequest
 class ReadOnlyAdmin(admin.ModelAdmin):
     """PKI rows change only through pki.services; the admin shows them."""
 
-    def has_add_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+    def has_add_permission(self, request, obj=None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+    def has_change_permission(self, request, obj=None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 

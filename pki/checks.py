@@ -9,7 +9,7 @@ from pki.conf import pki_settings
 
 
 @register("pki")
-def pki_configuration(app_configs, **kwargs):  # noqa: ANN001, ANN201  (Django's check API)
+def pki_configuration(app_configs, **kwargs):
     errors = []
     try:
         conf = pki_settings()

@@ -75,12 +75,16 @@ def ca_passphrase() -> bytes:
     """
     value, path = settings.KEYLINE_CA_PASSPHRASE, settings.KEYLINE_CA_PASSPHRASE_FILE
     if value and path:
-        raise ImproperlyConfigured("set KEYLINE_CA_PASSPHRASE or KEYLINE_CA_PASSPHRASE_FILE, not both")
+        raise ImproperlyConfigured(
+            "set KEYLINE_CA_PASSPHRASE or KEYLINE_CA_PASSPHRASE_FILE, not both"
+        )
     if path:
         try:
             value = Path(path).read_text().strip()
         except OSError as exc:
-            raise ImproperlyConfigured(f"KEYLINE_CA_PASSPHRASE_FILE is not readable: {exc}") from exc
+            raise ImproperlyConfigured(
+                f"KEYLINE_CA_PASSPHRASE_FILE is not readable: {exc}"
+            ) from exc
     if not value:
         raise ImproperlyConfigured(
             "the CA passphrase is not set (KEYLINE_CA_PASSPHRASE or KEYLINE_CA_PASSPHRASE_FILE)"

@@ -20,9 +20,7 @@ KEY_TYPES = ("ec-p256", "ec-p384", "rsa-3072")
 BACKDATE = timedelta(minutes=5)
 
 CaPrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-PublicKey = (
-    ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
-)
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 
 def generate_key(key_type: str) -> CaPrivateKey:
@@ -228,9 +226,7 @@ def build_intermediate(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage(purposes), critical=False)
-        .add_extension(
-            _aia(ocsp_url=None, ca_issuers_url=issuer.ca_issuers_url), critical=False
-        )
+        .add_extension(_aia(ocsp_url=None, ca_issuers_url=issuer.ca_issuers_url), critical=False)
     )
 
 
@@ -299,9 +295,7 @@ def build_server(
         .add_extension(key_usage, critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(general_names), critical=False)
-        .add_extension(
-            _aia(ocsp_url=None, ca_issuers_url=issuer.ca_issuers_url), critical=False
-        )
+        .add_extension(_aia(ocsp_url=None, ca_issuers_url=issuer.ca_issuers_url), critical=False)
     )
 
 
@@ -320,7 +314,9 @@ def build_ocsp_responder(
         _builder(
             subject=subject,
             public_key=public_key,
-            issuer=Issuer(name=issuer.name, public_key=issuer.public_key, not_after=issuer.not_after),
+            issuer=Issuer(
+                name=issuer.name, public_key=issuer.public_key, not_after=issuer.not_after
+            ),
             not_before=not_before,
             not_after=not_after,
             serial=serial,

@@ -73,9 +73,7 @@ MESSAGES = {
 _PRIVATE_KEY_MARKERS = re.compile(
     rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----|PuTTY-User-Key-File-|-----BEGIN PKCS12-----"
 )
-_PEM_BLOCK = re.compile(
-    r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL
-)
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _CSR_LABELS = {"CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"}
 _CERT_LABELS = {"CERTIFICATE", "TRUSTED CERTIFICATE", "X509 CERTIFICATE"}
 # DER PKCS#12: SEQUENCE { INTEGER 3, SEQUENCE { OID pkcs7-data, ... } }
@@ -127,7 +125,7 @@ class ParsedCsr:
     requested_extensions: list[str] = field(default_factory=list)
 
     @property
-    def public_key(self):  # noqa: ANN201  (one of the allowed public key types)
+    def public_key(self):
         return self.csr.public_key()
 
 

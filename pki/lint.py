@@ -55,7 +55,7 @@ def is_allowed_false_positive(code: str, value: str) -> bool:
 
 
 @functools.cache
-def _validator():  # noqa: ANN202  (pkilint's ValidatorContainer)
+def _validator():
     # The same validator set as pkilint's own lint_pkix_cert command.
     return certificate.create_pkix_certificate_validator_container(
         certificate.create_decoding_validators(

@@ -79,9 +79,7 @@ class CertificateRequest(models.Model):
 class CertificateQuerySet(models.QuerySet["Certificate"]):
     def live(self, now=None) -> "CertificateQuerySet":
         now = now or timezone.now()
-        return self.filter(
-            status=Certificate.Status.ACTIVE, not_before__lte=now, not_after__gt=now
-        )
+        return self.filter(status=Certificate.Status.ACTIVE, not_before__lte=now, not_after__gt=now)
 
     def revoked(self) -> "CertificateQuerySet":
         return self.filter(status=Certificate.Status.REVOKED)
@@ -118,7 +116,10 @@ class Certificate(models.Model):
         related_name="certificates",
     )
     request = models.OneToOneField(
-        CertificateRequest, null=True, blank=True, on_delete=models.PROTECT,
+        CertificateRequest,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="certificate",
     )
     serial = models.CharField(max_length=40, help_text="Lower-case hex, no leading zeros.")

@@ -231,7 +231,9 @@ def ca_init(*, key_type: str = "ec-p256", force: bool = False, actor: Actor) -> 
         key = crypto.generate_key(key_type)
         cert = _sign_linted(
             crypto.build_intermediate(
-                subject=crypto.name(common_name=f"{org} {label}", organization=org, country=country),
+                subject=crypto.name(
+                    common_name=f"{org} {label}", organization=org, country=country
+                ),
                 public_key=key.public_key(),
                 issuer=root_issuer,
                 not_before=now,
@@ -429,7 +431,13 @@ def _reject_request(*, request: CertificateRequest, rejection: CsrRejected, acto
         request.decided_by = actor.label
         request.decided_at = timezone.now()
         request.save(
-            update_fields=["status", "rejection_code", "rejection_reason", "decided_by", "decided_at"]
+            update_fields=[
+                "status",
+                "rejection_code",
+                "rejection_reason",
+                "decided_by",
+                "decided_at",
+            ]
         )
         audit_record(event="csr.rejected", actor=actor, target=request, code=rejection.code)
 

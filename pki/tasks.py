@@ -11,5 +11,7 @@ def ocsp_responder_renew_task(force: bool = False) -> str | None:
     from pki.services import ocsp_responder_renew
     from portal.audit import Actor
 
-    renewed = ocsp_responder_renew(actor=Actor.system("celery ocsp_responder_renew_task"), force=force)
+    renewed = ocsp_responder_renew(
+        actor=Actor.system("celery ocsp_responder_renew_task"), force=force
+    )
     return renewed.serial if renewed else None

@@ -21,11 +21,11 @@ class AuditRecordAdmin(admin.ModelAdmin):
     list_display = ("sequence", "created_at", "event", "actor_label", "target_type", "target_id")
     list_filter = ("event",)
 
-    def has_add_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+    def has_add_permission(self, request, obj=None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+    def has_change_permission(self, request, obj=None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

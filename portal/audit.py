@@ -162,11 +162,15 @@ def audit_verify() -> AuditVerification:
             )
         if record.prev_hash != prev_hash:
             return AuditVerification(
-                checked, record.sequence, f"record #{record.sequence} does not link to its predecessor"
+                checked,
+                record.sequence,
+                f"record #{record.sequence} does not link to its predecessor",
             )
         if _hash_of(record) != record.hash:
             return AuditVerification(
-                checked, record.sequence, f"record #{record.sequence} was altered after it was written"
+                checked,
+                record.sequence,
+                f"record #{record.sequence} was altered after it was written",
             )
         prev_hash, expected_sequence, checked = record.hash, expected_sequence + 1, checked + 1
     head = AuditHead.objects.filter(pk=1).first()

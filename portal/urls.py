@@ -4,7 +4,6 @@ from django.urls import include, path
 
 from portal import views
 
-
 portal_patterns = [
     path("", views.home, name="home"),
 ]

@@ -17,7 +17,7 @@ VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 
 
 @pytest.fixture(scope="session")
-def ca_dir(tmp_path_factory) -> Path:  # noqa: ANN001
+def ca_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ca")
     settings.KEYLINE_CA_DIR = str(path)
     pki_settings.cache_clear()
@@ -25,7 +25,7 @@ def ca_dir(tmp_path_factory) -> Path:  # noqa: ANN001
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker, ca_dir):  # noqa: ANN001, ANN201
+def django_db_setup(django_db_setup, django_db_blocker, ca_dir):
     from pki.services import ca_init
 
     with django_db_blocker.unblock():
@@ -34,7 +34,7 @@ def django_db_setup(django_db_setup, django_db_blocker, ca_dir):  # noqa: ANN001
 
 
 @pytest.fixture
-def cas(db):  # noqa: ANN001, ANN201
+def cas(db):
     """The active CAs. A transactional test flushes the database; the CA is then made again
     (its rows roll back with the test that made them)."""
     from pki.models import CertificateAuthority
@@ -53,21 +53,21 @@ def system_actor() -> Actor:
 
 
 @pytest.fixture
-def firm(db, cas):  # noqa: ANN001, ANN201
+def firm(db, cas):
     return FirmFactory()
 
 
 @pytest.fixture
-def participant(db, firm):  # noqa: ANN001, ANN201
+def participant(db, firm):
     return ParticipantFactory(firm=firm)
 
 
 @pytest.fixture
-def issue(system_actor):  # noqa: ANN001, ANN201
+def issue(system_actor):
     """Submit a CSR and sign it: ``issue(participant, csr_bytes) -> Certificate``."""
     from pki.services import certificate_issue, csr_submit
 
-    def _issue(participant, csr: bytes, **kwargs):  # noqa: ANN001, ANN202
+    def _issue(participant, csr: bytes, **kwargs):
         request = csr_submit(participant=participant, data=csr, actor=system_actor)
         return certificate_issue(request=request, actor=system_actor, **kwargs)
 
@@ -80,5 +80,7 @@ def tool(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:  # noqa: ANN003
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ, **kwargs)
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd, capture_output=True, text=True, check=False, env=os.environ, **kwargs
+    )

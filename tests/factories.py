@@ -11,7 +11,9 @@ from portal.models import Firm, Participant
 
 def random_lei() -> str:
     alphabet = string.ascii_uppercase + string.digits
-    return lei_with_check_digits("9845" + "00" + "".join(secrets.choice(alphabet) for _ in range(12)))
+    return lei_with_check_digits(
+        "9845" + "00" + "".join(secrets.choice(alphabet) for _ in range(12))
+    )
 
 
 class FirmFactory(factory.django.DjangoModelFactory):

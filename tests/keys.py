@@ -28,7 +28,7 @@ def ed25519_key() -> ed25519.Ed25519PrivateKey:
 
 
 def make_csr(
-    key=None,  # noqa: ANN001
+    key=None,
     *,
     common_name: str = "requested-name",
     extensions: list[tuple[x509.ExtensionType, bool]] | None = None,
@@ -48,10 +48,12 @@ def make_csr(
     return builder.sign(key, algorithm).public_bytes(encoding)
 
 
-def key_pem(key, password: bytes | None = None) -> bytes:  # noqa: ANN001
+def key_pem(key, password: bytes | None = None) -> bytes:
     encryption = (
         serialization.BestAvailableEncryption(password)
         if password
         else serialization.NoEncryption()
     )
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )

@@ -22,16 +22,32 @@ pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_sign_csr_issues_a_certificate_openssl_accepts(participant, tmp_path, cas):  # noqa: ANN001
+def test_sign_csr_issues_a_certificate_openssl_accepts(participant, tmp_path, cas):
     csr, out = tmp_path / "t.csr", tmp_path / "t.pem"
     csr.write_bytes(make_csr())
-    call_command("sign_csr", "--participant", participant.trader_id, "--csr", str(csr), "--out", str(out))
+    call_command(
+        "sign_csr", "--participant", participant.trader_id, "--csr", str(csr), "--out", str(out)
+    )
     cert = x509.load_pem_x509_certificate(out.read_bytes())
-    assert Certificate.objects.get(serial=format(cert.serial_number, "x")).participant == participant
+    assert (
+        Certificate.objects.get(serial=format(cert.serial_number, "x")).participant == participant
+    )
     root, chain = tmp_path / "root.pem", tmp_path / "client-ca.pem"
     root.write_text(cas["root"].certificate_pem)
     chain.write_text(cas["client"].certificate_pem)
-    result = run(["openssl", "verify", "-CAfile", str(root), "-untrusted", str(chain), "-purpose", "sslclient", str(out)])
+    result = run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(root),
+            "-untrusted",
+            str(chain),
+            "-purpose",
+            "sslclient",
+            str(out),
+        ]
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -43,7 +59,7 @@ def test_sign_csr_issues_a_certificate_openssl_accepts(participant, tmp_path, ca
         ("missing file", "cannot read"),
     ],
 )
-def test_sign_csr_failures_are_one_line(setup, expected, participant, tmp_path):  # noqa: ANN001
+def test_sign_csr_failures_are_one_line(setup, expected, participant, tmp_path):
     csr = tmp_path / "t.csr"
     trader = "nobody" if setup == "unknown participant" else participant.trader_id
     if setup == "csr with key":
@@ -51,7 +67,9 @@ def test_sign_csr_failures_are_one_line(setup, expected, participant, tmp_path):
     elif setup == "unknown participant":
         csr.write_bytes(make_csr())
     with pytest.raises(CommandError) as failed:
-        call_command("sign_csr", "--participant", trader, "--csr", str(csr), "--out", str(tmp_path / "o.pem"))
+        call_command(
+            "sign_csr", "--participant", trader, "--csr", str(csr), "--out", str(tmp_path / "o.pem")
+        )
     assert str(failed.value).startswith(expected)
     assert "\n" not in str(failed.value)
     assert failed.value.returncode == 2
@@ -59,29 +77,50 @@ def test_sign_csr_failures_are_one_line(setup, expected, participant, tmp_path):
     assert not CertificateRequest.objects.filter(participant=participant).exists()
 
 
-def test_issue_server_cert_writes_key_and_chain(tmp_path, cas):  # noqa: ANN001
-    call_command("issue_server_cert", "--dns", "localhost", "rfq.keyline.example", "--ip", "127.0.0.1",
-                 "--out", str(tmp_path))
+def test_issue_server_cert_writes_key_and_chain(tmp_path, cas):
+    call_command(
+        "issue_server_cert",
+        "--dns",
+        "localhost",
+        "rfq.keyline.example",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        str(tmp_path),
+    )
     assert oct((tmp_path / "server.key").stat().st_mode & 0o777) == "0o600"
     full = (tmp_path / "server-fullchain.pem").read_text()
     assert full == (tmp_path / "server.pem").read_text() + cas["server"].certificate_pem
-    result = run(["openssl", "verify", "-CAfile", str(tmp_path / "root.pem"), "-untrusted",
-                  str(tmp_path / "server-chain.pem"), "-purpose", "sslserver", str(tmp_path / "server.pem")])
+    result = run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(tmp_path / "root.pem"),
+            "-untrusted",
+            str(tmp_path / "server-chain.pem"),
+            "-purpose",
+            "sslserver",
+            str(tmp_path / "server.pem"),
+        ]
+    )
     assert result.returncode == 0, result.stderr
     # The key matches the certificate.
     key_pub = run(["openssl", "pkey", "-in", str(tmp_path / "server.key"), "-pubout"]).stdout
-    cert_pub = run(["openssl", "x509", "-in", str(tmp_path / "server.pem"), "-pubkey", "-noout"]).stdout
+    cert_pub = run(
+        ["openssl", "x509", "-in", str(tmp_path / "server.pem"), "-pubkey", "-noout"]
+    ).stdout
     assert key_pub == cert_pub
 
 
-def test_issue_server_cert_rejects_bad_names(tmp_path, cas):  # noqa: ANN001
-    with pytest.raises(CommandError, match="^server_name_invalid:"):
+def test_issue_server_cert_rejects_bad_names(tmp_path, cas):
+    with pytest.raises(CommandError, match=r"^server_name_invalid:"):
         call_command("issue_server_cert", "--dns", "bad_name!", "--out", str(tmp_path))
-    with pytest.raises(CommandError, match="^server_ip_invalid:"):
+    with pytest.raises(CommandError, match=r"^server_ip_invalid:"):
         call_command("issue_server_cert", "--ip", "300.1.1.1", "--out", str(tmp_path))
 
 
-def test_seed_demo_is_idempotent_and_writes_the_contract_files(tmp_path, cas, capsys):  # noqa: ANN001
+def test_seed_demo_is_idempotent_and_writes_the_contract_files(tmp_path, cas, capsys):
     call_command("seed_demo", "--out", str(tmp_path))
     first = capsys.readouterr().out
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
@@ -91,11 +130,15 @@ def test_seed_demo_is_idempotent_and_writes_the_contract_files(tmp_path, cas, ca
             assert f"{trader}.{ext}" in files
         assert oct((tmp_path / f"{trader}.key").stat().st_mode & 0o777) == "0o600"
     assert files["root.pem"].decode() == cas["root"].certificate_pem
-    assert files["chain.pem"].decode() == cas["client"].certificate_pem + cas["root"].certificate_pem
+    assert (
+        files["chain.pem"].decode() == cas["client"].certificate_pem + cas["root"].certificate_pem
+    )
     assert "Demo officer login: officer / " in first
     assert Firm.objects.filter(status=Firm.Status.APPROVED).count() >= 2
     assert all(lei_is_valid(f.lei) for f in Firm.objects.all())
-    assert {p.role for p in Participant.objects.filter(trader_id__startswith="hl-")} == {"liquidity_provider"}
+    assert {p.role for p in Participant.objects.filter(trader_id__startswith="hl-")} == {
+        "liquidity_provider"
+    }
     certificates = Certificate.objects.filter(kind="client").count()
 
     call_command("seed_demo", "--out", str(tmp_path))
@@ -106,18 +149,31 @@ def test_seed_demo_is_idempotent_and_writes_the_contract_files(tmp_path, cas, ca
     assert first.splitlines()[-1] == second.splitlines()[-1]  # same officer password
 
     for trader in traders:
-        result = run(["openssl", "verify", "-CAfile", str(tmp_path / "root.pem"), "-untrusted",
-                      str(tmp_path / "chain.pem"), "-purpose", "sslclient", str(tmp_path / f"{trader}.pem")])
+        result = run(
+            [
+                "openssl",
+                "verify",
+                "-CAfile",
+                str(tmp_path / "root.pem"),
+                "-untrusted",
+                str(tmp_path / "chain.pem"),
+                "-purpose",
+                "sslclient",
+                str(tmp_path / f"{trader}.pem"),
+            ]
+        )
         assert result.returncode == 0, result.stderr
         # The key on disk is the one certified, and the server never saw it.
         key_pub = run(["openssl", "pkey", "-in", str(tmp_path / f"{trader}.key"), "-pubout"]).stdout
-        cert_pub = run(["openssl", "x509", "-in", str(tmp_path / f"{trader}.pem"), "-pubkey", "-noout"]).stdout
+        cert_pub = run(
+            ["openssl", "x509", "-in", str(tmp_path / f"{trader}.pem"), "-pubkey", "-noout"]
+        ).stdout
         assert key_pub == cert_pub
     key_body = (tmp_path / "nw-alice.key").read_text().splitlines()[1]
     assert not AuditRecord.objects.filter(details__icontains=key_body).exists()
 
 
-def test_seed_demo_reissues_when_files_are_gone(tmp_path, cas, capsys):  # noqa: ANN001
+def test_seed_demo_reissues_when_files_are_gone(tmp_path, cas, capsys):
     call_command("seed_demo", "--out", str(tmp_path))
     (tmp_path / "nw-bob.pem").unlink()
     capsys.readouterr()
@@ -131,8 +187,11 @@ def test_settings_fail_closed_without_secret_key():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "KEYLINE_"))}
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
-        cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "portal.settings"},
-        capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "portal.settings"},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is required" in result.stderr
@@ -144,7 +203,9 @@ def test_settings_fail_closed_without_allowed_hosts():
         [sys.executable, "-c", "import django; django.setup()"],
         cwd=ROOT,
         env={**env, "DJANGO_SETTINGS_MODULE": "portal.settings", "DJANGO_SECRET_KEY": "x" * 50},
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode != 0
     assert "DJANGO_ALLOWED_HOSTS is required" in result.stderr

@@ -24,14 +24,26 @@ def _parsed(certificate: Certificate) -> x509.Certificate:
     return x509.load_pem_x509_certificate(certificate.pem.encode())
 
 
-def test_profile_comes_from_records_and_ignores_requested_extensions(participant, issue, cas):  # noqa: ANN001
+def test_profile_comes_from_records_and_ignores_requested_extensions(participant, issue, cas):
     hostile = make_csr(
         common_name="root-admin",
         extensions=[
             (x509.BasicConstraints(ca=True, path_length=None), True),
-            (x509.SubjectAlternativeName([x509.DNSName("evil.example"),
-                                          x509.UniformResourceIdentifier("urn:keyline:firm:X:trader:boss")]), False),
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CODE_SIGNING]), False),
+            (
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("evil.example"),
+                        x509.UniformResourceIdentifier("urn:keyline:firm:X:trader:boss"),
+                    ]
+                ),
+                False,
+            ),
+            (
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CODE_SIGNING]
+                ),
+                False,
+            ),
             (x509.KeyUsage(True, False, False, False, False, True, True, False, False), True),
         ],
     )
@@ -40,25 +52,44 @@ def test_profile_comes_from_records_and_ignores_requested_extensions(participant
     ext = cert.extensions
 
     assert cert.version == x509.Version.v3
-    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == participant.trader_id
-    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == participant.firm.legal_name
-    assert cert.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value == participant.firm.jurisdiction
+    assert (
+        cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == participant.trader_id
+    )
+    assert (
+        cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
+        == participant.firm.legal_name
+    )
+    assert (
+        cert.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value
+        == participant.firm.jurisdiction
+    )
     san = ext.get_extension_for_class(x509.SubjectAlternativeName)
     assert san.value.get_values_for_type(x509.UniformResourceIdentifier) == [
         f"urn:keyline:firm:{participant.firm.lei}:trader:{participant.trader_id}"
     ]
     assert san.value.get_values_for_type(x509.DNSName) == []
     bc = ext.get_extension_for_class(x509.BasicConstraints)
-    assert bc.critical and bc.value.ca is False
+    assert bc.critical
+    assert bc.value.ca is False
     ku = ext.get_extension_for_class(x509.KeyUsage)
-    assert ku.critical and ku.value.digital_signature
-    assert not (ku.value.key_cert_sign or ku.value.crl_sign or ku.value.key_encipherment)
-    assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
-    assert ext.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier == bytes.fromhex(cas["client"].ski)
+    assert ku.critical
+    assert ku.value.digital_signature
+    assert not (ku.value.key_cert_sign)
+    assert not (ku.value.crl_sign)
+    assert not (ku.value.key_encipherment)
+    assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
+    assert ext.get_extension_for_class(
+        x509.AuthorityKeyIdentifier
+    ).value.key_identifier == bytes.fromhex(cas["client"].ski)
     assert ext.get_extension_for_class(x509.SubjectKeyIdentifier)
     cdp = ext.get_extension_for_class(x509.CRLDistributionPoints).value[0].full_name[0].value
     assert cdp.endswith("/crl/client-ca.crl")
-    aia = {d.access_method: d.access_location.value for d in ext.get_extension_for_class(x509.AuthorityInformationAccess).value}
+    aia = {
+        d.access_method: d.access_location.value
+        for d in ext.get_extension_for_class(x509.AuthorityInformationAccess).value
+    }
     assert aia[x509.AuthorityInformationAccessOID.OCSP].endswith("/ocsp")
     assert aia[x509.AuthorityInformationAccessOID.CA_ISSUERS].endswith("/ca/client-ca.crt")
     assert cert.signature_hash_algorithm.name == "sha256"
@@ -68,7 +99,7 @@ def test_profile_comes_from_records_and_ignores_requested_extensions(participant
     assert certificate.san == [participant.san_uri]
 
 
-def test_default_validity_is_90_days_and_stored_fields_match(participant, issue):  # noqa: ANN001
+def test_default_validity_is_90_days_and_stored_fields_match(participant, issue):
     before = timezone.now()
     certificate = issue(participant, make_csr())
     cert = _parsed(certificate)
@@ -82,14 +113,16 @@ def test_default_validity_is_90_days_and_stored_fields_match(participant, issue)
     assert certificate.participant == participant
 
 
-def test_validity_can_be_shortened_and_never_outlives_the_ca(participant, issue, cas):  # noqa: ANN001
-    assert (_parsed(issue(participant, make_csr(), validity_days=7)).not_valid_after_utc
-            - timezone.now()) < timedelta(days=7, minutes=1)
+def test_validity_can_be_shortened_and_never_outlives_the_ca(participant, issue, cas):
+    assert (
+        _parsed(issue(participant, make_csr(), validity_days=7)).not_valid_after_utc
+        - timezone.now()
+    ) < timedelta(days=7, minutes=1)
     far = _parsed(issue(participant, make_csr(), validity_days=825))
     assert far.not_valid_after_utc <= cas["client"].not_after
 
 
-def test_issuance_is_audited_with_the_actor(participant, issue):  # noqa: ANN001
+def test_issuance_is_audited_with_the_actor(participant, issue):
     certificate = issue(participant, make_csr())
     record = AuditRecord.objects.filter(event="certificate.issued").order_by("-sequence").first()
     assert record.details["serial"] == certificate.serial
@@ -98,13 +131,15 @@ def test_issuance_is_audited_with_the_actor(participant, issue):  # noqa: ANN001
 
 
 @pytest.mark.parametrize("change", ["participant_disabled", "firm_suspended", "firm_applied"])
-def test_inactive_participant_or_firm_gets_no_certificate(change, participant, system_actor):  # noqa: ANN001
+def test_inactive_participant_or_firm_gets_no_certificate(change, participant, system_actor):
     request = csr_submit(participant=participant, data=make_csr(), actor=system_actor)
     if change == "participant_disabled":
         participant.is_active = False
         participant.save()
     else:
-        participant.firm.status = Firm.Status.SUSPENDED if change == "firm_suspended" else Firm.Status.APPLIED
+        participant.firm.status = (
+            Firm.Status.SUSPENDED if change == "firm_suspended" else Firm.Status.APPLIED
+        )
         participant.firm.save()
     with pytest.raises(Conflict) as refused:
         certificate_issue(request=request, actor=system_actor)
@@ -112,7 +147,7 @@ def test_inactive_participant_or_firm_gets_no_certificate(change, participant, s
     assert not Certificate.objects.filter(participant=participant).exists()
 
 
-def test_a_request_is_signed_once(participant, system_actor):  # noqa: ANN001
+def test_a_request_is_signed_once(participant, system_actor):
     request = csr_submit(participant=participant, data=make_csr(), actor=system_actor)
     certificate_issue(request=request, actor=system_actor)
     with pytest.raises(Conflict) as refused:
@@ -121,16 +156,20 @@ def test_a_request_is_signed_once(participant, system_actor):  # noqa: ANN001
     assert Certificate.objects.filter(participant=participant).count() == 1
 
 
-def test_two_pending_requests_with_one_key_yield_one_certificate(firm, system_actor):  # noqa: ANN001
+def test_two_pending_requests_with_one_key_yield_one_certificate(firm, system_actor):
     """The key-history check at issuance rejects the second request; the database constraint
     backs it up under concurrency."""
     from tests.factories import ParticipantFactory
 
     key = ec_key()
-    first = csr_submit(participant=ParticipantFactory(firm=firm), data=make_csr(key), actor=system_actor)
+    first = csr_submit(
+        participant=ParticipantFactory(firm=firm), data=make_csr(key), actor=system_actor
+    )
     second = CertificateRequest.objects.create(
-        participant=ParticipantFactory(firm=firm), csr_pem=first.csr_pem,
-        spki_sha256=first.spki_sha256, key_description=first.key_description,
+        participant=ParticipantFactory(firm=firm),
+        csr_pem=first.csr_pem,
+        spki_sha256=first.spki_sha256,
+        key_description=first.key_description,
     )
     certificate_issue(request=first, actor=system_actor)
     with pytest.raises(CsrRejected) as refused:
@@ -141,18 +180,25 @@ def test_two_pending_requests_with_one_key_yield_one_certificate(firm, system_ac
     assert second.rejection_code == CSR_KEY_REUSED
 
 
-def test_database_refuses_a_second_client_certificate_for_one_key(participant, issue):  # noqa: ANN001
+def test_database_refuses_a_second_client_certificate_for_one_key(participant, issue):
     certificate = issue(participant, make_csr())
     clone = Certificate(
-        kind=Certificate.Kind.CLIENT, issuer=certificate.issuer, participant=participant,
-        serial="1234", fingerprint_sha256="f" * 64, spki_sha256=certificate.spki_sha256,
-        subject="x", not_before=certificate.not_before, not_after=certificate.not_after, pem="x",
+        kind=Certificate.Kind.CLIENT,
+        issuer=certificate.issuer,
+        participant=participant,
+        serial="1234",
+        fingerprint_sha256="f" * 64,
+        spki_sha256=certificate.spki_sha256,
+        subject="x",
+        not_before=certificate.not_before,
+        not_after=certificate.not_after,
+        pem="x",
     )
     with pytest.raises(IntegrityError):
         clone.save()
 
 
-def test_pre_issuance_lint_blocks_a_bad_profile_and_nothing_is_signed(cas):  # noqa: ANN001
+def test_pre_issuance_lint_blocks_a_bad_profile_and_nothing_is_signed(cas):
     """A to-be-signed certificate with a critical AKI (RFC 5280 §4.2.1.1 forbids it) is refused
     by pkilint before the CA key signs anything."""
     key = ec_key()
@@ -160,10 +206,15 @@ def test_pre_issuance_lint_blocks_a_bad_profile_and_nothing_is_signed(cas):  # n
     name = crypto.name(common_name="broken", organization="Test")
     builder = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(crypto.random_serial())
-        .not_valid_before(now).not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=True)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=True
+        )
     )
     with pytest.raises(CertificateLintFailed) as refused:
         _sign_linted(builder, key)

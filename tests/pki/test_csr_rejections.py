@@ -38,7 +38,7 @@ def _tampered() -> bytes:
     return bytes(der)
 
 
-def _self_signed_cert(encoding=serialization.Encoding.PEM) -> bytes:  # noqa: ANN001
+def _self_signed_cert(encoding=serialization.Encoding.PEM) -> bytes:
     from datetime import UTC, datetime, timedelta
 
     key = ec_key()
@@ -70,16 +70,25 @@ HOSTILE = {
     "over 64 KiB": (lambda _: make_csr() + b"\n" * (64 * 1024), codes.CSR_TOO_LARGE),
     "garbage bytes": (lambda _: b"\x00\x01hello, this is not a CSR", codes.CSR_MALFORMED),
     "broken base64": (
-        lambda _: b"-----BEGIN CERTIFICATE REQUEST-----\n!!!notbase64!!!\n"
-        b"-----END CERTIFICATE REQUEST-----\n",
+        lambda _: (
+            b"-----BEGIN CERTIFICATE REQUEST-----\n!!!notbase64!!!\n"
+            b"-----END CERTIFICATE REQUEST-----\n"
+        ),
         codes.CSR_MALFORMED,
     ),
     "unterminated block": (lambda _: make_csr()[:-40], codes.CSR_MALFORMED),
-    "leading junk": (lambda _: b"Certificate Request:\n    Data: ...\n" + make_csr(), codes.CSR_MALFORMED),
+    "leading junk": (
+        lambda _: b"Certificate Request:\n    Data: ...\n" + make_csr(),
+        codes.CSR_MALFORMED,
+    ),
     "public key instead": (
-        lambda _: ec_key()
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        lambda _: (
+            ec_key()
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        ),
         codes.CSR_MALFORMED,
     ),
     "two CSRs": (lambda _: make_csr() + make_csr(), codes.CSR_MULTIPLE_OBJECTS),
@@ -148,7 +157,7 @@ HOSTILE = {
 @pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
 def test_hostile_upload_is_rejected_with_its_code_and_only_audited(
     case, participant, system_actor, tmp_path
-):  # noqa: ANN001
+):
     make, expected = HOSTILE[case]
     data = make(tmp_path)
     requests_before = CertificateRequest.objects.count()
@@ -170,7 +179,7 @@ def test_hostile_upload_is_rejected_with_its_code_and_only_audited(
     assert record.target_id == str(participant.pk)
 
 
-def test_private_key_upload_leaves_no_trace_of_the_key(participant, system_actor, caplog):  # noqa: ANN001
+def test_private_key_upload_leaves_no_trace_of_the_key(participant, system_actor, caplog):
     caplog.set_level(logging.DEBUG)
     secret = key_pem(ec_key())
     body = b"".join(secret.splitlines()[1:-1])  # the base64 key material
@@ -196,28 +205,32 @@ def test_cryptography_alone_would_have_accepted_the_hostile_bundles():
         csr_parse(bundle)
 
 
-def test_key_reuse_is_409_and_changes_nothing(participant, system_actor, issue):  # noqa: ANN001
+def test_key_reuse_is_409_and_changes_nothing(participant, system_actor, issue):
     key = ec_key()
     issue(participant, make_csr(key))
     before = CertificateRequest.objects.count()
     with pytest.raises(CsrRejected) as rejected:
-        csr_submit(participant=participant, data=make_csr(key, common_name="again"), actor=system_actor)
+        csr_submit(
+            participant=participant, data=make_csr(key, common_name="again"), actor=system_actor
+        )
     assert rejected.value.code == codes.CSR_KEY_REUSED
     assert rejected.value.status_code == 409
     assert CertificateRequest.objects.count() == before
 
 
-def test_key_reuse_across_participants_is_refused_too(firm, system_actor, issue):  # noqa: ANN001
+def test_key_reuse_across_participants_is_refused_too(firm, system_actor, issue):
     from tests.factories import ParticipantFactory
 
     key = ec_key()
     issue(ParticipantFactory(firm=firm), make_csr(key))
     with pytest.raises(CsrRejected) as rejected:
-        csr_submit(participant=ParticipantFactory(firm=firm), data=make_csr(key), actor=system_actor)
+        csr_submit(
+            participant=ParticipantFactory(firm=firm), data=make_csr(key), actor=system_actor
+        )
     assert rejected.value.code == codes.CSR_KEY_REUSED
 
 
-def test_key_revoked_for_compromise_is_blocked_forever(participant, system_actor, issue):  # noqa: ANN001
+def test_key_revoked_for_compromise_is_blocked_forever(participant, system_actor, issue):
     from django.utils import timezone
 
     key = ec_key()
@@ -230,7 +243,7 @@ def test_key_revoked_for_compromise_is_blocked_forever(participant, system_actor
     assert rejected.value.status_code == 409
 
 
-def test_same_csr_twice_while_pending_is_409(participant, system_actor):  # noqa: ANN001
+def test_same_csr_twice_while_pending_is_409(participant, system_actor):
     csr = make_csr()
     csr_submit(participant=participant, data=csr, actor=system_actor)
     with pytest.raises(CsrRejected) as rejected:
@@ -244,7 +257,7 @@ def test_same_csr_twice_while_pending_is_409(participant, system_actor):  # noqa
     [lambda: rsa_key(2048), lambda: rsa_key(4096), ec_key, lambda: ec_key(ec.SECP384R1())],
     ids=["RSA-2048", "RSA-4096", "EC-P256", "EC-P384"],
 )
-def test_allowed_keys_are_accepted_in_pem_and_der(make_key, participant, system_actor):  # noqa: ANN001
+def test_allowed_keys_are_accepted_in_pem_and_der(make_key, participant, system_actor):
     key = make_key()
     request = csr_submit(
         participant=participant,
@@ -255,7 +268,7 @@ def test_allowed_keys_are_accepted_in_pem_and_der(make_key, participant, system_
     assert "BEGIN CERTIFICATE REQUEST" in request.csr_pem
 
 
-def test_ed25519_and_new_certificate_request_label_are_accepted(participant, system_actor):  # noqa: ANN001
+def test_ed25519_and_new_certificate_request_label_are_accepted(participant, system_actor):
     from tests.keys import ed25519_key
 
     pem = make_csr(ed25519_key()).replace(b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST")
@@ -263,7 +276,7 @@ def test_ed25519_and_new_certificate_request_label_are_accepted(participant, sys
     assert request.key_description == "Ed25519"
 
 
-def test_hostile_subject_is_stored_escaped(participant, system_actor):  # noqa: ANN001
+def test_hostile_subject_is_stored_escaped(participant, system_actor):
     request = csr_submit(
         participant=participant,
         data=make_csr(common_name="<script>x</script>\x00\r\nCN=admin"),

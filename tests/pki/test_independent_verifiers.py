@@ -1,6 +1,7 @@
 """What the CA emits, checked by tools that are not ours: pkilint (its CLI, JSON output) and
 `openssl verify`. Both CA key types are covered."""
 
+import contextlib
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ def _write(directory: Path, name: str, pem: str) -> str:
 
 
 @pytest.fixture(params=["ec-p256", "rsa-3072"])
-def emitted(request, tmp_path, participant, system_actor, issue, cas):  # noqa: ANN001, ANN201
+def emitted(request, tmp_path, participant, system_actor, issue, cas):
     """Every kind of certificate the CA emits, as files, for one CA key type."""
     if request.param == "ec-p256":
         active = cas
@@ -37,7 +38,11 @@ def emitted(request, tmp_path, participant, system_actor, issue, cas):  # noqa: 
         active = {"root": new.root, "client": new.client, "server": new.server}
     from pki.services import ocsp_responder_current
 
-    with override_settings(KEYLINE_CA_DIR=str(tmp_path / "ca-rsa")) if request.param != "ec-p256" else _null():
+    with (
+        override_settings(KEYLINE_CA_DIR=str(tmp_path / "ca-rsa"))
+        if request.param != "ec-p256"
+        else contextlib.nullcontext()
+    ):
         leaves = {
             "client-ec": issue(participant, make_csr(ec_key())).pem,
             "client-p384": issue(participant, make_csr(ec_key(ec.SECP384R1()))).pem,
@@ -61,20 +66,14 @@ def emitted(request, tmp_path, participant, system_actor, issue, cas):  # noqa: 
     return files
 
 
-class _null:
-    def __enter__(self):  # noqa: ANN204
-        return self
-
-    def __exit__(self, *exc):  # noqa: ANN002, ANN204
-        return False
-
-
 def _findings(output: str) -> list[tuple[str, str, str]]:
     """(severity, code, message) of every finding in pkilint's JSON report."""
     found = []
     for result in json.loads(output)["results"]:
         for description in result["finding_descriptions"]:
-            found.append((description["severity"], description["code"], description.get("message") or ""))
+            found.append(
+                (description["severity"], description["code"], description.get("message") or "")
+            )
     return found
 
 
@@ -89,20 +88,38 @@ def _unexpected(findings: list[tuple[str, str, str]]) -> list[tuple[str, str, st
 
 
 def _lint_jobs(files: dict[str, str]) -> list[list[str]]:
-    single = [[tool("lint_pkix_cert"), "lint", "-s", "WARNING", "-f", "JSON", path] for path in files.values()]
+    single = [
+        [tool("lint_pkix_cert"), "lint", "-s", "WARNING", "-f", "JSON", path]
+        for path in files.values()
+    ]
     chain = [
-        ("root", "root"), ("root", "client-ca"), ("root", "server-ca"), ("client-ca", "ocsp"),
-        ("client-ca", "client-ec"), ("client-ca", "client-rsa"), ("client-ca", "client-p384"),
-        ("client-ca", "client-ed25519"), ("server-ca", "server"),
+        ("root", "root"),
+        ("root", "client-ca"),
+        ("root", "server-ca"),
+        ("client-ca", "ocsp"),
+        ("client-ca", "client-ec"),
+        ("client-ca", "client-rsa"),
+        ("client-ca", "client-p384"),
+        ("client-ca", "client-ed25519"),
+        ("server-ca", "server"),
     ]
     pairs = [
-        [tool("lint_pkix_signer_signee_cert_chain"), "lint", "-s", "WARNING", "-f", "JSON", files[i], files[s]]
+        [
+            tool("lint_pkix_signer_signee_cert_chain"),
+            "lint",
+            "-s",
+            "WARNING",
+            "-f",
+            "JSON",
+            files[i],
+            files[s],
+        ]
         for i, s in chain
     ]
     return single + pairs
 
 
-def test_pkilint_finds_nothing_but_its_known_false_positives(emitted):  # noqa: ANN001
+def test_pkilint_finds_nothing_but_its_known_false_positives(emitted):
     jobs = _lint_jobs(emitted)
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(run, jobs))
@@ -133,32 +150,72 @@ def _verify(*args: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("leaf", ["client-ec", "client-p384", "client-rsa", "client-ed25519"])
-def test_openssl_accepts_client_certificates_for_client_auth(emitted, leaf):  # noqa: ANN001
-    rc, out = _verify("-x509_strict", "-CAfile", emitted["root"], "-untrusted", emitted["client-ca"],
-                      "-purpose", "sslclient", emitted[leaf])
+def test_openssl_accepts_client_certificates_for_client_auth(emitted, leaf):
+    rc, out = _verify(
+        "-x509_strict",
+        "-CAfile",
+        emitted["root"],
+        "-untrusted",
+        emitted["client-ca"],
+        "-purpose",
+        "sslclient",
+        emitted[leaf],
+    )
     assert (rc, out.strip()) == (0, f"{emitted[leaf]}: OK")
 
 
-def test_openssl_refuses_client_certificate_as_server_and_without_chain(emitted):  # noqa: ANN001
-    rc, out = _verify("-CAfile", emitted["root"], "-untrusted", emitted["client-ca"],
-                      "-purpose", "sslserver", emitted["client-ec"])
-    assert rc != 0 and "unsuitable certificate purpose" in out
+def test_openssl_refuses_client_certificate_as_server_and_without_chain(emitted):
+    rc, out = _verify(
+        "-CAfile",
+        emitted["root"],
+        "-untrusted",
+        emitted["client-ca"],
+        "-purpose",
+        "sslserver",
+        emitted["client-ec"],
+    )
+    assert rc != 0
+    assert "unsuitable certificate purpose" in out
     rc, out = _verify("-CAfile", emitted["root"], emitted["client-ec"])
-    assert rc != 0 and "unable to get local issuer certificate" in out
+    assert rc != 0
+    assert "unable to get local issuer certificate" in out
 
 
-def test_openssl_accepts_the_server_certificate_only_as_server(emitted):  # noqa: ANN001
-    rc, out = _verify("-x509_strict", "-CAfile", emitted["root"], "-untrusted", emitted["server-ca"],
-                      "-purpose", "sslserver", emitted["server"])
+def test_openssl_accepts_the_server_certificate_only_as_server(emitted):
+    rc, out = _verify(
+        "-x509_strict",
+        "-CAfile",
+        emitted["root"],
+        "-untrusted",
+        emitted["server-ca"],
+        "-purpose",
+        "sslserver",
+        emitted["server"],
+    )
     assert rc == 0, out
-    rc, out = _verify("-CAfile", emitted["root"], "-untrusted", emitted["server-ca"],
-                      "-purpose", "sslclient", emitted["server"])
+    rc, out = _verify(
+        "-CAfile",
+        emitted["root"],
+        "-untrusted",
+        emitted["server-ca"],
+        "-purpose",
+        "sslclient",
+        emitted["server"],
+    )
     assert rc != 0
 
 
-def test_ocsp_delegate_is_an_ocsp_signer_from_the_client_ca(emitted):  # noqa: ANN001
-    rc, out = _verify("-x509_strict", "-CAfile", emitted["root"], "-untrusted", emitted["client-ca"],
-                      "-purpose", "ocsphelper", emitted["ocsp"])
+def test_ocsp_delegate_is_an_ocsp_signer_from_the_client_ca(emitted):
+    rc, out = _verify(
+        "-x509_strict",
+        "-CAfile",
+        emitted["root"],
+        "-untrusted",
+        emitted["client-ca"],
+        "-purpose",
+        "ocsphelper",
+        emitted["ocsp"],
+    )
     assert rc == 0, out
     text = run(["openssl", "x509", "-in", emitted["ocsp"], "-noout", "-text"]).stdout
     assert "OCSP Signing" in text

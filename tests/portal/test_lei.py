@@ -8,7 +8,7 @@ from portal.lei import lei_is_valid, lei_with_check_digits, validate_lei
     "lei",
     ["5493001KJTIIGC8Y1R12", "529900T8BM49AURSDO55", "213800D1EI4B9WTWWD28"],  # published LEIs
 )
-def test_real_leis_validate(lei):  # noqa: ANN001
+def test_real_leis_validate(lei):
     assert lei_is_valid(lei)
     validate_lei(lei)
 
@@ -23,7 +23,7 @@ def test_real_leis_validate(lei):  # noqa: ANN001
         ("", "lei_format"),
     ],
 )
-def test_bad_leis_are_refused_with_a_code(lei, code):  # noqa: ANN001
+def test_bad_leis_are_refused_with_a_code(lei, code):
     with pytest.raises(ValidationError) as refused:
         validate_lei(lei)
     assert refused.value.code == code

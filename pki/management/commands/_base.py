@@ -7,7 +7,7 @@ from portal.errors import DomainError
 
 
 class KeylineCommand(BaseCommand):
-    def execute(self, *args, **options):  # noqa: ANN002, ANN003, ANN201
+    def execute(self, *args, **options):
         try:
             return super().execute(*args, **options)
         except DomainError as exc:

@@ -11,20 +11,28 @@ class Command(KeylineCommand):
         "delegate. Keys go to the CA directory, encrypted with the CA passphrase."
     )
 
-    def add_arguments(self, parser):  # noqa: ANN001, ANN201
+    def add_arguments(self, parser):
         parser.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256")
         parser.add_argument(
-            "--force", action="store_true", help="replace an existing CA (the old one is kept inactive)"
+            "--force",
+            action="store_true",
+            help="replace an existing CA (the old one is kept inactive)",
         )
         parser.add_argument(
             "--if-missing", action="store_true", help="do nothing (exit 0) when a CA exists"
         )
 
-    def handle(self, *args, key_type: str, force: bool, if_missing: bool, **options):  # noqa: ANN002, ANN003, ANN201
-        if if_missing and not force and CertificateAuthority.objects.filter(is_active=True).exists():
+    def handle(self, *args, key_type: str, force: bool, if_missing: bool, **options):
+        if (
+            if_missing
+            and not force
+            and CertificateAuthority.objects.filter(is_active=True).exists()
+        ):
             self.stdout.write("CA already initialised; nothing to do.")
             return
         cas = ca_init(key_type=key_type, force=force, actor=command_actor("init_ca"))
         for ca in (cas.root, cas.client, cas.server):
             self.stdout.write(f"{ca.name}: serial {ca.serial}, sha256 {ca.fingerprint_sha256}")
-        self.stdout.write(f"Certificates in {ca_dir() / 'certs'}; keys (0600) in {ca_dir() / 'keys'}")
+        self.stdout.write(
+            f"Certificates in {ca_dir() / 'certs'}; keys (0600) in {ca_dir() / 'keys'}"
+        )

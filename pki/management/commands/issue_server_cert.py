@@ -11,13 +11,13 @@ class Command(KeylineCommand):
         "server.key (0600), server.pem, server-fullchain.pem, server-chain.pem and root.pem."
     )
 
-    def add_arguments(self, parser):  # noqa: ANN001, ANN201
+    def add_arguments(self, parser):
         parser.add_argument("--dns", nargs="*", default=[], metavar="NAME")
         parser.add_argument("--ip", nargs="*", default=[], metavar="ADDR")
         parser.add_argument("--out", required=True, type=Path, metavar="DIR")
         parser.add_argument("--days", type=int, default=None)
 
-    def handle(self, *args, dns, ip, out: Path, days, **options):  # noqa: ANN001, ANN002, ANN003, ANN201
+    def handle(self, *args, dns, ip, out: Path, days, **options):
         issued = server_certificate_issue(
             dns_names=dns, ip_addresses=ip, days=days, actor=command_actor("issue_server_cert")
         )
@@ -28,6 +28,6 @@ class Command(KeylineCommand):
         atomic_write(out / "server-chain.pem", issued.chain_pem.encode())
         atomic_write(out / "root.pem", issued.root_pem.encode())
         self.stdout.write(
-            f"server certificate {issued.certificate.serial} for {', '.join(issued.certificate.san)} "
-            f"in {out}"
+            f"server certificate {issued.certificate.serial} "
+            f"for {', '.join(issued.certificate.san)} in {out}"
         )

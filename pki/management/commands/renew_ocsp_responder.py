@@ -5,12 +5,15 @@ from pki.services import command_actor, ocsp_responder_renew
 class Command(KeylineCommand):
     help = "Renew the OCSP responder delegate certificate if it is due (or --force)."
 
-    def add_arguments(self, parser):  # noqa: ANN001, ANN201
+    def add_arguments(self, parser):
         parser.add_argument("--force", action="store_true")
 
-    def handle(self, *args, force: bool, **options):  # noqa: ANN002, ANN003, ANN201
+    def handle(self, *args, force: bool, **options):
         renewed = ocsp_responder_renew(actor=command_actor("renew_ocsp_responder"), force=force)
         if renewed is None:
             self.stdout.write("OCSP responder certificate is not due for renewal.")
         else:
-            self.stdout.write(f"OCSP responder certificate {renewed.serial} until {renewed.not_after:%Y-%m-%d %H:%M}Z")
+            self.stdout.write(
+                f"OCSP responder certificate {renewed.serial} "
+                f"until {renewed.not_after:%Y-%m-%d %H:%M}Z"
+            )

@@ -11,16 +11,18 @@ from portal.models import Participant
 class Command(KeylineCommand):
     help = "Validate a participant's CSR and sign it with the client issuing CA (operators)."
 
-    def add_arguments(self, parser):  # noqa: ANN001, ANN201
+    def add_arguments(self, parser):
         parser.add_argument("--participant", required=True, metavar="TRADER_ID")
         parser.add_argument("--csr", required=True, type=Path, metavar="FILE")
         parser.add_argument("--out", required=True, type=Path, metavar="FILE")
         parser.add_argument("--days", type=int, default=None)
 
-    def handle(self, *args, participant: str, csr: Path, out: Path, days, **options):  # noqa: ANN001, ANN002, ANN003, ANN201
+    def handle(self, *args, participant: str, csr: Path, out: Path, days, **options):
         holder = Participant.objects.select_related("firm").filter(trader_id=participant).first()
         if holder is None:
-            raise CommandError(f"participant_not_found: no participant {participant!r}", returncode=2)
+            raise CommandError(
+                f"participant_not_found: no participant {participant!r}", returncode=2
+            )
         try:
             data = csr.read_bytes()
         except OSError as exc:

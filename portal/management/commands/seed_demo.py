@@ -75,10 +75,10 @@ def client_make_key_and_csr(trader_id: str) -> tuple[bytes, bytes]:
 class Command(KeylineCommand):
     help = "Create demo firms, traders and their certificates (idempotent)."
 
-    def add_arguments(self, parser):  # noqa: ANN001, ANN201
+    def add_arguments(self, parser):
         parser.add_argument("--out", type=Path, default=None, metavar="DIR")
 
-    def handle(self, *args, out: Path | None, **options):  # noqa: ANN002, ANN003, ANN201
+    def handle(self, *args, out: Path | None, **options):
         from django.conf import settings
 
         out = out or Path(settings.VAR_DIR) / "demo"
@@ -111,7 +111,7 @@ class Command(KeylineCommand):
         self.stdout.write(f"Demo files in {out}")
         self.stdout.write(f"Demo officer login: {OFFICER} / {password}")
 
-    def _officer(self, out: Path, actor) -> str:  # noqa: ANN001
+    def _officer(self, out: Path, actor) -> str:
         password_file = out / "officer-password.txt"
         user_model = get_user_model()
         user = user_model.objects.filter(username=OFFICER).first()
@@ -131,7 +131,7 @@ class Command(KeylineCommand):
         atomic_write(password_file, password.encode(), mode=0o600)
         return password
 
-    def _firm(self, spec: dict, actor) -> Firm:  # noqa: ANN001
+    def _firm(self, spec: dict, actor) -> Firm:
         fields = {k: v for k, v in spec.items() if k not in ("lei", "traders")}
         with transaction.atomic():
             firm, created = Firm.objects.get_or_create(
@@ -142,7 +142,7 @@ class Command(KeylineCommand):
                 audit_record(event="demo.firm_created", actor=actor, target=firm, lei=firm.lei)
         return firm
 
-    def _certificate(self, participant: Participant, out: Path, actor) -> str:  # noqa: ANN001
+    def _certificate(self, participant: Participant, out: Path, actor) -> str:
         tid = participant.trader_id
         key_path, csr_path, pem_path = (out / f"{tid}.{ext}" for ext in ("key", "csr", "pem"))
         live = (

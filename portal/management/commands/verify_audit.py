@@ -6,7 +6,7 @@ from portal.audit import audit_verify
 class Command(BaseCommand):
     help = "Recompute the audit log's hash chain; name the first broken record."
 
-    def handle(self, *args, **options):  # noqa: ANN002, ANN003, ANN201
+    def handle(self, *args, **options):
         result = audit_verify()
         if not result.ok:
             raise CommandError(
