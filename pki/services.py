@@ -34,8 +34,8 @@ from pki.keystore import atomic_write, ca_dir, ca_key_load, ca_key_write
 from pki.lint import Finding, lint_certificate_der
 from pki.models import Certificate, CertificateAuthority, CertificateRequest
 from pki.selectors import ca_get_active, certificate_key_history
-from portal.audit import Actor, audit_record
-from portal.errors import Conflict, DomainError, Invalid
+from portal.audit import Actor, AuditEntry, audit_record, audit_record_many
+from portal.errors import Conflict, DomainError, Invalid, NotFound
 from portal.models import Participant
 
 logger = logging.getLogger(__name__)
@@ -357,12 +357,14 @@ def ocsp_responder_renew(*, actor: Actor, force: bool = False) -> Certificate | 
 # --- client certificates -------------------------------------------------------------------
 
 
-def _check_key_history(spki_sha256: str) -> None:
-    history = certificate_key_history(spki_sha256)
-    if history.filter(revocation_reason=Certificate.Reason.KEY_COMPROMISE).exists():
-        raise CsrKeyRejected(CSR_KEY_COMPROMISED)
-    if history.exists():
-        raise CsrKeyRejected(CSR_KEY_REUSED)
+def _key_history_rejection(spki_sha256: str) -> CsrKeyRejected | None:
+    """Why this public key may not be certified (again), in one query, or None."""
+    reasons = set(certificate_key_history(spki_sha256).values_list("revocation_reason", flat=True))
+    if Certificate.Reason.KEY_COMPROMISE in reasons:
+        return CsrKeyRejected(CSR_KEY_COMPROMISED)
+    if reasons:
+        return CsrKeyRejected(CSR_KEY_REUSED)
+    return None
 
 
 def _audit_rejection(
@@ -390,7 +392,8 @@ def csr_submit(*, participant: Participant, data: bytes | str, actor: Actor) -> 
     size = len(data)
     try:
         parsed = csr_parse(data)
-        _check_key_history(parsed.spki_sha256)
+        if rejection := _key_history_rejection(parsed.spki_sha256):
+            raise rejection
         if CertificateRequest.objects.filter(
             spki_sha256=parsed.spki_sha256, status=CertificateRequest.Status.SUBMITTED
         ).exists():
@@ -420,120 +423,168 @@ def csr_submit(*, participant: Participant, data: bytes | str, actor: Actor) -> 
     return request
 
 
-def _reject_request(*, request: CertificateRequest, rejection: CsrRejected, actor: Actor) -> None:
-    with transaction.atomic():
-        request = CertificateRequest.objects.select_for_update().get(pk=request.pk)
-        if request.status != CertificateRequest.Status.SUBMITTED:
-            return
-        request.status = CertificateRequest.Status.REJECTED
-        request.rejection_code = rejection.code
-        request.rejection_reason = rejection.message
-        request.decided_by = actor.label
-        request.decided_at = timezone.now()
-        request.save(
-            update_fields=[
-                "status",
-                "rejection_code",
-                "rejection_reason",
-                "decided_by",
-                "decided_at",
-            ]
-        )
-        audit_record(event="csr.rejected", actor=actor, target=request, code=rejection.code)
+@dataclass(frozen=True)
+class IssueOutcome:
+    """What became of one request in :func:`certificates_issue`: a certificate or an error."""
+
+    request_id: int
+    certificate: Certificate | None = None
+    error: DomainError | None = None
 
 
 def certificate_issue(
     *, request: CertificateRequest, actor: Actor, validity_days: int | None = None
 ) -> Certificate:
-    """Sign a submitted request with the client issuing CA.
+    """Sign one submitted request with the client issuing CA.
 
     Subject and SAN come from the participant's verified records, never from the CSR; the
     serial is 159 random bits; validity defaults to ``KEYLINE_CLIENT_CERT_DAYS``. Raises
     ``Conflict`` when the request is not pending or the participant or firm is not active,
-    and :class:`pki.csr.CsrKeyRejected` (marking the request rejected) when the key was
-    certified before or compromised.
+    and :class:`pki.csr.CsrKeyRejected` when the key was certified before or compromised; the
+    request is then marked rejected (committed) before the error is raised.
     """
-    _ensure_pending(request)
-    try:
-        _check_key_history(request.spki_sha256)
-    except CsrKeyRejected as rejection:
-        _reject_request(request=request, rejection=rejection, actor=actor)
-        raise
-    try:
-        return _certificate_issue(request=request, actor=actor, validity_days=validity_days)
-    except IntegrityError as exc:
-        # Another transaction certified the same key in between (constraint
-        # pki_client_key_certified_once): nothing was written by this one.
-        raise CsrKeyRejected(CSR_KEY_REUSED) from exc
+    (outcome,) = certificates_issue(requests=[request], actor=actor, validity_days=validity_days)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.certificate  # type: ignore[return-value]
 
 
-def _ensure_pending(request: CertificateRequest) -> None:
-    status = CertificateRequest.objects.values_list("status", flat=True).get(pk=request.pk)
-    if status != CertificateRequest.Status.SUBMITTED:
-        raise Conflict("csr_not_pending", f"This request is already {status}.")
+def certificates_issue(
+    *, requests: list[CertificateRequest], actor: Actor, validity_days: int | None = None
+) -> list[IssueOutcome]:
+    """Sign many submitted requests in one transaction: the signing worker's path when it
+    drains a queue of approved requests. One outcome per request, in order; a request that
+    cannot be signed changes nothing (or is marked rejected, for a key that was certified
+    before or compromised) and does not hold up the others."""
+    try:
+        return _certificates_issue(requests=requests, actor=actor, validity_days=validity_days)
+    except IntegrityError:
+        # A concurrent transaction certified one of these keys in between (constraint
+        # pki_client_key_certified_once) and this transaction wrote nothing. One at a time,
+        # the key-history check now names the loser.
+        if len(requests) == 1:
+            return [IssueOutcome(requests[0].pk, error=CsrKeyRejected(CSR_KEY_REUSED))]
+        return [
+            _certificates_issue(requests=[r], actor=actor, validity_days=validity_days)[0]
+            for r in requests
+        ]
 
 
 @transaction.atomic
-def _certificate_issue(
-    *, request: CertificateRequest, actor: Actor, validity_days: int | None
-) -> Certificate:
-    request = (
-        CertificateRequest.objects.select_for_update()
+def _certificates_issue(
+    *, requests: list[CertificateRequest], actor: Actor, validity_days: int | None
+) -> list[IssueOutcome]:
+    ids = [r.pk for r in requests]
+    locked = {
+        r.pk: r
+        for r in CertificateRequest.objects.select_for_update(of=("self",))
         .select_related("participant__firm")
-        .get(pk=request.pk)
-    )
-    _ensure_pending(request)  # again, now that the row is locked
-    participant = request.participant
-    if not participant.can_hold_certificate:
-        raise Conflict(
-            "participant_inactive",
-            "Certificates are issued only to active participants of approved firms.",
-        )
+        .filter(pk__in=ids)
+        .order_by("pk")  # a fixed lock order: concurrent batches cannot deadlock
+    }
+    history: dict[str, set[str]] = {}
+    for spki, reason in Certificate.objects.filter(
+        spki_sha256__in={r.spki_sha256 for r in locked.values()}
+    ).values_list("spki_sha256", "revocation_reason"):
+        history.setdefault(spki, set()).add(reason)
     conf = pki_settings()
     ca = ca_get_active(CertificateAuthority.Kind.CLIENT)
+    issuer, ca_key = _issuer(ca), ca_key_load(ca.key_file)
     now = timezone.now()
-    public_key = x509.load_pem_x509_csr(request.csr_pem.encode()).public_key()
-    firm = participant.firm
-    cert = _sign_linted(
-        crypto.build_client(
-            subject=crypto.name(
-                common_name=participant.trader_id,
-                organization=firm.legal_name,
-                country=firm.jurisdiction,
+    not_after = now + timedelta(days=validity_days or conf.client_cert_days)
+
+    outcomes: list[IssueOutcome] = []
+    certificates: list[Certificate] = []
+    decided: list[CertificateRequest] = []
+    entries: list[AuditEntry] = []
+    for request_id in ids:
+        request = locked.get(request_id)
+        if request is None:
+            outcomes.append(
+                IssueOutcome(request_id, error=NotFound("csr_not_found", "No such request."))
+            )
+            continue
+        if request.status != CertificateRequest.Status.SUBMITTED:
+            error = Conflict("csr_not_pending", f"This request is already {request.status}.")
+            outcomes.append(IssueOutcome(request_id, error=error))
+            continue
+        reasons = history.get(request.spki_sha256, set())
+        if reasons:
+            code = (
+                CSR_KEY_COMPROMISED
+                if Certificate.Reason.KEY_COMPROMISE in reasons
+                else CSR_KEY_REUSED
+            )
+            rejection = CsrKeyRejected(code)
+            request.status = CertificateRequest.Status.REJECTED
+            request.rejection_code, request.rejection_reason = rejection.code, rejection.message
+            request.decided_by, request.decided_at = actor.label, now
+            decided.append(request)
+            entries.append(AuditEntry("csr.rejected", actor, request, details={"code": code}))
+            outcomes.append(IssueOutcome(request_id, error=rejection))
+            continue
+        participant = request.participant
+        if not participant.can_hold_certificate:
+            error = Conflict(
+                "participant_inactive",
+                "Certificates are issued only to active participants of approved firms.",
+            )
+            outcomes.append(IssueOutcome(request_id, error=error))
+            continue
+        firm = participant.firm
+        cert = _sign_linted(
+            crypto.build_client(
+                subject=crypto.name(
+                    common_name=participant.trader_id,
+                    organization=firm.legal_name,
+                    country=firm.jurisdiction,
+                ),
+                san_uri=participant.san_uri,
+                public_key=x509.load_pem_x509_csr(request.csr_pem.encode()).public_key(),  # type: ignore[arg-type]
+                issuer=issuer,
+                ocsp_url=conf.ocsp_url,
+                not_before=now - crypto.BACKDATE,
+                not_after=not_after,
+                serial=crypto.random_serial(),
             ),
-            san_uri=participant.san_uri,
-            public_key=public_key,  # type: ignore[arg-type]
-            issuer=_issuer(ca),
-            ocsp_url=conf.ocsp_url,
-            not_before=now - crypto.BACKDATE,
-            not_after=now + timedelta(days=validity_days or conf.client_cert_days),
-            serial=crypto.random_serial(),
-        ),
-        ca_key_load(ca.key_file),
+            ca_key,
+        )
+        certificate = Certificate(
+            kind=Certificate.Kind.CLIENT,
+            issuer=ca,
+            participant=participant,
+            request=request,
+            **_certificate_fields(cert),
+        )
+        history[request.spki_sha256] = {""}  # a second request for this key in the batch loses
+        request.status = CertificateRequest.Status.ISSUED
+        request.decided_by, request.decided_at = actor.label, now
+        decided.append(request)
+        certificates.append(certificate)
+        outcomes.append(IssueOutcome(request_id, certificate=certificate))
+        entries.append(
+            AuditEntry(
+                "certificate.issued",
+                actor,
+                certificate,  # its primary key is set by bulk_create before the audit
+                details={
+                    "serial": certificate.serial,
+                    "fingerprint_sha256": certificate.fingerprint_sha256,
+                    "trader_id": participant.trader_id,
+                    "firm_lei": firm.lei,
+                    "not_after": certificate.not_after,
+                    "request_id": request.pk,
+                },
+            )
+        )
+
+    Certificate.objects.bulk_create(certificates)
+    CertificateRequest.objects.bulk_update(
+        decided, ["status", "rejection_code", "rejection_reason", "decided_by", "decided_at"]
     )
-    certificate = Certificate.objects.create(
-        kind=Certificate.Kind.CLIENT,
-        issuer=ca,
-        participant=participant,
-        request=request,
-        **_certificate_fields(cert),
-    )
-    request.status = CertificateRequest.Status.ISSUED
-    request.decided_by = actor.label
-    request.decided_at = now
-    request.save(update_fields=["status", "decided_by", "decided_at"])
-    audit_record(
-        event="certificate.issued",
-        actor=actor,
-        target=certificate,
-        serial=certificate.serial,
-        fingerprint_sha256=certificate.fingerprint_sha256,
-        trader_id=participant.trader_id,
-        firm_lei=firm.lei,
-        not_after=certificate.not_after,
-        request_id=request.pk,
-    )
-    return certificate
+    if entries:
+        audit_record_many(entries)
+    return outcomes
 
 
 # --- the terminator's server certificate ---------------------------------------------------

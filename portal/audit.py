@@ -8,7 +8,7 @@ has its record. :func:`audit_verify` recomputes the chain and names the first br
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,6 +93,18 @@ def _hash_of(record: AuditRecord) -> str:
     )
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """One record to append: what happened, who did it, to what, and the details."""
+
+    event: str
+    actor: Actor
+    target: models.Model | None = None
+    target_type: str = ""
+    target_id: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 def audit_record(
     *,
     event: str,
@@ -107,31 +119,43 @@ def audit_record(
     ``details`` must be JSON-serialisable after Django's encoder (datetimes, decimals and
     UUIDs become strings). Never pass secrets or private key material.
     """
-    if target is not None:
-        target_type = target_type or target._meta.label_lower
-        target_id = target_id or str(target.pk)
-    clean_details = json.loads(json.dumps(details, cls=DjangoJSONEncoder))
-    with transaction.atomic():
+    entry = AuditEntry(event, actor, target, target_type, target_id, details)
+    return audit_record_many([entry])[0]
+
+
+def audit_record_many(entries: list[AuditEntry]) -> list[AuditRecord]:
+    """Append several records in order, holding the chain head once (batch services)."""
+    # No savepoint: the records live or die with the caller's transaction.
+    with transaction.atomic(savepoint=False):
         head = AuditHead.objects.select_for_update().filter(pk=1).first()
         if head is None:
-            head = AuditHead.objects.create(pk=1, sequence=0, hash=GENESIS_HASH)
+            AuditHead.objects.create(pk=1, sequence=0, hash=GENESIS_HASH)
             head = AuditHead.objects.select_for_update().get(pk=1)
-        fields = {
-            "sequence": head.sequence + 1,
-            "created_at": timezone.now(),
-            "event": event,
-            "actor_type": str(actor.type),
-            "actor_id": actor.id,
-            "actor_label": actor.label[:200],
-            "target_type": target_type,
-            "target_id": target_id,
-            "details": clean_details,
-            "prev_hash": head.hash,
-        }
-        record = AuditRecord.objects.create(hash=_record_hash(**fields), **fields)
-        head.sequence, head.hash = record.sequence, record.hash
-        head.save(update_fields=["sequence", "hash"])
-    return record
+        sequence, prev_hash, now = head.sequence, head.hash, timezone.now()
+        records = []
+        for entry in entries:
+            target_type, target_id = entry.target_type, entry.target_id
+            if entry.target is not None:
+                target_type = target_type or entry.target._meta.label_lower
+                target_id = target_id or str(entry.target.pk)
+            sequence += 1
+            fields = {
+                "sequence": sequence,
+                "created_at": now,
+                "event": entry.event,
+                "actor_type": str(entry.actor.type),
+                "actor_id": entry.actor.id,
+                "actor_label": entry.actor.label[:200],
+                "target_type": target_type,
+                "target_id": target_id,
+                "details": json.loads(json.dumps(entry.details, cls=DjangoJSONEncoder)),
+                "prev_hash": prev_hash,
+            }
+            prev_hash = _record_hash(**fields)
+            records.append(AuditRecord(hash=prev_hash, **fields))
+        AuditRecord.objects.bulk_create(records)
+        AuditHead.objects.filter(pk=1).update(sequence=sequence, hash=prev_hash)
+    return records
 
 
 @dataclass(frozen=True)

@@ -219,3 +219,72 @@ def test_pre_issuance_lint_blocks_a_bad_profile_and_nothing_is_signed(cas):
     with pytest.raises(CertificateLintFailed) as refused:
         _sign_linted(builder, key)
     assert any("authority_key_identifier_critical" in f for f in refused.value.details["findings"])
+
+
+def test_batch_issue_gives_one_outcome_per_request_in_order(firm, system_actor):
+    """The signing worker's batch path: good requests are signed, the others are refused
+    with their codes, and the audit chain stays intact."""
+    from django.utils import timezone
+
+    from pki.services import certificates_issue
+    from portal.audit import audit_verify
+    from tests.factories import ParticipantFactory
+
+    def submit(participant, key=None):
+        return csr_submit(
+            participant=participant, data=make_csr(key or ec_key()), actor=system_actor
+        )
+
+    good = [submit(ParticipantFactory(firm=firm)) for _ in range(3)]
+    done = submit(ParticipantFactory(firm=firm))
+    certificate_issue(request=done, actor=system_actor)
+    disabled = ParticipantFactory(firm=firm, is_active=False)
+    inactive = submit(disabled)
+    compromised_key = ec_key()
+    old = certificate_issue(
+        request=submit(ParticipantFactory(firm=firm), compromised_key), actor=system_actor
+    )
+    old.mark_revoked(reason=Certificate.Reason.KEY_COMPROMISE, at=timezone.now())
+    old.save()
+    compromised = CertificateRequest.objects.create(
+        participant=ParticipantFactory(firm=firm),
+        csr_pem=make_csr(compromised_key).decode(),
+        spki_sha256=old.spki_sha256,
+        key_description="EC-secp256r1",
+    )
+    shared = ec_key()
+    twin_a = submit(ParticipantFactory(firm=firm), shared)
+    twin_b = CertificateRequest.objects.create(
+        participant=ParticipantFactory(firm=firm),
+        csr_pem=twin_a.csr_pem,
+        spki_sha256=twin_a.spki_sha256,
+        key_description=twin_a.key_description,
+    )
+    batch = [good[0], done, inactive, good[1], compromised, twin_a, twin_b, good[2]]
+
+    outcomes = certificates_issue(requests=batch, actor=system_actor)
+
+    assert [o.request_id for o in outcomes] == [r.pk for r in batch]
+    codes = [o.error.code if o.error else "issued" for o in outcomes]
+    assert codes == [
+        "issued",
+        "csr_not_pending",
+        "participant_inactive",
+        "issued",
+        "csr_key_compromised",
+        "issued",
+        "csr_key_reused",
+        "issued",
+    ]
+    for outcome in outcomes:
+        if outcome.certificate:
+            assert (
+                Certificate.objects.get(pk=outcome.certificate.pk).request_id == outcome.request_id
+            )
+    assert CertificateRequest.objects.get(pk=inactive.pk).status == "submitted"
+    assert CertificateRequest.objects.get(pk=twin_b.pk).rejection_code == "csr_key_reused"
+    issued_audit = AuditRecord.objects.filter(event="certificate.issued").order_by("-sequence")[:4]
+    assert {int(r.target_id) for r in issued_audit} == {
+        o.certificate.pk for o in outcomes if o.certificate
+    }
+    assert audit_verify().ok
