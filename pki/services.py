@@ -303,7 +303,7 @@ def ocsp_responder_current() -> Certificate | None:
     return (
         Certificate.objects.live()
         .filter(kind=Certificate.Kind.OCSP_RESPONDER, issuer__kind="client", issuer__is_active=True)
-        .order_by("-not_after")
+        .order_by("-not_after", "-pk")  # not_after has whole seconds: newest wins a tie
         .first()
     )
 
