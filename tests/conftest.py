@@ -84,3 +84,27 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         cmd, capture_output=True, text=True, check=False, env=os.environ, **kwargs
     )
+
+
+def openssl_verify(leaf: Path, *, root: Path, untrusted: Path, purpose: str):
+    """`openssl verify` of ``leaf`` against ``root`` with ``untrusted`` intermediates."""
+    return run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(root),
+            "-untrusted",
+            str(untrusted),
+            "-purpose",
+            purpose,
+            str(leaf),
+        ]
+    )
+
+
+def key_matches_certificate(key: Path, certificate: Path) -> bool:
+    """openssl's view: the private key file holds the certificate's public key."""
+    key_pub = run(["openssl", "pkey", "-in", str(key), "-pubout"]).stdout
+    cert_pub = run(["openssl", "x509", "-in", str(certificate), "-pubkey", "-noout"]).stdout
+    return bool(key_pub) and key_pub == cert_pub

@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from pki.models import Certificate, CertificateRequest
 from portal.lei import lei_is_valid
 from portal.models import AuditRecord, Firm, Participant
-from tests.conftest import run
+from tests.conftest import key_matches_certificate, openssl_verify
 from tests.keys import ec_key, key_pem, make_csr
 
 pytestmark = pytest.mark.django_db
@@ -35,19 +35,7 @@ def test_sign_csr_issues_a_certificate_openssl_accepts(participant, tmp_path, ca
     root, chain = tmp_path / "root.pem", tmp_path / "client-ca.pem"
     root.write_text(cas["root"].certificate_pem)
     chain.write_text(cas["client"].certificate_pem)
-    result = run(
-        [
-            "openssl",
-            "verify",
-            "-CAfile",
-            str(root),
-            "-untrusted",
-            str(chain),
-            "-purpose",
-            "sslclient",
-            str(out),
-        ]
-    )
+    result = openssl_verify(out, root=root, untrusted=chain, purpose="sslclient")
     assert result.returncode == 0, result.stderr
 
 
@@ -91,26 +79,14 @@ def test_issue_server_cert_writes_key_and_chain(tmp_path, cas):
     assert oct((tmp_path / "server.key").stat().st_mode & 0o777) == "0o600"
     full = (tmp_path / "server-fullchain.pem").read_text()
     assert full == (tmp_path / "server.pem").read_text() + cas["server"].certificate_pem
-    result = run(
-        [
-            "openssl",
-            "verify",
-            "-CAfile",
-            str(tmp_path / "root.pem"),
-            "-untrusted",
-            str(tmp_path / "server-chain.pem"),
-            "-purpose",
-            "sslserver",
-            str(tmp_path / "server.pem"),
-        ]
+    result = openssl_verify(
+        tmp_path / "server.pem",
+        root=tmp_path / "root.pem",
+        untrusted=tmp_path / "server-chain.pem",
+        purpose="sslserver",
     )
     assert result.returncode == 0, result.stderr
-    # The key matches the certificate.
-    key_pub = run(["openssl", "pkey", "-in", str(tmp_path / "server.key"), "-pubout"]).stdout
-    cert_pub = run(
-        ["openssl", "x509", "-in", str(tmp_path / "server.pem"), "-pubkey", "-noout"]
-    ).stdout
-    assert key_pub == cert_pub
+    assert key_matches_certificate(tmp_path / "server.key", tmp_path / "server.pem")
 
 
 def test_issue_server_cert_rejects_bad_names(tmp_path, cas):
@@ -149,26 +125,15 @@ def test_seed_demo_is_idempotent_and_writes_the_contract_files(tmp_path, cas, ca
     assert first.splitlines()[-1] == second.splitlines()[-1]  # same officer password
 
     for trader in traders:
-        result = run(
-            [
-                "openssl",
-                "verify",
-                "-CAfile",
-                str(tmp_path / "root.pem"),
-                "-untrusted",
-                str(tmp_path / "chain.pem"),
-                "-purpose",
-                "sslclient",
-                str(tmp_path / f"{trader}.pem"),
-            ]
+        result = openssl_verify(
+            tmp_path / f"{trader}.pem",
+            root=tmp_path / "root.pem",
+            untrusted=tmp_path / "chain.pem",
+            purpose="sslclient",
         )
         assert result.returncode == 0, result.stderr
         # The key on disk is the one certified, and the server never saw it.
-        key_pub = run(["openssl", "pkey", "-in", str(tmp_path / f"{trader}.key"), "-pubout"]).stdout
-        cert_pub = run(
-            ["openssl", "x509", "-in", str(tmp_path / f"{trader}.pem"), "-pubkey", "-noout"]
-        ).stdout
-        assert key_pub == cert_pub
+        assert key_matches_certificate(tmp_path / f"{trader}.key", tmp_path / f"{trader}.pem")
     key_body = (tmp_path / "nw-alice.key").read_text().splitlines()[1]
     assert not AuditRecord.objects.filter(details__icontains=key_body).exists()
 
@@ -183,29 +148,22 @@ def test_seed_demo_reissues_when_files_are_gone(tmp_path, cas, capsys):
     assert "nw-bob" in next(line for line in out.splitlines() if "issued certificate" in line)
 
 
-def test_settings_fail_closed_without_secret_key():
+@pytest.mark.parametrize(
+    ("extra_env", "message"),
+    [
+        ({}, "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is required"),
+        ({"DJANGO_SECRET_KEY": "x" * 50}, "DJANGO_ALLOWED_HOSTS is required"),
+    ],
+)
+def test_settings_fail_closed(extra_env, message):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "KEYLINE_"))}
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         cwd=ROOT,
-        env={**env, "DJANGO_SETTINGS_MODULE": "portal.settings"},
+        env={**env, "DJANGO_SETTINGS_MODULE": "portal.settings", **extra_env},
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode != 0
-    assert "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is required" in result.stderr
-
-
-def test_settings_fail_closed_without_allowed_hosts():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "KEYLINE_"))}
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        cwd=ROOT,
-        env={**env, "DJANGO_SETTINGS_MODULE": "portal.settings", "DJANGO_SECRET_KEY": "x" * 50},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode != 0
-    assert "DJANGO_ALLOWED_HOSTS is required" in result.stderr
+    assert message in result.stderr
