@@ -167,3 +167,13 @@ def test_settings_fail_closed(extra_env, message):
     )
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_seed_demo_without_a_ca_says_so_in_one_line(tmp_path, cas):
+    from pki.models import CertificateAuthority
+
+    CertificateAuthority.objects.update(is_active=False)
+    with pytest.raises(CommandError) as failed:
+        call_command("seed_demo", "--out", str(tmp_path))
+    assert str(failed.value) == "no CA yet: run 'manage.py init_ca' first"
+    assert not Participant.objects.filter(trader_id="nw-alice").exists()

@@ -23,6 +23,7 @@ from pki.models import Certificate, CertificateAuthority
 from pki.selectors import ca_get_active
 from pki.services import certificate_issue, command_actor, csr_submit
 from portal.audit import audit_record
+from portal.errors import NotFound
 from portal.lei import lei_with_check_digits
 from portal.models import Firm, Participant
 
@@ -86,7 +87,7 @@ class Command(KeylineCommand):
         try:
             client_ca = ca_get_active(CertificateAuthority.Kind.CLIENT)
             root = ca_get_active(CertificateAuthority.Kind.ROOT)
-        except Exception as exc:
+        except NotFound as exc:
             raise CommandError("no CA yet: run 'manage.py init_ca' first", returncode=2) from exc
         actor = command_actor("seed_demo")
         password = self._officer(out, actor)
