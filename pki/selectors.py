@@ -17,31 +17,5 @@ def ca_list_active() -> QuerySet[CertificateAuthority]:
     return CertificateAuthority.objects.filter(is_active=True).order_by("id")
 
 
-def certificate_get_by_fingerprint(fingerprint: str) -> Certificate:
-    certificate = (
-        Certificate.objects.select_related("participant__firm", "issuer")
-        .filter(fingerprint_sha256=fingerprint.lower().replace(":", ""))
-        .first()
-    )
-    if certificate is None:
-        raise NotFound("certificate_not_found", "No certificate with this fingerprint.")
-    return certificate
-
-
-def certificate_get_by_serial(serial_hex: str) -> Certificate:
-    try:
-        serial = format(int(serial_hex.replace(":", ""), 16), "x")
-    except ValueError:
-        raise NotFound("certificate_not_found", "No certificate with this serial.") from None
-    certificate = (
-        Certificate.objects.select_related("participant__firm", "issuer")
-        .filter(serial=serial)
-        .first()
-    )
-    if certificate is None:
-        raise NotFound("certificate_not_found", "No certificate with this serial.")
-    return certificate
-
-
 def certificate_key_history(spki_sha256: str) -> QuerySet[Certificate]:
     return Certificate.objects.filter(spki_sha256=spki_sha256)

@@ -295,8 +295,9 @@ def ca_init(*, key_type: str = "ec-p256", force: bool = False, actor: Actor) -> 
 # --- OCSP delegate -------------------------------------------------------------------------
 
 
-def ocsp_responder_key_file(certificate: Certificate) -> str:
-    return f"keys/ocsp-{certificate.serial}.key.pem"
+def ocsp_responder_key_file(serial: str) -> str:
+    """Where the delegate's key lives, relative to the CA directory (the responder loads it)."""
+    return f"keys/ocsp-{serial}.key.pem"
 
 
 def ocsp_responder_current() -> Certificate | None:
@@ -337,7 +338,7 @@ def ocsp_responder_renew(*, actor: Actor, force: bool = False) -> Certificate | 
         ca_key,
     )
     fields = _certificate_fields(cert)
-    ca_key_write(f"keys/ocsp-{fields['serial']}.key.pem", key)
+    ca_key_write(ocsp_responder_key_file(fields["serial"]), key)
     with transaction.atomic():
         row = Certificate.objects.create(
             kind=Certificate.Kind.OCSP_RESPONDER, issuer=client_ca, **fields
@@ -357,30 +358,35 @@ def ocsp_responder_renew(*, actor: Actor, force: bool = False) -> Certificate | 
 # --- client certificates -------------------------------------------------------------------
 
 
-def _key_history_rejection(spki_sha256: str) -> CsrKeyRejected | None:
-    """Why this public key may not be certified (again), in one query, or None."""
-    reasons = set(certificate_key_history(spki_sha256).values_list("revocation_reason", flat=True))
-    if Certificate.Reason.KEY_COMPROMISE in reasons:
+def _key_rejection(revocation_reasons: set[str]) -> CsrKeyRejected | None:
+    """Why a key with these earlier certificates (their revocation reasons, "" when not
+    revoked) may not be certified again, or None when it has none."""
+    if Certificate.Reason.KEY_COMPROMISE in revocation_reasons:
         return CsrKeyRejected(CSR_KEY_COMPROMISED)
-    if reasons:
+    if revocation_reasons:
         return CsrKeyRejected(CSR_KEY_REUSED)
     return None
+
+
+def _key_history_rejection(spki_sha256: str) -> CsrKeyRejected | None:
+    """:func:`_key_rejection` for one key, in one query."""
+    history = certificate_key_history(spki_sha256).values_list("revocation_reason", flat=True)
+    return _key_rejection(set(history))
 
 
 def _audit_rejection(
     *, rejection: CsrRejected, participant: Participant, actor: Actor, size: int
 ) -> None:
     # Only the code, the size and our own detail text: never any part of the upload itself.
-    with transaction.atomic():
-        audit_record(
-            event="csr.rejected",
-            actor=actor,
-            target=participant,
-            code=rejection.code,
-            size=size,
-            trader_id=participant.trader_id,
-            detail=rejection.details.get("detail", ""),
-        )
+    audit_record(
+        event="csr.rejected",
+        actor=actor,
+        target=participant,
+        code=rejection.code,
+        size=size,
+        trader_id=participant.trader_id,
+        detail=rejection.details.get("detail", ""),
+    )
 
 
 def csr_submit(*, participant: Participant, data: bytes | str, actor: Actor) -> CertificateRequest:
@@ -508,19 +514,14 @@ def _certificates_issue(
             error = Conflict("csr_not_pending", f"This request is already {request.status}.")
             outcomes.append(IssueOutcome(request_id, error=error))
             continue
-        reasons = history.get(request.spki_sha256, set())
-        if reasons:
-            code = (
-                CSR_KEY_COMPROMISED
-                if Certificate.Reason.KEY_COMPROMISE in reasons
-                else CSR_KEY_REUSED
-            )
-            rejection = CsrKeyRejected(code)
+        if rejection := _key_rejection(history.get(request.spki_sha256, set())):
             request.status = CertificateRequest.Status.REJECTED
             request.rejection_code, request.rejection_reason = rejection.code, rejection.message
             request.decided_by, request.decided_at = actor.label, now
             decided.append(request)
-            entries.append(AuditEntry("csr.rejected", actor, request, details={"code": code}))
+            entries.append(
+                AuditEntry("csr.rejected", actor, request, details={"code": rejection.code})
+            )
             outcomes.append(IssueOutcome(request_id, error=rejection))
             continue
         participant = request.participant

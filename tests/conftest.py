@@ -86,21 +86,23 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     )
 
 
-def openssl_verify(leaf: Path, *, root: Path, untrusted: Path, purpose: str):
-    """`openssl verify` of ``leaf`` against ``root`` with ``untrusted`` intermediates."""
-    return run(
-        [
-            "openssl",
-            "verify",
-            "-CAfile",
-            str(root),
-            "-untrusted",
-            str(untrusted),
-            "-purpose",
-            purpose,
-            str(leaf),
-        ]
-    )
+def openssl_verify(
+    leaf: str | Path,
+    *,
+    root: str | Path,
+    untrusted: str | Path | None = None,
+    purpose: str | None = None,
+    strict: bool = False,
+) -> tuple[int, str]:
+    """`openssl verify` of ``leaf`` against the trust anchor ``root``: (exit code, output)."""
+    args = ["-x509_strict"] if strict else []
+    args += ["-CAfile", str(root)]
+    if untrusted is not None:
+        args += ["-untrusted", str(untrusted)]
+    if purpose is not None:
+        args += ["-purpose", purpose]
+    result = run(["openssl", "verify", *args, str(leaf)])
+    return result.returncode, result.stdout + result.stderr
 
 
 def key_matches_certificate(key: Path, certificate: Path) -> bool:

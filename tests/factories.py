@@ -5,6 +5,7 @@ import string
 
 import factory
 
+from pki.models import Certificate
 from portal.lei import lei_with_check_digits
 from portal.models import Firm, Participant
 
@@ -39,3 +40,21 @@ class ParticipantFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Trader {n}")
     email = factory.Sequence(lambda n: f"trader{n}@firm.example")
     role = Participant.Role.REQUESTER
+
+
+def certificate_row_like(certificate: Certificate, **changes: object) -> Certificate:
+    """An unsaved row copying ``certificate`` with ``changes``: for proving what the database
+    refuses. Its fingerprint is fresh unless given."""
+    fields = {
+        "kind": certificate.kind,
+        "issuer": certificate.issuer,
+        "participant": certificate.participant,
+        "serial": "1234",
+        "fingerprint_sha256": secrets.token_hex(32),
+        "spki_sha256": secrets.token_hex(32),
+        "subject": certificate.subject,
+        "not_before": certificate.not_before,
+        "not_after": certificate.not_after,
+        "pem": certificate.pem,
+    }
+    return Certificate(**{**fields, **changes})

@@ -35,8 +35,8 @@ def test_sign_csr_issues_a_certificate_openssl_accepts(participant, tmp_path, ca
     root, chain = tmp_path / "root.pem", tmp_path / "client-ca.pem"
     root.write_text(cas["root"].certificate_pem)
     chain.write_text(cas["client"].certificate_pem)
-    result = openssl_verify(out, root=root, untrusted=chain, purpose="sslclient")
-    assert result.returncode == 0, result.stderr
+    rc, output = openssl_verify(out, root=root, untrusted=chain, purpose="sslclient")
+    assert rc == 0, output
 
 
 @pytest.mark.parametrize(
@@ -79,13 +79,13 @@ def test_issue_server_cert_writes_key_and_chain(tmp_path, cas):
     assert oct((tmp_path / "server.key").stat().st_mode & 0o777) == "0o600"
     full = (tmp_path / "server-fullchain.pem").read_text()
     assert full == (tmp_path / "server.pem").read_text() + cas["server"].certificate_pem
-    result = openssl_verify(
+    rc, output = openssl_verify(
         tmp_path / "server.pem",
         root=tmp_path / "root.pem",
         untrusted=tmp_path / "server-chain.pem",
         purpose="sslserver",
     )
-    assert result.returncode == 0, result.stderr
+    assert rc == 0, output
     assert key_matches_certificate(tmp_path / "server.key", tmp_path / "server.pem")
 
 
@@ -125,13 +125,13 @@ def test_seed_demo_is_idempotent_and_writes_the_contract_files(tmp_path, cas, ca
     assert first.splitlines()[-1] == second.splitlines()[-1]  # same officer password
 
     for trader in traders:
-        result = openssl_verify(
+        rc, output = openssl_verify(
             tmp_path / f"{trader}.pem",
             root=tmp_path / "root.pem",
             untrusted=tmp_path / "chain.pem",
             purpose="sslclient",
         )
-        assert result.returncode == 0, result.stderr
+        assert rc == 0, output
         # The key on disk is the one certified, and the server never saw it.
         assert key_matches_certificate(tmp_path / f"{trader}.key", tmp_path / f"{trader}.pem")
     key_body = (tmp_path / "nw-alice.key").read_text().splitlines()[1]

@@ -15,6 +15,7 @@ from pki.models import Certificate, CertificateRequest
 from pki.services import CertificateLintFailed, _sign_linted, certificate_issue, csr_submit
 from portal.errors import Conflict
 from portal.models import AuditRecord, Firm
+from tests.factories import certificate_row_like
 from tests.keys import ec_key, make_csr
 
 pytestmark = pytest.mark.django_db
@@ -182,18 +183,7 @@ def test_two_pending_requests_with_one_key_yield_one_certificate(firm, system_ac
 
 def test_database_refuses_a_second_client_certificate_for_one_key(participant, issue):
     certificate = issue(participant, make_csr())
-    clone = Certificate(
-        kind=Certificate.Kind.CLIENT,
-        issuer=certificate.issuer,
-        participant=participant,
-        serial="1234",
-        fingerprint_sha256="f" * 64,
-        spki_sha256=certificate.spki_sha256,
-        subject="x",
-        not_before=certificate.not_before,
-        not_after=certificate.not_after,
-        pem="x",
-    )
+    clone = certificate_row_like(certificate, spki_sha256=certificate.spki_sha256)
     with pytest.raises(IntegrityError):
         clone.save()
 

@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from pki.lint import is_allowed_false_positive
 from pki.services import ca_init, server_certificate_issue
-from tests.conftest import run, tool
+from tests.conftest import openssl_verify, run, tool
 from tests.keys import ec_key, ed25519_key, make_csr, rsa_key
 
 pytestmark = pytest.mark.django_db
@@ -144,77 +144,48 @@ def test_allow_list_is_exact():
     assert not is_allowed_false_positive("pkix.authority_key_identifier_critical", "urn:x")
 
 
-def _verify(*args: str) -> tuple[int, str]:
-    result = run(["openssl", "verify", *args])
-    return result.returncode, result.stdout + result.stderr
-
-
 @pytest.mark.parametrize("leaf", ["client-ec", "client-p384", "client-rsa", "client-ed25519"])
 def test_openssl_accepts_client_certificates_for_client_auth(emitted, leaf):
-    rc, out = _verify(
-        "-x509_strict",
-        "-CAfile",
-        emitted["root"],
-        "-untrusted",
-        emitted["client-ca"],
-        "-purpose",
-        "sslclient",
+    rc, out = openssl_verify(
         emitted[leaf],
+        root=emitted["root"],
+        untrusted=emitted["client-ca"],
+        purpose="sslclient",
+        strict=True,
     )
     assert (rc, out.strip()) == (0, f"{emitted[leaf]}: OK")
 
 
 def test_openssl_refuses_client_certificate_as_server_and_without_chain(emitted):
-    rc, out = _verify(
-        "-CAfile",
-        emitted["root"],
-        "-untrusted",
-        emitted["client-ca"],
-        "-purpose",
-        "sslserver",
+    rc, out = openssl_verify(
         emitted["client-ec"],
+        root=emitted["root"],
+        untrusted=emitted["client-ca"],
+        purpose="sslserver",
     )
     assert rc != 0
     assert "unsuitable certificate purpose" in out
-    rc, out = _verify("-CAfile", emitted["root"], emitted["client-ec"])
+    rc, out = openssl_verify(emitted["client-ec"], root=emitted["root"])
     assert rc != 0
     assert "unable to get local issuer certificate" in out
 
 
 def test_openssl_accepts_the_server_certificate_only_as_server(emitted):
-    rc, out = _verify(
-        "-x509_strict",
-        "-CAfile",
-        emitted["root"],
-        "-untrusted",
-        emitted["server-ca"],
-        "-purpose",
-        "sslserver",
-        emitted["server"],
-    )
+    chain = {"root": emitted["root"], "untrusted": emitted["server-ca"]}
+    rc, out = openssl_verify(emitted["server"], **chain, purpose="sslserver", strict=True)
     assert rc == 0, out
-    rc, out = _verify(
-        "-CAfile",
-        emitted["root"],
-        "-untrusted",
-        emitted["server-ca"],
-        "-purpose",
-        "sslclient",
-        emitted["server"],
-    )
+    rc, out = openssl_verify(emitted["server"], **chain, purpose="sslclient")
     assert rc != 0
+    assert "unsuitable certificate purpose" in out
 
 
 def test_ocsp_delegate_is_an_ocsp_signer_from_the_client_ca(emitted):
-    rc, out = _verify(
-        "-x509_strict",
-        "-CAfile",
-        emitted["root"],
-        "-untrusted",
-        emitted["client-ca"],
-        "-purpose",
-        "ocsphelper",
+    rc, out = openssl_verify(
         emitted["ocsp"],
+        root=emitted["root"],
+        untrusted=emitted["client-ca"],
+        purpose="ocsphelper",
+        strict=True,
     )
     assert rc == 0, out
     text = run(["openssl", "x509", "-in", emitted["ocsp"], "-noout", "-text"]).stdout

@@ -8,6 +8,7 @@ from django.db import IntegrityError
 
 from pki.crypto import random_serial
 from pki.models import Certificate
+from tests.factories import certificate_row_like
 from tests.keys import make_csr
 
 pytestmark = pytest.mark.django_db
@@ -39,16 +40,6 @@ def test_random_serial_source_is_159_bits():
 
 def test_database_refuses_a_duplicate_serial(participant, issue):
     first = issue(participant, make_csr())
-    duplicate = Certificate(
-        kind=Certificate.Kind.SERVER,
-        issuer=first.issuer,
-        serial=first.serial,
-        fingerprint_sha256="e" * 64,
-        spki_sha256="d" * 64,
-        subject="x",
-        not_before=first.not_before,
-        not_after=first.not_after,
-        pem="x",
-    )
+    duplicate = certificate_row_like(first, kind=Certificate.Kind.SERVER, serial=first.serial)
     with pytest.raises(IntegrityError):
         duplicate.save()
