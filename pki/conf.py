@@ -27,6 +27,11 @@ class PkiSettings:
     server_cert_days: int
     ocsp_responder_days: int
     lint_before_signing: bool
+    crl_validity_hours: int
+    crl_max_age_hours: int
+    crl_reload_command: str
+    ocsp_validity_seconds: int
+    redis_url: str
 
     def crl_url(self, slug: str) -> str:
         return f"{self.crl_base_url.rstrip('/')}/{slug}.crl"
@@ -53,6 +58,17 @@ def pki_settings() -> PkiSettings:
     for name, value in days.items():
         if not 1 <= value <= 825:
             raise ImproperlyConfigured(f"KEYLINE_{name.upper()} must be 1..825, got {value}")
+    crl_validity_hours = settings.KEYLINE_CRL_VALIDITY_HOURS
+    if not 1 <= crl_validity_hours <= 7 * 24:
+        # RFC 5280 requires nextUpdate; this platform promises at most 7 days.
+        raise ImproperlyConfigured(
+            f"KEYLINE_CRL_VALIDITY_HOURS must be 1..168, got {crl_validity_hours}"
+        )
+    ocsp_validity = settings.KEYLINE_OCSP_VALIDITY_SECONDS
+    if not 600 <= ocsp_validity <= 7 * 86400:
+        raise ImproperlyConfigured(
+            f"KEYLINE_OCSP_VALIDITY_SECONDS must be 600..604800, got {ocsp_validity}"
+        )
     return PkiSettings(
         ca_dir=Path(settings.KEYLINE_CA_DIR),
         crl_base_url=_check_url("KEYLINE_CRL_BASE_URL", settings.KEYLINE_CRL_BASE_URL),
@@ -63,6 +79,11 @@ def pki_settings() -> PkiSettings:
         organization=settings.KEYLINE_CA_ORGANIZATION,
         country=settings.KEYLINE_CA_COUNTRY,
         lint_before_signing=settings.KEYLINE_LINT_BEFORE_SIGNING,
+        crl_validity_hours=crl_validity_hours,
+        crl_max_age_hours=settings.KEYLINE_CRL_MAX_AGE_HOURS,
+        crl_reload_command=settings.KEYLINE_CRL_RELOAD_COMMAND,
+        ocsp_validity_seconds=ocsp_validity,
+        redis_url=settings.REDIS_URL,
         **days,
     )
 
@@ -96,5 +117,5 @@ def ca_passphrase() -> bytes:
 
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: object) -> None:
-    if setting.startswith("KEYLINE_"):
+    if setting.startswith("KEYLINE_") or setting == "REDIS_URL":
         pki_settings.cache_clear()

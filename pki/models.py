@@ -173,3 +173,31 @@ class Certificate(models.Model):
         self.revoked_at = at
         self.revocation_reason = reason
         self.invalidity_date = invalidity_date
+
+
+class RevocationList(models.Model):
+    """One signed, published CRL (for the root: the ARL). CRL numbers are allocated under a
+    row lock on the CA and are unique per CA, so concurrent rebuilds can never publish two
+    different CRLs under one number (RFC 5280 §5.2.3)."""
+
+    ca = models.ForeignKey(
+        CertificateAuthority, on_delete=models.PROTECT, related_name="revocation_lists"
+    )
+    number = models.PositiveBigIntegerField()
+    this_update = models.DateTimeField()
+    next_update = models.DateTimeField()
+    entries = models.PositiveIntegerField()
+    der = models.BinaryField()
+    sha256 = models.CharField(max_length=64)
+    build_seconds = models.FloatField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        get_latest_by = "number"
+        constraints = [
+            models.UniqueConstraint(fields=["ca", "number"], name="pki_crl_number_unique_per_ca")
+        ]
+
+    def __str__(self) -> str:
+        return f"CRL #{self.number} of {self.ca.slug}"

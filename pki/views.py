@@ -1,11 +1,26 @@
-"""Public PKI endpoints. These never load a CA key."""
+"""Public PKI endpoints: caIssuers, CRLs, OCSP (Django fallback), status pages and health.
+None of them loads a CA key."""
 
+import functools
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from pki.models import CertificateAuthority
+from pki import ocsp
+from pki.models import Certificate, CertificateAuthority, RevocationList
+from pki.ocsp_http import answer_for
+from pki.revocation import crl_health, crl_last_failure, crl_latest
 from pki.services import ca_certificate as ca_certificate_parsed
+from pki.services import ocsp_responder_current
+
+CRL_MAX_AGE = 300  # seconds: a new CRL follows every revocation, so clients re-fetch often
 
 
 @require_GET
@@ -18,3 +33,171 @@ def ca_certificate(request: HttpRequest, slug: str) -> HttpResponse:
     response = HttpResponse(der, content_type="application/pkix-cert")
     response["Cache-Control"] = "public, max-age=86400"
     return response
+
+
+@require_GET
+def crl(request: HttpRequest, slug: str) -> HttpResponse:
+    """The CRL distribution point: the CA's newest CRL, DER (RFC 5280 §4.2.1.13)."""
+    ca = CertificateAuthority.objects.filter(slug=slug, is_active=True).first()
+    latest = crl_latest(ca) if ca else None
+    if latest is None:
+        raise Http404("no CRL published for this CA")
+    etag = f'"{latest.sha256}"'
+    if request.headers.get("If-None-Match") == etag:
+        return HttpResponse(status=304, headers={"ETag": etag})
+    left = int((latest.next_update - timezone.now()).total_seconds())
+    response = HttpResponse(bytes(latest.der), content_type="application/pkix-crl")
+    response["Cache-Control"] = f"public, max-age={max(0, min(CRL_MAX_AGE, left))}"
+    response["Last-Modified"] = format_datetime(latest.this_update.astimezone(UTC), usegmt=True)
+    response["Expires"] = format_datetime(latest.next_update.astimezone(UTC), usegmt=True)
+    response["ETag"] = etag
+    response["Content-Disposition"] = f'attachment; filename="{slug}.crl"'
+    return response
+
+
+@csrf_exempt
+def ocsp_responder(request: HttpRequest, tail: str = "") -> HttpResponse:
+    """RFC 6960 over Django, for servers that do not route through ``portal.wsgi``."""
+    answer = answer_for(
+        request.method or "",
+        tail,
+        lambda n: request.body[:n],
+        int(request.headers.get("Content-Length") or 0),
+    )
+    if answer is None:
+        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    response = HttpResponse(answer.body)
+    for name, value in answer.headers():
+        response[name] = value
+    return response
+
+
+# --- status pages --------------------------------------------------------------------------
+
+
+def _find_certificate(ident: str) -> Certificate | None:
+    ident = ident.lower().replace(":", "")
+    if len(ident) == 64:
+        return Certificate.objects.filter(fingerprint_sha256=ident).first()
+    return Certificate.objects.filter(serial=ident.lstrip("0") or "0").first()
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_crl(pk: int, sha256: str) -> x509.CertificateRevocationList:
+    return x509.load_der_x509_crl(bytes(RevocationList.objects.get(pk=pk).der))
+
+
+def _crl_view(cert: Certificate) -> dict | None:
+    latest = crl_latest(cert.issuer)
+    if latest is None:
+        return None
+    listed = _parsed_crl(latest.pk, latest.sha256).get_revoked_certificate_by_serial_number(
+        cert.serial_int
+    )
+    return {
+        "number": latest.number,
+        "this_update": latest.this_update,
+        "next_update": latest.next_update,
+        "lists_certificate": listed is not None,
+    }
+
+
+def _status(cert: Certificate, now: datetime) -> str:
+    if cert.status == Certificate.Status.REVOKED:
+        return "revoked"
+    if cert.not_after <= now:
+        return "expired"
+    if cert.not_before > now:
+        return "not_yet_valid"
+    return "good"
+
+
+def certificate_status_data(cert: Certificate) -> dict:
+    """Public facts only: what the certificate itself says, plus its status."""
+    now = timezone.now()
+    participant = cert.participant
+    return {
+        "serial": cert.serial,
+        "fingerprint_sha256": cert.fingerprint_sha256,
+        "kind": cert.kind,
+        "subject": cert.subject,
+        "san": cert.san,
+        "issuer": cert.issuer.subject,
+        "firm": (
+            {"legal_name": participant.firm.legal_name, "lei": participant.firm.lei}
+            if participant
+            else None
+        ),
+        "trader_id": participant.trader_id if participant else None,
+        "not_before": cert.not_before,
+        "not_after": cert.not_after,
+        "status": _status(cert, now),
+        "revoked_at": cert.revoked_at,
+        "revocation_reason": cert.revocation_reason or None,
+        "invalidity_date": cert.invalidity_date,
+        "crl": _crl_view(cert),
+        "ocsp": ocsp.cached_status(cert),
+        "checked_at": now,
+    }
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.GET.get("format") == "json" or (
+        "application/json" in request.headers.get("Accept", "")
+        and "text/html" not in request.headers.get("Accept", "")
+    )
+
+
+@require_GET
+def certificate_status(request: HttpRequest, ident: str) -> HttpResponse:
+    """The "OCSP-style" status of one certificate, by serial (hex) or SHA-256 fingerprint:
+    HTML for people, ``?format=json`` for programs."""
+    cert = _find_certificate(ident)
+    as_json = _wants_json(request)
+    if cert is None:
+        if as_json:
+            return JsonResponse(
+                {
+                    "code": "certificate_not_found",
+                    "message": "No certificate with this serial or fingerprint was issued here.",
+                },
+                status=404,
+            )
+        raise Http404("no such certificate")
+    cert = Certificate.objects.select_related("issuer", "participant__firm").get(pk=cert.pk)
+    data = certificate_status_data(cert)
+    response = (
+        JsonResponse(data) if as_json else render(request, "pki/status.html", {"status": data})
+    )
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    """Revocation publishing health for monitoring: the age of every CA's newest CRL, the last
+    publishing failure and the OCSP delegate's remaining life. 503 unless all is well."""
+    now = timezone.now()
+    crls = crl_health(now)
+    delegate = ocsp_responder_current()
+    delegate_left = int((delegate.not_after - now).total_seconds()) if delegate else None
+    failure = crl_last_failure()
+    ok = all(c.status == "ok" for c in crls) and delegate is not None and failure is None
+    return JsonResponse(
+        {
+            "status": "ok" if ok else "degraded",
+            "checked_at": now,
+            "crls": [c.__dict__ for c in crls],
+            "crl_last_failure": failure,
+            "ocsp_responder": (
+                {
+                    "serial": delegate.serial,
+                    "not_after": delegate.not_after,
+                    "seconds_left": delegate_left,
+                }
+                if delegate
+                else None
+            ),
+        },
+        status=200 if ok else 503,
+    )

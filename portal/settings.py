@@ -161,8 +161,10 @@ CACHES = {
 # Without a broker the tasks run eagerly in the calling process, so a fresh machine needs no
 # server. Tasks that need a CA key are routed to the "signing" queue, which only the
 # key-holding worker consumes (DESIGN.md: web processes never load a CA key).
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not CELERY_BROKER_URL)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+CELERY_TASK_ALWAYS_EAGER = env.bool(
+    "CELERY_TASK_ALWAYS_EAGER", default=CELERY_BROKER_URL == "memory://"
+)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -178,6 +180,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "pki.tasks.ocsp_responder_renew_task",
         "schedule": crontab(minute="17", hour="*/6"),
     },
+    # Rebuild every CRL hourly, far inside their 7-day nextUpdate: nginx refuses every client
+    # once a CRL in its bundle is past nextUpdate, so a stalled rebuild must be seen (and
+    # alerted on, /pki/health/) days before it becomes an outage.
+    "crl-publish": {"task": "pki.tasks.crl_publish_task", "schedule": crontab(minute="7")},
+    # Re-sign the pre-signed OCSP responses well before they go stale (see KEYLINE_OCSP_*).
+    "ocsp-presign": {"task": "pki.tasks.ocsp_presign_task", "schedule": crontab(minute="*/30")},
 }
 
 # --- e-mail --------------------------------------------------------------------------------
@@ -206,6 +214,18 @@ KEYLINE_CLIENT_CERT_DAYS = env.int("KEYLINE_CLIENT_CERT_DAYS", default=90)
 KEYLINE_SERVER_CERT_DAYS = env.int("KEYLINE_SERVER_CERT_DAYS", default=90)
 KEYLINE_OCSP_RESPONDER_DAYS = env.int("KEYLINE_OCSP_RESPONDER_DAYS", default=7)
 KEYLINE_LINT_BEFORE_SIGNING = env.bool("KEYLINE_LINT_BEFORE_SIGNING", default=True)
+# CRLs: nextUpdate = thisUpdate + this (RFC 5280 requires nextUpdate; at most 7 days here).
+KEYLINE_CRL_VALIDITY_HOURS = env.int("KEYLINE_CRL_VALIDITY_HOURS", default=7 * 24)
+# /pki/health/ reports a CRL as stale when it is older than this (it is rebuilt hourly).
+KEYLINE_CRL_MAX_AGE_HOURS = env.int("KEYLINE_CRL_MAX_AGE_HOURS", default=24)
+# After every publish the PEM bundle (<CA_DIR>/crl/bundle.pem, one CRL per CA, for nginx's
+# ssl_crl) is rewritten atomically and this command runs, e.g. "nginx -p /srv/nginx -s reload"
+# (nginx reads ssl_crl only at start and reload). Empty: no reload.
+KEYLINE_CRL_RELOAD_COMMAND = env.str("KEYLINE_CRL_RELOAD_COMMAND", default="")
+# OCSP responses: nextUpdate = thisUpdate + validity; pre-signed responses are kept in the
+# cache for half of it and re-signed every 30 minutes (beat), and dropped at once on every
+# status change, so a cached answer is never older than a status change.
+KEYLINE_OCSP_VALIDITY_SECONDS = env.int("KEYLINE_OCSP_VALIDITY_SECONDS", default=4 * 3600)
 
 LOGGING = {
     "version": 1,

@@ -1,4 +1,7 @@
-"""WSGI entry point for gunicorn (deploy/gunicorn.conf.py)."""
+"""WSGI entry point for gunicorn (deploy/gunicorn.conf.py) and runserver.
+
+Requests for the OCSP URL's path go to the bare responder (``pki.ocsp_http``) before Django.
+"""
 
 import os
 
@@ -6,4 +9,8 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+from pki.ocsp_http import with_ocsp  # noqa: E402 - needs the settings configured above
+
+application = with_ocsp(django_application)

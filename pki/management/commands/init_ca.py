@@ -2,6 +2,7 @@ from pki.crypto import KEY_TYPES
 from pki.keystore import ca_dir
 from pki.management.commands._base import KeylineCommand
 from pki.models import CertificateAuthority
+from pki.revocation import crl_publish
 from pki.services import ca_init, command_actor
 
 
@@ -30,9 +31,12 @@ class Command(KeylineCommand):
         ):
             self.stdout.write("CA already initialised; nothing to do.")
             return
-        cas = ca_init(key_type=key_type, force=force, actor=command_actor("init_ca"))
+        actor = command_actor("init_ca")
+        cas = ca_init(key_type=key_type, force=force, actor=actor)
+        crls = crl_publish(actor=actor)  # nginx needs a CRL for every CA from the start
         for ca in (cas.root, cas.client, cas.server):
             self.stdout.write(f"{ca.name}: serial {ca.serial}, sha256 {ca.fingerprint_sha256}")
+        self.stdout.write(f"Published CRLs: {', '.join(f'{r.ca.slug} #{r.number}' for r in crls)}")
         self.stdout.write(
             f"Certificates in {ca_dir() / 'certs'}; keys (0600) in {ca_dir() / 'keys'}"
         )

@@ -1,0 +1,448 @@
+"""Revoking certificates and publishing CRLs.
+
+A revocation commits the new status and its audit record in one transaction; after the commit
+the process that revoked forgets the cached trust decisions and OCSP responses for those
+certificates (so the API and the OCSP responder answer from the database at once) and asks the
+signing worker to publish new CRLs and re-sign the OCSP responses.
+
+CRLs are built only by the key-holding worker (``pki.tasks.crl_publish_task``); on a machine
+without a broker the same code runs in-process (eager Celery).
+"""
+
+import fcntl
+import hashlib
+import logging
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import Max, QuerySet
+from django.db.models.functions import Length
+from django.utils import timezone
+
+from pki import crypto
+from pki.conf import pki_settings
+from pki.keystore import atomic_write, ca_dir, ca_key_load
+from pki.models import Certificate, CertificateAuthority, RevocationList
+from pki.services import ca_certificate
+from pki.trust import decisions_forget
+from portal.audit import Actor, AuditEntry, audit_record, audit_record_many
+from portal.errors import Conflict, DomainError, Invalid
+from portal.models import Firm, Participant
+
+logger = logging.getLogger(__name__)
+
+Reason = Certificate.Reason
+
+# RFC 5280 §5.3.1 names (as openssl and the RFC spell them) and ours, for commands and forms.
+REASON_NAMES = {
+    "unspecified": Reason.UNSPECIFIED,
+    "keyCompromise": Reason.KEY_COMPROMISE,
+    "affiliationChanged": Reason.AFFILIATION_CHANGED,
+    "superseded": Reason.SUPERSEDED,
+    "cessationOfOperation": Reason.CESSATION_OF_OPERATION,
+    "privilegeWithdrawn": Reason.PRIVILEGE_WITHDRAWN,
+} | {reason.value: reason for reason in Reason}
+
+# "unspecified" is never written as a reason code (RFC 5280 §5.3.1: omit it instead).
+REASON_FLAGS: dict[str, x509.ReasonFlags | None] = {
+    Reason.UNSPECIFIED: None,
+    Reason.KEY_COMPROMISE: x509.ReasonFlags.key_compromise,
+    Reason.AFFILIATION_CHANGED: x509.ReasonFlags.affiliation_changed,
+    Reason.SUPERSEDED: x509.ReasonFlags.superseded,
+    Reason.CESSATION_OF_OPERATION: x509.ReasonFlags.cessation_of_operation,
+    Reason.PRIVILEGE_WITHDRAWN: x509.ReasonFlags.privilege_withdrawn,
+}
+
+CRL_KEEP = 20  # published CRLs kept per CA (the newest is served; the rest are history)
+LAST_FAILURE_KEY = "keyline:crl:last-failure"
+
+
+class CrlPublishFailed(DomainError):
+    status_code = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__("crl_publish_failed", message)
+
+
+def reason_from_name(name: str) -> str:
+    try:
+        return REASON_NAMES[name]
+    except KeyError:
+        choices = ", ".join(n for n in REASON_NAMES if not n.islower() or n == "unspecified")
+        raise Invalid(
+            "revocation_reason_invalid",
+            f"unknown revocation reason {name!r}; use one of: {choices}",
+        ) from None
+
+
+# --- revoking ------------------------------------------------------------------------------
+
+
+def _check_invalidity_date(invalidity_date: datetime | None, now: datetime) -> None:
+    if invalidity_date is None:
+        return
+    if timezone.is_naive(invalidity_date):
+        raise Invalid("invalidity_date_invalid", "the invalidity date needs a time zone")
+    if invalidity_date > now:
+        raise Invalid("invalidity_date_invalid", "the invalidity date cannot be in the future")
+
+
+def _revoked_details(cert: Certificate) -> dict:
+    return {
+        "serial": cert.serial,
+        "fingerprint_sha256": cert.fingerprint_sha256,
+        "reason": cert.revocation_reason,
+        "invalidity_date": cert.invalidity_date,
+        "participant": cert.participant.trader_id if cert.participant_id else None,
+    }
+
+
+def certificate_revoke(
+    *,
+    certificate: Certificate,
+    reason: str,
+    actor: Actor,
+    invalidity_date: datetime | None = None,
+) -> Certificate:
+    """Revoke one certificate. Revoking a revoked certificate is a 409 that changes nothing.
+
+    A ``key_compromise`` revocation also bars the public key from ever being certified again
+    (``pki.services.csr_submit`` refuses it with ``csr_key_compromised``).
+    """
+    reason = reason_from_name(reason)
+    now = timezone.now()
+    _check_invalidity_date(invalidity_date, now)
+    with transaction.atomic():
+        cert = (
+            Certificate.objects.select_for_update()
+            .select_related("participant")
+            .get(pk=certificate.pk)
+        )
+        if cert.status == Certificate.Status.REVOKED:
+            raise Conflict(
+                "certificate_already_revoked",
+                f"certificate {cert.serial} was already revoked"
+                f" at {cert.revoked_at:%Y-%m-%d %H:%M:%S}Z ({cert.revocation_reason}).",
+                {"serial": cert.serial, "revoked_at": cert.revoked_at.isoformat()},
+            )
+        cert.mark_revoked(reason=reason, at=now, invalidity_date=invalidity_date)
+        cert.save(
+            update_fields=[
+                "status",
+                "revoked_at",
+                "revocation_reason",
+                "invalidity_date",
+                "updated_at",
+            ]
+        )
+        audit_record(
+            event="certificate.revoked", actor=actor, target=cert, **_revoked_details(cert)
+        )
+        transaction.on_commit(lambda: certificates_status_changed([cert]))
+    certificate.refresh_from_db()
+    return cert
+
+
+def _revoke_all(certificates: QuerySet[Certificate], *, reason: str, actor: Actor, scope: dict):
+    reason = reason_from_name(reason)
+    now = timezone.now()
+    with transaction.atomic():
+        live = list(
+            certificates.select_for_update()
+            .filter(status=Certificate.Status.ACTIVE, not_after__gt=now)
+            .select_related("participant")
+            .order_by("pk")
+        )
+        for cert in live:
+            cert.mark_revoked(reason=reason, at=now)
+            cert.updated_at = now  # bulk_update does not apply auto_now
+        Certificate.objects.bulk_update(
+            live, ["status", "revoked_at", "revocation_reason", "invalidity_date", "updated_at"]
+        )
+        audit_record_many(
+            [
+                AuditEntry(
+                    "certificate.revoked", actor, cert, details=_revoked_details(cert) | scope
+                )
+                for cert in live
+            ]
+        )
+        if live:
+            transaction.on_commit(lambda: certificates_status_changed(live))
+    return live
+
+
+def certificates_revoke_for_participant(
+    *, participant: Participant, reason: str, actor: Actor
+) -> list[Certificate]:
+    """Revoke every live certificate of one participant, in one transaction."""
+    return _revoke_all(
+        Certificate.objects.filter(participant=participant),
+        reason=reason,
+        actor=actor,
+        scope={"scope": "participant"},
+    )
+
+
+def certificates_revoke_for_firm(*, firm: Firm, reason: str, actor: Actor) -> list[Certificate]:
+    """Revoke every live certificate of a firm's participants (suspension, offboarding)."""
+    return _revoke_all(
+        Certificate.objects.filter(participant__firm=firm),
+        reason=reason,
+        actor=actor,
+        scope={"scope": "firm", "firm_lei": firm.lei},
+    )
+
+
+def certificates_status_changed(certificates: list[Certificate]) -> None:
+    """After a committed status change: forget what the caches say about these certificates
+    in this process, now, then have the signing worker publish CRLs and re-sign OCSP."""
+    from pki import ocsp, tasks  # tasks import this module
+
+    decisions_forget(c.fingerprint_sha256 for c in certificates)
+    ocsp.responses_forget(certificates)
+    # The revocation is committed whatever happens next: a failure to publish is logged and
+    # shown on /pki/health/, and the hourly beat run publishes anyway.
+    try:
+        tasks.crl_publish_task.delay()
+        tasks.ocsp_presign_task.delay(serials=[c.serial for c in certificates])
+    except Exception as exc:
+        logger.exception("could not publish after a status change")
+        cache.set(LAST_FAILURE_KEY, {"at": timezone.now().isoformat(), "error": str(exc)}, None)
+
+
+# --- CRLs ----------------------------------------------------------------------------------
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _revoked_entry(
+    serial: str, revoked_at: datetime, reason: str, invalidity_date: datetime | None
+) -> x509.RevokedCertificate:
+    builder = (
+        x509.RevokedCertificateBuilder().serial_number(int(serial, 16)).revocation_date(revoked_at)
+    )
+    if flag := REASON_FLAGS.get(reason):
+        builder = builder.add_extension(x509.CRLReason(flag), critical=False)
+    if invalidity_date is not None:
+        builder = builder.add_extension(
+            x509.InvalidityDate(_naive_utc(invalidity_date)), critical=False
+        )
+    return builder.build()
+
+
+def crl_build(
+    *, ca: CertificateAuthority, number: int, this_update: datetime, key: crypto.CaPrivateKey
+) -> tuple[x509.CertificateRevocationList, int]:
+    """Sign a full CRL for ``ca``: every revoked certificate it issued that has not expired
+    (RFC 5280 §3.3 lets expired entries go), with reason codes and invalidity dates."""
+    rows = (
+        Certificate.objects.filter(
+            issuer=ca, status=Certificate.Status.REVOKED, not_after__gt=this_update
+        )
+        .order_by("revoked_at", "pk")
+        .values_list("serial", "revoked_at", "revocation_reason", "invalidity_date")
+        .iterator(chunk_size=5000)
+    )
+    # The entries go to the builder's constructor in one list: add_revoked_certificate()
+    # copies the builder each time, which is quadratic (12.9 s for 100k entries, measured).
+    revoked = [_revoked_entry(*row) for row in rows]
+    ski = ca_certificate(ca).extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateRevocationListBuilder(revoked_certificates=revoked)
+        .issuer_name(ca_certificate(ca).subject)
+        .last_update(this_update)
+        .next_update(this_update + timedelta(hours=pki_settings().crl_validity_hours))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+    )
+    return builder.sign(key, crypto.signature_hash(key)), len(revoked)
+
+
+def _crl_publish_one(ca: CertificateAuthority) -> RevocationList:
+    key = ca_key_load(ca.key_file)
+    with transaction.atomic():
+        # The CA row lock orders concurrent rebuilds: each reads the entries and the last
+        # number after the previous one committed, so numbers and contents only go forward.
+        CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+        last = RevocationList.objects.filter(ca=ca).aggregate(n=Max("number"))["n"] or 0
+        this_update = timezone.now().replace(microsecond=0)
+        started = time.perf_counter()
+        crl, entries = crl_build(ca=ca, number=last + 1, this_update=this_update, key=key)
+        der = crl.public_bytes(serialization.Encoding.DER)
+        row = RevocationList.objects.create(
+            ca=ca,
+            number=last + 1,
+            this_update=this_update,
+            next_update=crl.next_update_utc,
+            entries=entries,
+            der=der,
+            sha256=hashlib.sha256(der).hexdigest(),
+            build_seconds=time.perf_counter() - started,
+        )
+        RevocationList.objects.filter(ca=ca, number__lte=last + 1 - CRL_KEEP).delete()
+    return row
+
+
+def crl_publish(*, actor: Actor) -> list[RevocationList]:
+    """Build, sign and store a new CRL for every active CA (the root's is the ARL), then write
+    the files nginx reads and run the reload command. On any failure the files keep the last
+    good CRLs and the error is raised (the Celery task retries) and remembered for
+    ``/pki/health/``."""
+    try:
+        with _publish_lock():
+            with transaction.atomic():
+                published = []
+                for ca in CertificateAuthority.objects.filter(is_active=True).order_by("pk"):
+                    try:
+                        published.append(_crl_publish_one(ca))
+                    except IntegrityError:
+                        # Another host took this number between our read and write (SQLite
+                        # has no row locks): take the next one.
+                        published.append(_crl_publish_one(ca))
+                audit_record_many(
+                    [
+                        AuditEntry(
+                            "crl.published",
+                            actor,
+                            row.ca,
+                            details={
+                                "ca": row.ca.slug,
+                                "number": row.number,
+                                "entries": row.entries,
+                                "next_update": row.next_update,
+                                "sha256": row.sha256,
+                            },
+                        )
+                        for row in published
+                    ]
+                )
+            crl_files_write()
+        crl_reload()
+    except Exception as exc:
+        cache.set(LAST_FAILURE_KEY, {"at": timezone.now().isoformat(), "error": str(exc)}, None)
+        logger.exception("CRL publishing failed; the last good CRLs stay in place")
+        raise
+    cache.delete(LAST_FAILURE_KEY)
+    return published
+
+
+@contextmanager
+def _publish_lock() -> Iterator[None]:
+    """One publisher at a time on this host, so the files never go back to an older CRL."""
+    path = ca_dir() / "crl" / ".publish.lock"
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def crl_latest(ca: CertificateAuthority) -> RevocationList | None:
+    return RevocationList.objects.filter(ca=ca).order_by("-number").first()
+
+
+def _pem(der: bytes) -> bytes:
+    crl = x509.load_der_x509_crl(der)
+    return crl.public_bytes(serialization.Encoding.PEM)
+
+
+def crl_files_write() -> None:
+    """Write ``<CA dir>/crl/<slug>.crl`` (DER) for each active CA and ``bundle.pem`` (every CA's
+    newest CRL, PEM, for nginx's ``ssl_crl``), each atomically (temporary file + rename)."""
+    directory = ca_dir() / "crl"
+    bundle = []
+    for ca in CertificateAuthority.objects.filter(is_active=True).order_by("pk"):
+        latest = crl_latest(ca)
+        if latest is None:
+            continue
+        der = bytes(latest.der)
+        atomic_write(directory / f"{ca.slug}.crl", der)
+        bundle.append(_pem(der))
+    if bundle:
+        atomic_write(directory / "bundle.pem", b"".join(bundle))
+
+
+def crl_reload() -> None:
+    """Run ``KEYLINE_CRL_RELOAD_COMMAND`` (nginx reads ``ssl_crl`` only at start/reload)."""
+    command = pki_settings().crl_reload_command
+    if not command:
+        return
+    try:
+        subprocess.run(shlex.split(command), check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        stderr = getattr(exc, "stderr", b"") or b""
+        raise CrlPublishFailed(
+            f"CRL reload command failed: {exc} {stderr.decode(errors='replace').strip()}"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class CrlHealth:
+    ca: str
+    status: str  # ok | stale | expired | missing
+    number: int | None
+    this_update: datetime | None
+    next_update: datetime | None
+    age_seconds: int | None
+    entries: int | None
+    size: int | None
+
+
+def crl_health(now: datetime | None = None) -> list[CrlHealth]:
+    """The age of each active CA's newest published CRL: ``stale`` past
+    ``KEYLINE_CRL_MAX_AGE_HOURS`` (it is rebuilt hourly), ``expired`` past nextUpdate, when
+    nginx refuses every client."""
+    now = now or timezone.now()
+    max_age = timedelta(hours=pki_settings().crl_max_age_hours)
+    report = []
+    for ca in CertificateAuthority.objects.filter(is_active=True).order_by("pk"):
+        latest = (
+            RevocationList.objects.filter(ca=ca)
+            .order_by("-number")
+            .annotate(size=Length("der"))
+            .defer("der")
+            .first()
+        )
+        if latest is None:
+            report.append(CrlHealth(ca.slug, "missing", None, None, None, None, None, None))
+            continue
+        age = now - latest.this_update
+        if latest.next_update <= now:
+            status = "expired"
+        elif age > max_age:
+            status = "stale"
+        else:
+            status = "ok"
+        report.append(
+            CrlHealth(
+                ca=ca.slug,
+                status=status,
+                number=latest.number,
+                this_update=latest.this_update,
+                next_update=latest.next_update,
+                age_seconds=int(age.total_seconds()),
+                entries=latest.entries,
+                size=latest.size,
+            )
+        )
+    return report
+
+
+def crl_last_failure() -> dict | None:
+    return cache.get(LAST_FAILURE_KEY)
