@@ -38,7 +38,6 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
-from django.db import close_old_connections
 from django.utils import timezone
 
 from pki.conf import pki_settings
@@ -177,7 +176,6 @@ def _context() -> _Context | None:
     if current is not None and time.monotonic() - current.loaded_at < CONTEXT_TTL:
         return current
     with _context_lock:
-        close_old_connections()
         _context_cache = _load_context()
         return _context_cache
 
@@ -360,7 +358,6 @@ def respond(data: bytes, now: datetime | None = None) -> Answer:
         key = _cache_key(ctx, algorithm, serial)
         if nonce is None and (hit := store.get(key)) is not None:
             return Answer.unpack(hit)
-        close_old_connections()
         status = _status(ctx, serial)
         answer = _sign(
             ctx,

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from urllib.parse import unquote, urlsplit
 
+from django.db import close_old_connections
+
 from pki.conf import pki_settings
 from pki.ocsp import MAX_REQUEST_BYTES, Answer, respond
 
@@ -43,6 +45,8 @@ def ocsp_path() -> str:
 
 
 def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    # What Django's request_started signal does: drop a broken or over-age DB connection.
+    close_old_connections()
     path = environ.get("PATH_INFO", "")
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)

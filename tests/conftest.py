@@ -12,6 +12,7 @@ from django.conf import settings
 from pki.conf import pki_settings
 from portal.audit import Actor
 from tests.factories import FirmFactory, ParticipantFactory
+from tests.servers import app_server  # noqa: F401 - fixture
 
 VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 
@@ -24,27 +25,49 @@ def ca_dir(tmp_path_factory) -> Path:
     return path
 
 
+_SESSION_CA: dict[str, list[dict]] = {}
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker, ca_dir):
+    from pki.models import Certificate, CertificateAuthority
     from pki.services import ca_init
 
     with django_db_blocker.unblock():
         ca_init(actor=Actor.system("test session"))
+        # Kept so that a transactional test's flush can put back the very same CA (same rows,
+        # keys and delegate), which live servers started once per session keep using.
+        _SESSION_CA["cas"] = list(CertificateAuthority.objects.order_by("pk").values())
+        _SESSION_CA["delegates"] = list(
+            Certificate.objects.filter(kind=Certificate.Kind.OCSP_RESPONDER).values()
+        )
     return
 
 
 @pytest.fixture
 def cas(db):
-    """The active CAs. A transactional test flushes the database; the CA is then made again
-    (its rows roll back with the test that made them)."""
-    from pki.models import CertificateAuthority
-    from pki.services import ca_init
+    """The active CAs. A transactional test flushes the database; the session's CA rows are
+    then restored (their key files never left the CA directory)."""
+    from pki.models import Certificate, CertificateAuthority
 
     active = {ca.kind: ca for ca in CertificateAuthority.objects.filter(is_active=True)}
     if len(active) != 3:
-        made = ca_init(force=True, actor=Actor.system("test fixture"))
-        active = {"root": made.root, "client": made.client, "server": made.server}
+        CertificateAuthority.objects.bulk_create(
+            CertificateAuthority(**row) for row in _SESSION_CA["cas"]
+        )
+        Certificate.objects.bulk_create(Certificate(**row) for row in _SESSION_CA["delegates"])
+        active = {ca.kind: ca for ca in CertificateAuthority.objects.filter(is_active=True)}
     return active
+
+
+@pytest.fixture(autouse=True)
+def _fresh_ocsp_context():
+    """The OCSP responder caches its view of the CA per process; tests change the CA."""
+    from pki import ocsp
+
+    ocsp.context_reset()
+    yield
+    ocsp.context_reset()
 
 
 @pytest.fixture
