@@ -344,7 +344,8 @@ def respond(data: bytes, now: datetime | None = None) -> Answer:
         for extension in request.extensions:
             if isinstance(extension.value, x509.OCSPNonce):
                 nonce = extension.value.nonce
-    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension):
+    except (ValueError, NotImplementedError, UnsupportedAlgorithm, x509.DuplicateExtension):
+        # NotImplementedError: more than one CertID in the request (we answer one at a time).
         return Answer(MALFORMED)
     if algorithm not in HASHES or (nonce is not None and not 1 <= len(nonce) <= 32):
         return Answer(MALFORMED)

@@ -123,7 +123,7 @@ def certificate_revoke(
     _check_invalidity_date(invalidity_date, now)
     with transaction.atomic():
         cert = (
-            Certificate.objects.select_for_update()
+            Certificate.objects.select_for_update(of=("self",))
             .select_related("participant")
             .get(pk=certificate.pk)
         )
@@ -157,7 +157,7 @@ def _revoke_all(certificates: QuerySet[Certificate], *, reason: str, actor: Acto
     now = timezone.now()
     with transaction.atomic():
         live = list(
-            certificates.select_for_update()
+            certificates.select_for_update(of=("self",))
             .filter(status=Certificate.Status.ACTIVE, not_after__gt=now)
             .select_related("participant")
             .order_by("pk")
