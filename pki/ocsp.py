@@ -144,8 +144,13 @@ class _Context:
     namespace: str  # cache key prefix for this CA
     hashes: dict[str, tuple[bytes, bytes]]  # algorithm → (issuerNameHash, issuerKeyHash)
     signer: x509.Certificate
-    signer_key: ec.EllipticCurvePrivateKey
+    signer_serial: str
     loaded_at: float
+
+    def signer_key(self) -> ec.EllipticCurvePrivateKey:
+        """The delegate's key, loaded on the first live signature (kept by the keystore): a
+        process that only reads the cache or forgets answers (web) never loads a key."""
+        return ca_key_load(ocsp_responder_key_file(self.signer_serial))  # type: ignore[return-value]
 
 
 _context_lock = threading.Lock()
@@ -165,7 +170,7 @@ def _load_context() -> _Context | None:
         namespace=f"{CACHE_PREFIX}{ca.fingerprint_sha256[:32]}:",
         hashes={alg: (_digest(alg, name_der), _digest(alg, key_bits)) for alg in HASHES},
         signer=x509.load_pem_x509_certificate(delegate.pem.encode()),
-        signer_key=ca_key_load(ocsp_responder_key_file(delegate.serial)),  # type: ignore[arg-type]
+        signer_serial=delegate.serial,
         loaded_at=time.monotonic(),
     )
 
@@ -319,7 +324,7 @@ def _sign(
         builder = builder.add_extension(
             x509.UnrecognizedExtension(EXTENDED_REVOKE, b"\x05\x00"), critical=False
         )
-    response = builder.sign(ctx.signer_key, hashes.SHA256())
+    response = builder.sign(ctx.signer_key(), hashes.SHA256())
     return Answer(
         body=response.public_bytes(serialization.Encoding.DER),
         this_update=this_update,

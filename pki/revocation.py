@@ -304,7 +304,8 @@ def crl_publish(*, actor: Actor) -> list[RevocationList]:
     ``/pki/health/``."""
     try:
         with _publish_lock():
-            with transaction.atomic():
+            # Durable: numbers committed here are final before any file names them.
+            with transaction.atomic(durable=True):
                 published = []
                 for ca in CertificateAuthority.objects.filter(is_active=True).order_by("pk"):
                     try:

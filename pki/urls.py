@@ -10,7 +10,7 @@ urlpatterns = [
     path("ocsp", views.ocsp_responder, name="ocsp"),
     re_path(r"^ocsp/(?P<tail>.+)$", views.ocsp_responder, name="ocsp-get"),
     re_path(
-        r"^status/(?P<ident>(?:[0-9A-Fa-f]{1,40}|[0-9A-Fa-f:]{64,95}))/$",
+        r"^status/(?P<ident>[0-9A-Fa-f:]{1,95})/$",  # serial or SHA-256, colons allowed
         views.certificate_status,
         name="certificate-status",
     ),

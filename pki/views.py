@@ -44,14 +44,15 @@ def crl(request: HttpRequest, slug: str) -> HttpResponse:
         raise Http404("no CRL published for this CA")
     etag = f'"{latest.sha256}"'
     if request.headers.get("If-None-Match") == etag:
-        return HttpResponse(status=304, headers={"ETag": etag})
+        response = HttpResponse(status=304)  # RFC 9110 §15.4.5: with the caching headers
+    else:
+        response = HttpResponse(bytes(latest.der), content_type="application/pkix-crl")
+        response["Content-Disposition"] = f'attachment; filename="{slug}.crl"'
     left = int((latest.next_update - timezone.now()).total_seconds())
-    response = HttpResponse(bytes(latest.der), content_type="application/pkix-crl")
     response["Cache-Control"] = f"public, max-age={max(0, min(CRL_MAX_AGE, left))}"
     response["Last-Modified"] = format_datetime(latest.this_update.astimezone(UTC), usegmt=True)
     response["Expires"] = format_datetime(latest.next_update.astimezone(UTC), usegmt=True)
     response["ETag"] = etag
-    response["Content-Disposition"] = f'attachment; filename="{slug}.crl"'
     return response
 
 
@@ -79,6 +80,8 @@ def _find_certificate(ident: str) -> Certificate | None:
     ident = ident.lower().replace(":", "")
     if len(ident) == 64:
         return Certificate.objects.filter(fingerprint_sha256=ident).first()
+    if not 0 < len(ident) <= 40:  # RFC 5280 §4.1.2.2: at most 20 octets
+        return None
     return Certificate.objects.filter(serial=ident.lstrip("0") or "0").first()
 
 

@@ -59,9 +59,10 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback test URL
-            return
-        except urllib.error.HTTPError:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback test URL
+                return
+        except urllib.error.HTTPError as error:
+            error.close()
             return  # it answers
         except OSError:
             time.sleep(0.1)

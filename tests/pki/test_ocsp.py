@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp as x509_ocsp
+from django.test import override_settings
 
 from pki import ocsp
 from pki.conf import pki_settings
@@ -278,3 +279,13 @@ def test_pkilint_finds_no_error_in_any_answer(
         path.write_bytes(answer.body)
         findings = _lint(path)
         assert [f for f in findings if f[0] in ("ERROR", "FATAL")] == [], (name, findings)
+
+
+def test_forgetting_and_reading_answers_needs_no_key(leaf, cas):
+    """Web processes drop and read cached answers; only signing loads the delegate key (and
+    the keystore asks for the passphrase on every load)."""
+    with override_settings(KEYLINE_CA_PASSPHRASE="", KEYLINE_CA_PASSPHRASE_FILE=""):
+        ocsp.responses_forget([leaf])
+        assert ocsp.cached_status(leaf) is None
+        answer = ocsp.respond(_request(leaf, cas["client"]))  # a live signature: refused
+        assert _status_only(answer.body) == x509_ocsp.OCSPResponseStatus.INTERNAL_ERROR

@@ -95,7 +95,8 @@ def _get(url: str) -> tuple[int, dict[str, str], bytes]:
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        with error:
+            return error.code, dict(error.headers), error.read()
 
 
 def test_get_with_base64_path_and_caching_headers(files, live_leaf):
@@ -133,6 +134,7 @@ def test_http_errors_are_ocsp_errors(live_leaf):
     request = urllib.request.Request(url, data=b"x", method="PUT")  # noqa: S310
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)  # noqa: S310
+    refused.value.close()
     assert refused.value.code == 405
     assert refused.value.headers["Allow"] == "GET, POST"
 
