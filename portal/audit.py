@@ -129,7 +129,11 @@ def audit_record_many(entries: list[AuditEntry]) -> list[AuditRecord]:
     with transaction.atomic(savepoint=False):
         head = AuditHead.objects.select_for_update().filter(pk=1).first()
         if head is None:
-            AuditHead.objects.create(pk=1, sequence=0, hash=GENESIS_HASH)
+            # The first append ever (or after a test flush): concurrent first appends must not
+            # collide on the primary key; ON CONFLICT DO NOTHING waits for the other insert.
+            AuditHead.objects.bulk_create(
+                [AuditHead(pk=1, sequence=0, hash=GENESIS_HASH)], ignore_conflicts=True
+            )
             head = AuditHead.objects.select_for_update().get(pk=1)
         sequence, prev_hash, now = head.sequence, head.hash, timezone.now()
         records = []

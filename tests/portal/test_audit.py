@@ -117,7 +117,15 @@ def test_a_rolled_back_action_leaves_no_record(db):
     reason="needs PostgreSQL row locks and TRUNCATE; SQLite serialises every writer anyway",
 )
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_appends_keep_one_unbroken_chain():
+@pytest.mark.parametrize("start", ["existing-chain", "empty-log"])
+def test_concurrent_appends_keep_one_unbroken_chain(start):
+    if start == "empty-log":
+        # The very first appends race to create the chain head (a fresh install, or the
+        # state after a transactional test's flush).
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE portal_auditrecord, portal_audithead")
+    else:
+        audit_record(event="test.before", actor=ACTOR)
     errors = []
 
     def worker(n: int) -> None:
