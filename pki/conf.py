@@ -88,31 +88,35 @@ def pki_settings() -> PkiSettings:
     )
 
 
+def _passphrase(setting: str, what: str) -> bytes:
+    value, path = getattr(settings, setting), getattr(settings, f"{setting}_FILE")
+    if value and path:
+        raise ImproperlyConfigured(f"set {setting} or {setting}_FILE, not both")
+    if path:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{setting}_FILE is not readable: {exc}") from exc
+    if not value:
+        raise ImproperlyConfigured(f"the {what} is not set ({setting} or {setting}_FILE)")
+    if len(value) < 16:
+        raise ImproperlyConfigured(f"the {what} must be at least 16 characters")
+    return value.encode()
+
+
 def ca_passphrase() -> bytes:
     """The CA key passphrase from ``KEYLINE_CA_PASSPHRASE`` or ``KEYLINE_CA_PASSPHRASE_FILE``.
 
     Resolved only where a CA key is loaded, so web processes need not have it. Fails closed:
     no passphrase, both sources, or a short one is an error, never an unencrypted key.
     """
-    value, path = settings.KEYLINE_CA_PASSPHRASE, settings.KEYLINE_CA_PASSPHRASE_FILE
-    if value and path:
-        raise ImproperlyConfigured(
-            "set KEYLINE_CA_PASSPHRASE or KEYLINE_CA_PASSPHRASE_FILE, not both"
-        )
-    if path:
-        try:
-            value = Path(path).read_text().strip()
-        except OSError as exc:
-            raise ImproperlyConfigured(
-                f"KEYLINE_CA_PASSPHRASE_FILE is not readable: {exc}"
-            ) from exc
-    if not value:
-        raise ImproperlyConfigured(
-            "the CA passphrase is not set (KEYLINE_CA_PASSPHRASE or KEYLINE_CA_PASSPHRASE_FILE)"
-        )
-    if len(value) < 16:
-        raise ImproperlyConfigured("the CA passphrase must be at least 16 characters")
-    return value.encode()
+    return _passphrase("KEYLINE_CA_PASSPHRASE", "CA passphrase")
+
+
+def ocsp_key_passphrase() -> bytes:
+    """The OCSP delegate key's passphrase (``KEYLINE_OCSP_KEY_PASSPHRASE[_FILE]``): what an
+    OCSP responder process holds instead of the CA passphrase."""
+    return _passphrase("KEYLINE_OCSP_KEY_PASSPHRASE", "OCSP delegate key passphrase")
 
 
 @receiver(setting_changed)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from pki.conf import ca_passphrase, pki_settings
+from pki.conf import ca_passphrase, ocsp_key_passphrase, pki_settings
 from pki.crypto import CaPrivateKey
 
 KEY_FILE_MODE = 0o600
@@ -50,19 +50,31 @@ def encrypt_private_key(key: CaPrivateKey, passphrase: bytes) -> bytes:
     )
 
 
-def ca_key_write(relative: str, key: CaPrivateKey) -> Path:
-    """Store a key under the CA directory; refuses to replace an existing file."""
+def ca_key_write(relative: str, key: CaPrivateKey, passphrase: bytes | None = None) -> Path:
+    """Store a key under the CA directory, encrypted with the CA passphrase (or the one
+    given); refuses to replace an existing file."""
     path = ca_dir() / relative
     if path.exists():
         raise FileExistsError(f"{path} exists; keys are never overwritten")
-    atomic_write(path, encrypt_private_key(key, ca_passphrase()), mode=KEY_FILE_MODE)
+    secret = passphrase if passphrase is not None else ca_passphrase()
+    atomic_write(path, encrypt_private_key(key, secret), mode=KEY_FILE_MODE)
     return path
 
 
-def ca_key_load(relative: str) -> CaPrivateKey:
+def ca_key_load(relative: str, passphrase: bytes | None = None) -> CaPrivateKey:
     path = ca_dir() / relative
     stat = path.stat()
-    return _load(str(path), stat.st_ino, stat.st_mtime_ns, ca_passphrase())
+    secret = passphrase if passphrase is not None else ca_passphrase()
+    return _load(str(path), stat.st_ino, stat.st_mtime_ns, secret)
+
+
+def ocsp_key_write(relative: str, key: CaPrivateKey) -> Path:
+    return ca_key_write(relative, key, ocsp_key_passphrase())
+
+
+def ocsp_key_load(relative: str) -> CaPrivateKey:
+    """The OCSP delegate's key, opened with its own passphrase (never the CA's)."""
+    return ca_key_load(relative, ocsp_key_passphrase())
 
 
 @functools.lru_cache(maxsize=16)

@@ -41,7 +41,7 @@ from cryptography.x509 import ocsp
 from django.utils import timezone
 
 from pki.conf import pki_settings
-from pki.keystore import ca_key_load
+from pki.keystore import ocsp_key_load
 from pki.models import Certificate, CertificateAuthority
 from pki.revocation import REASON_FLAGS
 from pki.services import ca_certificate, ocsp_responder_current, ocsp_responder_key_file
@@ -150,7 +150,7 @@ class _Context:
     def signer_key(self) -> ec.EllipticCurvePrivateKey:
         """The delegate's key, loaded on the first live signature (kept by the keystore): a
         process that only reads the cache or forgets answers (web) never loads a key."""
-        return ca_key_load(ocsp_responder_key_file(self.signer_serial))  # type: ignore[return-value]
+        return ocsp_key_load(ocsp_responder_key_file(self.signer_serial))  # type: ignore[return-value]
 
 
 _context_lock = threading.Lock()

@@ -30,7 +30,14 @@ from pki.csr import (
     CsrRejected,
     csr_parse,
 )
-from pki.keystore import atomic_write, ca_dir, ca_key_load, ca_key_write
+from pki.keystore import (
+    atomic_write,
+    ca_dir,
+    ca_key_load,
+    ca_key_write,
+    ocsp_key_load,
+    ocsp_key_write,
+)
 from pki.lint import Finding, lint_certificate_der
 from pki.models import Certificate, CertificateAuthority, CertificateRequest
 from pki.selectors import ca_get_active, certificate_key_history
@@ -300,6 +307,14 @@ def ocsp_responder_key_file(serial: str) -> str:
     return f"keys/ocsp-{serial}.key.pem"
 
 
+def _ocsp_key_usable(delegate: Certificate) -> bool:
+    try:
+        ocsp_key_load(ocsp_responder_key_file(delegate.serial))
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
 def ocsp_responder_current() -> Certificate | None:
     return (
         Certificate.objects.live()
@@ -311,14 +326,17 @@ def ocsp_responder_current() -> Certificate | None:
 
 def ocsp_responder_renew(*, actor: Actor, force: bool = False) -> Certificate | None:
     """Issue a new delegated OCSP responder certificate when the current one has less than a
-    third of its life left (or none exists, or ``force``). Returns the new one, or None when
-    nothing was due. Its key is stored like a CA key: it signs statuses for the whole CA."""
+    third of its life left (or none exists, or its key does not open with the OCSP key
+    passphrase, or ``force``). Returns the new one, or None when nothing was due. Its key is
+    stored like a CA key but under its own passphrase: it signs statuses for the whole CA."""
     conf = pki_settings()
     lifetime = timedelta(days=conf.ocsp_responder_days)
     now = timezone.now()
     current = ocsp_responder_current()
     if current and not force and current.not_after - now > lifetime / 3:
-        return None
+        if _ocsp_key_usable(current):
+            return None
+        logger.warning("OCSP delegate %s: its key does not open; renewing", current.serial)
     client_ca = ca_get_active(CertificateAuthority.Kind.CLIENT)
     ca_key = ca_key_load(client_ca.key_file)
     key = crypto.generate_key("ec-p256")
@@ -338,7 +356,7 @@ def ocsp_responder_renew(*, actor: Actor, force: bool = False) -> Certificate | 
         ca_key,
     )
     fields = _certificate_fields(cert)
-    ca_key_write(ocsp_responder_key_file(fields["serial"]), key)
+    ocsp_key_write(ocsp_responder_key_file(fields["serial"]), key)
     with transaction.atomic():
         row = Certificate.objects.create(
             kind=Certificate.Kind.OCSP_RESPONDER, issuer=client_ca, **fields

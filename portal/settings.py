@@ -208,6 +208,10 @@ KEYLINE_CA_DIR = env.str("KEYLINE_CA_DIR", default=str(VAR_DIR / "ca"))
 # can run without it.
 KEYLINE_CA_PASSPHRASE = env.str("KEYLINE_CA_PASSPHRASE", default="")
 KEYLINE_CA_PASSPHRASE_FILE = env.str("KEYLINE_CA_PASSPHRASE_FILE", default="")
+# The OCSP delegate's key has a passphrase of its own: the responder process needs it, and
+# must not hold the one that opens the CA keys.
+KEYLINE_OCSP_KEY_PASSPHRASE = env.str("KEYLINE_OCSP_KEY_PASSPHRASE", default="")
+KEYLINE_OCSP_KEY_PASSPHRASE_FILE = env.str("KEYLINE_OCSP_KEY_PASSPHRASE_FILE", default="")
 KEYLINE_CA_ORGANIZATION = env.str("KEYLINE_CA_ORGANIZATION", default="Keyline RFQ")
 KEYLINE_CA_COUNTRY = env.str("KEYLINE_CA_COUNTRY", default="GB")
 KEYLINE_CLIENT_CERT_DAYS = env.int("KEYLINE_CLIENT_CERT_DAYS", default=90)

@@ -112,9 +112,10 @@ class Gunicorn:
 
 @pytest.fixture(scope="session")
 def app_server(django_db_setup, django_db_blocker):
-    """gunicorn with ``portal.wsgi`` on a loopback port for the whole session."""
+    """gunicorn with ``portal.wsgi`` on a loopback port for the whole session. Like a web or
+    responder host, it has the OCSP key passphrase but not the CA passphrase."""
     if connection.vendor != "postgresql":
         pytest.skip(NEEDS_POSTGRES)
-    server = Gunicorn()
+    server = Gunicorn(KEYLINE_CA_PASSPHRASE="", KEYLINE_CA_PASSPHRASE_FILE="")
     yield server
     server.stop()

@@ -21,6 +21,7 @@ from tests.conftest import run
 pytestmark = pytest.mark.django_db
 
 PASSPHRASE = "test-ca-passphrase-0123456789"
+OCSP_PASSPHRASE = "test-ocsp-passphrase-0123456789"
 
 
 @pytest.fixture
@@ -34,23 +35,24 @@ def test_keys_are_encrypted_pkcs8_mode_0600_and_not_in_the_database(fresh_ca):
     keys = sorted((directory / "keys").glob("*.key.pem"))
     assert len(keys) == 4  # root, client CA, server CA, OCSP delegate
     for path in keys:
+        # The delegate's key has its own passphrase: a responder never holds the CA's.
+        right, wrong = (
+            (OCSP_PASSPHRASE, PASSPHRASE)
+            if path.name.startswith("ocsp-")
+            else (PASSPHRASE, OCSP_PASSPHRASE)
+        )
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         data = path.read_bytes()
         assert data.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
         with pytest.raises(TypeError):
             serialization.load_pem_private_key(data, password=None)
-        serialization.load_pem_private_key(data, password=PASSPHRASE.encode())
+        with pytest.raises(ValueError, match="Incorrect password"):
+            serialization.load_pem_private_key(data, password=wrong.encode())
+        serialization.load_pem_private_key(data, password=right.encode())
         # openssl reads it with the passphrase and not without.
-        assert (
-            run(
-                ["openssl", "pkey", "-in", str(path), "-passin", f"pass:{PASSPHRASE}", "-noout"]
-            ).returncode
-            == 0
-        )
-        assert (
-            run(["openssl", "pkey", "-in", str(path), "-passin", "pass:wrong", "-noout"]).returncode
-            != 0
-        )
+        openssl = ["openssl", "pkey", "-in", str(path), "-noout", "-passin"]
+        assert run([*openssl, f"pass:{right}"]).returncode == 0
+        assert run([*openssl, f"pass:{wrong}"]).returncode != 0
         body = b"".join(data.splitlines()[1:3]).decode()
         assert not _database_contains(body)
     assert stat.S_IMODE((directory / "keys").stat().st_mode) == 0o700

@@ -281,11 +281,23 @@ def test_pkilint_finds_no_error_in_any_answer(
         assert [f for f in findings if f[0] in ("ERROR", "FATAL")] == [], (name, findings)
 
 
-def test_forgetting_and_reading_answers_needs_no_key(leaf, cas):
-    """Web processes drop and read cached answers; only signing loads the delegate key (and
-    the keystore asks for the passphrase on every load)."""
+def test_the_responder_needs_only_the_ocsp_key_passphrase(leaf, cas):
+    """A responder host holds the delegate key's passphrase, never the CA passphrase."""
     with override_settings(KEYLINE_CA_PASSPHRASE="", KEYLINE_CA_PASSPHRASE_FILE=""):
+        answer = ocsp.respond(_request(leaf, cas["client"], nonce=b"\x01" * 8))  # signs live
+    assert _signed(answer).certificate_status == x509_ocsp.OCSPCertStatus.GOOD
+
+
+def test_forgetting_and_reading_answers_needs_no_key(leaf, cas):
+    """Web processes drop and read cached answers; only signing opens the delegate key."""
+    no_secrets = {
+        "KEYLINE_CA_PASSPHRASE": "",
+        "KEYLINE_CA_PASSPHRASE_FILE": "",
+        "KEYLINE_OCSP_KEY_PASSPHRASE": "",
+        "KEYLINE_OCSP_KEY_PASSPHRASE_FILE": "",
+    }
+    with override_settings(**no_secrets):
         ocsp.responses_forget([leaf])
         assert ocsp.cached_status(leaf) is None
         answer = ocsp.respond(_request(leaf, cas["client"]))  # a live signature: refused
-        assert _status_only(answer.body) == x509_ocsp.OCSPResponseStatus.INTERNAL_ERROR
+    assert _status_only(answer.body) == x509_ocsp.OCSPResponseStatus.INTERNAL_ERROR

@@ -1,0 +1,162 @@
+"""What bench_crl.py, bench_ocsp.py and bench_revocation.py share: the environment, a
+throwaway PostgreSQL database and CA, issuing a client certificate, and child processes
+(gunicorn, celery, openssl) that are stopped by their process group when the bench ends."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/keyline_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"  # a Redis database of its own, flushed
+PASSPHRASE = "bench-ca-passphrase-0123456789"  # noqa: S105 - a throwaway CA
+OCSP_PATH = "/pki/ocsp"  # the path of the default KEYLINE_OCSP_URL
+VENV_BIN = ROOT / ".venv" / "bin"
+
+
+def bench_env(database_url: str, ca_dir: str, redis_url: str = "", **extra: str) -> dict:
+    """The environment of the bench process and of every server it starts."""
+    env = {
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production-use",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DJANGO_LOG_LEVEL": "WARNING",
+        "DATABASE_URL": database_url,
+        "KEYLINE_CA_DIR": ca_dir,
+        "KEYLINE_CA_PASSPHRASE": PASSPHRASE,
+        "KEYLINE_LINT_BEFORE_SIGNING": "0",  # setup speed only: nothing timed issues
+        "REDIS_URL": redis_url,
+        **extra,
+    }
+    return {**os.environ, **env}
+
+
+def configure(env: dict) -> None:
+    os.environ.update(env)
+    import django
+
+    django.setup()
+
+
+def reset_postgres(database_url: str, create: bool = True) -> None:
+    import psycopg
+
+    name = database_url.rsplit("/", 1)[1]
+    admin = database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if create:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def flush_redis(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+
+
+def prepare(key_type: str = "ec-p256"):
+    """Migrate, create the CA hierarchy (with its OCSP delegate) and one participant."""
+    from django.core.management import call_command
+
+    from pki.services import ca_init
+    from portal.audit import Actor
+    from portal.lei import lei_with_check_digits
+    from portal.models import Firm, Participant
+
+    call_command("migrate", verbosity=0)
+    ca_init(key_type=key_type, force=True, actor=Actor.system("bench"))
+    firm = Firm.objects.create(
+        legal_name="Bench Firm Ltd",
+        lei=lei_with_check_digits("984500BENCHFIRM001"),
+        jurisdiction="GB",
+        role=Firm.Role.BOTH,
+        status=Firm.Status.APPROVED,
+    )
+    return Participant.objects.create(
+        firm=firm,
+        trader_id="bench-0",
+        name="Bench 0",
+        email="b0@x.example",
+        role=Participant.Role.REQUESTER,
+    )
+
+
+def issue(participant, name: str = "bench-leaf"):
+    """A client certificate for a fresh EC P-256 key, through the service layer."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from pki.services import certificate_issue, csr_submit
+    from portal.audit import Actor
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)]))
+        .sign(key, hashes.SHA256())
+    )
+    actor = Actor.system("bench")
+    pem = csr.public_bytes(serialization.Encoding.PEM)
+    request = csr_submit(participant=participant, data=pem, actor=actor)
+    return certificate_issue(request=request, actor=actor)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """Start a server in a process group of its own (not a session: `openssl ocsp -multi`
+    calls setpgid(), which a session leader may not), stopped with :func:`stop`)."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, process_group=0
+        )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def start_gunicorn(env: dict, port: int, log: Path) -> subprocess.Popen:
+    args = [str(VENV_BIN / "gunicorn"), "portal.wsgi:application", "-w", "2", "--no-control-socket"]
+    return start([*args, "-b", f"127.0.0.1:{port}"], env, log)
+
+
+def ocsp_post(url: str, der: bytes, timeout: float = 5.0) -> bytes:
+    headers = {"Content-Type": "application/ocsp-request"}
+    request = urllib.request.Request(url, data=der, headers=headers)  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        return response.read()
+
+
+def wait_ocsp(url: str, der: bytes, proc: subprocess.Popen, log: Path, seconds: float = 30):
+    """Wait until the responder at ``url`` answers ``der``; returns its answer."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            sys.exit(f"{' '.join(proc.args)} exited with {proc.returncode}:\n{tail}")
+        try:
+            return ocsp_post(url, der, timeout=2)
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{url} did not answer in {seconds:.0f} s:\n{log.read_text(errors='replace')[-2000:]}")
