@@ -61,6 +61,7 @@ NON_ISSUED_REVOCATION_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 CONTEXT_TTL = 30.0  # seconds a process keeps its view of the CA and the delegate
 MAX_REQUEST_BYTES = 4096
 CACHE_PREFIX = "keyline:ocsp:v1:"
+PRESIGN_BATCH = 1000
 _TIMES = struct.Struct(">qq")
 
 
@@ -194,23 +195,52 @@ def context_reset() -> None:
 # --- the pre-signed response store ---------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Write:
+    """A response to cache for ``serial`` unless its generation moved since ``generation``
+    was read (before the status was read from the database)."""
+
+    serial: int
+    generation: bytes | None
+    key: str
+    value: bytes
+
+
 class _NullStore:
     def get(self, key: str) -> bytes | None:
         return None
 
-    def set_many(self, items: dict[str, bytes], ttl: int) -> None:
+    def generations(self, ctx: "_Context", serials: list[int]) -> list[bytes | None]:
+        return [None] * len(serials)
+
+    def put_unchanged(self, ctx: "_Context", writes: list[_Write], ttl: int) -> int:
+        return 0
+
+    def forget(self, ctx: "_Context", serials: list[int]) -> None:
         pass
 
-    def delete_many(self, keys: list[str]) -> None:
-        pass
+
+# Compare-and-set: cache a response only if the certificate's generation is still the one the
+# writer read before it read the status. A status change bumps the generation and deletes the
+# responses in one transaction, so a writer that read the old status can never put it back.
+_PUT_UNCHANGED = """
+if (redis.call('GET', KEYS[1]) or '0') == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
+GENERATION_TTL = 7 * 86400  # far longer than any signing run
 
 
 class _RedisStore:
-    """Raw bytes in Redis (shared by every responder process). A read error is a miss (the
-    response is signed live); a failed delete is logged loudly: the beat re-sign repairs it."""
+    """Raw bytes in Redis (shared by every responder process), plus a generation counter per
+    certificate. A read error is a miss (the response is signed live); a failed invalidation
+    is logged loudly (and recorded by the caller)."""
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._put_unchanged = self.client.register_script(_PUT_UNCHANGED)
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -219,23 +249,46 @@ class _RedisStore:
             logger.warning("OCSP cache read failed; signing live", exc_info=True)
             return None
 
-    def set_many(self, items: dict[str, bytes], ttl: int) -> None:
-        if not items:
-            return
+    def generations(self, ctx: "_Context", serials: list[int]) -> list[bytes | None]:
+        """The current generation of each certificate (None: unknown, do not cache)."""
+        if not serials:
+            return []
+        try:
+            values = self.client.mget([_generation_key(ctx, s) for s in serials])
+        except redis.RedisError:
+            logger.warning("OCSP cache unavailable; answers will not be cached", exc_info=True)
+            return [None] * len(serials)
+        return [value or b"0" for value in values]  # type: ignore[union-attr]
+
+    def put_unchanged(self, ctx: "_Context", writes: list[_Write], ttl: int) -> int:
+        """Cache the writes whose generation did not move; returns how many were cached."""
+        writes = [write for write in writes if write.generation is not None]
+        if not writes:
+            return 0
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                for key, value in items.items():
-                    pipe.set(key, value, ex=ttl)
-                pipe.execute()
+                for write in writes:
+                    self._put_unchanged(
+                        keys=[_generation_key(ctx, write.serial), write.key],
+                        args=[write.generation, write.value, ttl],
+                        client=pipe,
+                    )
+                return sum(pipe.execute())
         except redis.RedisError:
             logger.warning("OCSP cache write failed", exc_info=True)
+            return 0
 
-    def delete_many(self, keys: list[str]) -> None:
-        if keys:
-            try:
-                self.client.delete(*keys)
-            except redis.RedisError:
-                logger.exception("OCSP cache invalidation failed for %s", keys)
+    def forget(self, ctx: "_Context", serials: list[int]) -> None:
+        """Bump the generation of these certificates and drop their cached responses (every
+        hash algorithm), atomically. Raises ``redis.RedisError`` when Redis is unavailable."""
+        if not serials:
+            return
+        with self.client.pipeline(transaction=True) as pipe:
+            for serial in serials:
+                pipe.incr(_generation_key(ctx, serial))
+                pipe.expire(_generation_key(ctx, serial), GENERATION_TTL)
+                pipe.delete(*[_cache_key(ctx, algorithm, serial) for algorithm in HASHES])
+            pipe.execute()
 
 
 _stores: dict[str, _NullStore | _RedisStore] = {}
@@ -248,8 +301,12 @@ def _store() -> _NullStore | _RedisStore:
     return _stores[url]
 
 
-def _cache_key(ctx: _Context, algorithm: str, serial: int) -> str:
+def _cache_key(ctx: "_Context", algorithm: str, serial: int) -> str:
     return f"{ctx.namespace}{algorithm}:{serial:x}"
+
+
+def _generation_key(ctx: "_Context", serial: int) -> str:
+    return f"{ctx.namespace}gen:{serial:x}"
 
 
 # --- answering -----------------------------------------------------------------------------
@@ -363,7 +420,11 @@ def respond(data: bytes, now: datetime | None = None) -> Answer:
         store = _store()
         key = _cache_key(ctx, algorithm, serial)
         if nonce is None and (hit := store.get(key)) is not None:
-            return Answer.unpack(hit)
+            try:
+                return Answer.unpack(hit)
+            except struct.error:
+                logger.warning("corrupt OCSP cache entry %s; signing live", key)
+        generation = store.generations(ctx, [serial])[0] if nonce is None else None
         status = _status(ctx, serial)
         answer = _sign(
             ctx,
@@ -374,7 +435,7 @@ def respond(data: bytes, now: datetime | None = None) -> Answer:
             now=now or timezone.now(),
         )
         if answer.cacheable:
-            store.set_many({key: answer.pack()}, _ttl())
+            store.put_unchanged(ctx, [_Write(serial, generation, key, answer.pack())], _ttl())
         return answer
     except Exception:
         logger.exception("OCSP responder failed")
@@ -385,67 +446,56 @@ def respond(data: bytes, now: datetime | None = None) -> Answer:
 
 
 def responses_forget(certificates: Iterable[Certificate]) -> None:
-    """Drop every cached response for these certificates (all hash algorithms), at once."""
+    """Drop every cached response for these certificates (all hash algorithms) at once, and
+    make sure no signing that started before this call can cache its answer afterwards.
+    Raises ``redis.RedisError`` when Redis is unavailable: the caller records it."""
     ctx = _context()
     if ctx is None:
         return
-    keys = [
-        _cache_key(ctx, algorithm, cert.serial_int)
-        for cert in certificates
-        if cert.issuer_id == ctx.ca_id
-        for algorithm in HASHES
-    ]
-    _store().delete_many(keys)
+    _store().forget(ctx, [c.serial_int for c in certificates if c.issuer_id == ctx.ca_id])
 
 
 def presign(serials: list[str] | None = None, now: datetime | None = None) -> int:
     """Sign and cache the SHA-1 CertID response for every unexpired certificate of the client
-    CA (or just ``serials``). Run by the signing worker after status changes and on beat."""
+    CA (or just ``serials``); returns how many were cached. Run by the signing worker after
+    issuance and status changes, and on beat. Each batch reads the generations before the
+    statuses, so an answer made stale by a concurrent status change is never cached."""
     store = _store()
     context_reset()
     ctx = _context()
     if ctx is None or isinstance(store, _NullStore):
         return 0
     now = now or timezone.now()
-    started = timezone.now()
     rows = Certificate.objects.filter(issuer_id=ctx.ca_id, not_after__gt=now)
     if serials is not None:
         rows = rows.filter(serial__in=serials)
-    items: dict[str, bytes] = {}
-    count = 0
-    for serial, status, revoked_at, reason in rows.values_list(
-        "serial", "status", "revoked_at", "revocation_reason"
-    ).iterator(chunk_size=2000):
-        answer = _sign(
-            ctx,
-            algorithm=PRESIGNED_HASH,
-            serial=int(serial, 16),
-            status=_Status(
-                issued=True,
-                revoked_at=revoked_at if status == Certificate.Status.REVOKED else None,
-                reason=reason,
-            ),
-            nonce=None,
-            now=now,
-        )
-        items[_cache_key(ctx, PRESIGNED_HASH, int(serial, 16))] = answer.pack()
-        count += 1
-        if len(items) >= 1000:
-            _store_unchanged(ctx, store, items, started)
-            items = {}
-    _store_unchanged(ctx, store, items, started)
-    return count
-
-
-def _store_unchanged(ctx: _Context, store: _RedisStore, items: dict[str, bytes], since) -> None:
-    """Cache ``items`` except for certificates whose status changed while they were signed:
-    their own re-sign, queued by the change, writes the new answer."""
-    changed = Certificate.objects.filter(issuer_id=ctx.ca_id, updated_at__gte=since).values_list(
-        "serial", flat=True
-    )
-    for serial in changed:
-        items.pop(_cache_key(ctx, PRESIGNED_HASH, int(serial, 16)), None)
-    store.set_many(items, _ttl())
+    wanted = list(rows.values_list("serial", flat=True))
+    cached = 0
+    for start in range(0, len(wanted), PRESIGN_BATCH):
+        batch = wanted[start : start + PRESIGN_BATCH]
+        numbers = [int(serial, 16) for serial in batch]
+        generations = dict(zip(numbers, store.generations(ctx, numbers), strict=True))
+        writes = []
+        for serial, status, revoked_at, reason in Certificate.objects.filter(
+            issuer_id=ctx.ca_id, serial__in=batch
+        ).values_list("serial", "status", "revoked_at", "revocation_reason"):
+            number = int(serial, 16)
+            answer = _sign(
+                ctx,
+                algorithm=PRESIGNED_HASH,
+                serial=number,
+                status=_Status(
+                    issued=True,
+                    revoked_at=revoked_at if status == Certificate.Status.REVOKED else None,
+                    reason=reason,
+                ),
+                nonce=None,
+                now=now,
+            )
+            key = _cache_key(ctx, PRESIGNED_HASH, number)
+            writes.append(_Write(number, generations[number], key, answer.pack()))
+        cached += store.put_unchanged(ctx, writes, _ttl())
+    return cached
 
 
 def cached_status(certificate: Certificate) -> dict | None:
@@ -457,7 +507,10 @@ def cached_status(certificate: Certificate) -> dict | None:
     value = _store().get(_cache_key(ctx, PRESIGNED_HASH, certificate.serial_int))
     if value is None:
         return None
-    response = ocsp.load_der_ocsp_response(Answer.unpack(value).body)
+    try:
+        response = ocsp.load_der_ocsp_response(Answer.unpack(value).body)
+    except (struct.error, ValueError):
+        return None
     return {
         "status": response.certificate_status.name.lower(),
         "produced_at": response.produced_at_utc,

@@ -16,6 +16,7 @@ from django.test import override_settings
 
 from pki import ocsp
 from pki.conf import pki_settings
+from pki.models import Certificate
 from pki.revocation import certificate_revoke
 from pki.services import ca_certificate, ocsp_responder_current, server_certificate_issue
 from tests.conftest import run, tool
@@ -247,11 +248,12 @@ def test_a_status_change_drops_the_cached_answer_at_once(
     ocsp.presign([leaf.serial])
     with django_capture_on_commit_callbacks(execute=True):
         certificate_revoke(certificate=leaf, reason="keyCompromise", actor=system_actor)
-    response = _signed(ocsp.respond(_request(leaf, cas["client"])))
-    assert response.certificate_status == x509_ocsp.OCSPCertStatus.REVOKED
-    # The re-sign queued by the change put the revoked answer back in the cache.
+    # The re-sign queued by the change (run eagerly here) put the revoked answer back in the
+    # cache, before anyone asked.
     cached = x509_ocsp.load_der_ocsp_response(ocsp.Answer.unpack(ocsp._store().get(key)).body)
     assert cached.certificate_status == x509_ocsp.OCSPCertStatus.REVOKED
+    response = _signed(ocsp.respond(_request(leaf, cas["client"])))
+    assert response.certificate_status == x509_ocsp.OCSPCertStatus.REVOKED
 
 
 def _lint(path) -> list[tuple[str, str]]:
@@ -301,3 +303,54 @@ def test_forgetting_and_reading_answers_needs_no_key(leaf, cas):
         assert ocsp.cached_status(leaf) is None
         answer = ocsp.respond(_request(leaf, cas["client"]))  # a live signature: refused
     assert _status_only(answer.body) == x509_ocsp.OCSPResponseStatus.INTERNAL_ERROR
+
+
+@NEEDS_REDIS
+def test_an_answer_signed_before_a_revocation_is_never_cached_after_it(
+    leaf, cas, system_actor, monkeypatch
+):
+    """The race: a cache miss reads "good", the certificate is revoked and its answers are
+    forgotten, then the miss would cache its stale "good". The generation check refuses."""
+    read_status = ocsp._status
+
+    def status_then_revoke(ctx, serial):
+        status = read_status(ctx, serial)
+        certificate_revoke(certificate=leaf, reason="keyCompromise", actor=system_actor)
+        ocsp.responses_forget([leaf])  # what the revocation's on-commit hook does
+        return status
+
+    monkeypatch.setattr(ocsp, "_status", status_then_revoke)
+    for algorithm in (hashes.SHA1(), hashes.SHA256()):  # noqa: S303
+        ocsp.responses_forget([leaf])
+        leaf.refresh_from_db()
+        Certificate.objects.filter(pk=leaf.pk).update(status="active", revoked_at=None)
+        stale = ocsp.respond(_request(leaf, cas["client"], algorithm=algorithm))
+        assert _signed(stale).certificate_status == x509_ocsp.OCSPCertStatus.GOOD
+        monkeypatch.setattr(ocsp, "_status", read_status)
+        fresh = ocsp.respond(_request(leaf, cas["client"], algorithm=algorithm))
+        assert _signed(fresh).certificate_status == x509_ocsp.OCSPCertStatus.REVOKED
+        monkeypatch.setattr(ocsp, "_status", status_then_revoke)
+
+
+@NEEDS_REDIS
+def test_a_presign_run_never_caches_an_answer_made_stale_during_the_run(
+    leaf, cas, system_actor, monkeypatch
+):
+    sign = ocsp._sign
+
+    def sign_then_revoke(*args, **kwargs):
+        answer = sign(*args, **kwargs)
+        if (
+            kwargs["status"].revoked_at is None
+            and not Certificate.objects.get(pk=leaf.pk).revoked_at
+        ):
+            certificate_revoke(certificate=leaf, reason="superseded", actor=system_actor)
+            ocsp.responses_forget([leaf])
+        return answer
+
+    monkeypatch.setattr(ocsp, "_sign", sign_then_revoke)
+    assert ocsp.presign([leaf.serial]) == 0  # signed "good", revoked meanwhile: not cached
+    monkeypatch.setattr(ocsp, "_sign", sign)
+    assert ocsp.cached_status(leaf) is None
+    assert ocsp.presign([leaf.serial]) == 1
+    assert ocsp.cached_status(leaf)["status"] == "revoked"
