@@ -201,3 +201,26 @@ class RevocationList(models.Model):
 
     def __str__(self) -> str:
         return f"CRL #{self.number} of {self.ca.slug}"
+
+
+class PublishFailure(models.Model):
+    """A failure to publish revocation data (CRL build, files, reload, enqueueing, the OCSP
+    cache), kept in the database so that /pki/health/ sees it from every process, even when
+    Redis is what failed. Resolved by the next success of the same stage."""
+
+    class Stage(models.TextChoices):
+        CRL = "crl", _("CRL build or files")
+        RELOAD = "reload", _("CRL reload command")
+        ENQUEUE = "enqueue", _("Queueing a publishing task")
+        CACHE = "cache", _("Cache invalidation (OCSP answers, trust decisions)")
+
+    stage = models.CharField(max_length=8, choices=Stage.choices)
+    error = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.stage} failure at {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -42,8 +42,8 @@ from django.utils import timezone
 
 from pki.conf import pki_settings
 from pki.keystore import ocsp_key_load
-from pki.models import Certificate, CertificateAuthority
-from pki.revocation import REASON_FLAGS
+from pki.models import Certificate, CertificateAuthority, PublishFailure
+from pki.revocation import REASON_FLAGS, failures_resolve
 from pki.services import ca_certificate, ocsp_responder_current, ocsp_responder_key_file
 
 logger = logging.getLogger(__name__)
@@ -465,6 +465,7 @@ def presign(serials: list[str] | None = None, now: datetime | None = None) -> in
     ctx = _context()
     if ctx is None or isinstance(store, _NullStore):
         return 0
+    store.client.ping()  # fail (and be retried) rather than cache nothing
     now = now or timezone.now()
     rows = Certificate.objects.filter(issuer_id=ctx.ca_id, not_after__gt=now)
     if serials is not None:
@@ -495,6 +496,9 @@ def presign(serials: list[str] | None = None, now: datetime | None = None) -> in
             key = _cache_key(ctx, PRESIGNED_HASH, number)
             writes.append(_Write(number, generations[number], key, answer.pack()))
         cached += store.put_unchanged(ctx, writes, _ttl())
+    if serials is None:
+        # Every answer was re-signed: whatever a failed invalidation left behind is gone.
+        failures_resolve([PublishFailure.Stage.CACHE])
     return cached
 
 

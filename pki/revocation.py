@@ -22,8 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Max, QuerySet
 from django.db.models.functions import Length
 from django.utils import timezone
@@ -31,7 +30,7 @@ from django.utils import timezone
 from pki import crypto
 from pki.conf import pki_settings
 from pki.keystore import atomic_write, ca_dir, ca_key_load
-from pki.models import Certificate, CertificateAuthority, RevocationList
+from pki.models import Certificate, CertificateAuthority, PublishFailure, RevocationList
 from pki.services import ca_certificate
 from pki.trust import decisions_forget
 from portal.audit import Actor, AuditEntry, audit_record, audit_record_many
@@ -63,14 +62,13 @@ REASON_FLAGS: dict[str, x509.ReasonFlags | None] = {
 }
 
 CRL_KEEP = 20  # published CRLs kept per CA (the newest is served; the rest are history)
-LAST_FAILURE_KEY = "keyline:crl:last-failure"
 
 
 class CrlPublishFailed(DomainError):
     status_code = 503
 
-    def __init__(self, message: str) -> None:
-        super().__init__("crl_publish_failed", message)
+    def __init__(self, message: str, stderr: str = "") -> None:
+        super().__init__("crl_publish_failed", message, {"stderr": stderr} if stderr else None)
 
 
 def reason_from_name(name: str) -> str:
@@ -205,19 +203,38 @@ def certificates_revoke_for_firm(*, firm: Firm, reason: str, actor: Actor) -> li
 
 def certificates_status_changed(certificates: list[Certificate]) -> None:
     """After a committed status change: forget what the caches say about these certificates
-    in this process, now, then have the signing worker publish CRLs and re-sign OCSP."""
-    from pki import ocsp, tasks  # tasks import this module
+    in this process, now, then have the signing worker publish CRLs and re-sign OCSP answers.
 
-    decisions_forget(c.fingerprint_sha256 for c in certificates)
-    ocsp.responses_forget(certificates)
-    # The revocation is committed whatever happens next: a failure to publish is logged and
-    # shown on /pki/health/, and the hourly beat run publishes anyway.
-    try:
-        tasks.crl_publish_task.delay()
-        tasks.ocsp_presign_task.delay(serials=[c.serial for c in certificates])
-    except Exception as exc:
-        logger.exception("could not publish after a status change")
-        cache.set(LAST_FAILURE_KEY, {"at": timezone.now().isoformat(), "error": str(exc)}, None)
+    The status change is committed whatever happens here: each step that fails is logged and
+    recorded for /pki/health/ and does not stop the others. The hourly CRL and half-hourly
+    OCSP beat runs repair what a failed step left behind.
+    """
+    from pki import ocsp, tasks  # tasks and ocsp import this module
+
+    serials = [c.serial for c in certificates]
+    steps = [
+        (
+            PublishFailure.Stage.CACHE,
+            lambda: decisions_forget(c.fingerprint_sha256 for c in certificates),
+        ),
+        (PublishFailure.Stage.CACHE, lambda: ocsp.responses_forget(certificates)),
+        (PublishFailure.Stage.ENQUEUE, tasks.crl_publish_task.delay),
+        (PublishFailure.Stage.ENQUEUE, lambda: tasks.ocsp_presign_task.delay(serials=serials)),
+    ]
+    for stage, step in steps:
+        try:
+            step()
+        except Exception as exc:
+            logger.exception("after revoking %s: %s step failed", serials, stage)
+            failure_record(stage, exc)
+    if any(c.kind == Certificate.Kind.OCSP_RESPONDER for c in certificates):
+        # The responder cannot sign with a revoked delegate: replace it now, not at the next
+        # six-hourly renewal check.
+        try:
+            tasks.ocsp_responder_renew_task.delay(force=True)
+        except Exception as exc:
+            logger.exception("could not queue the OCSP delegate's renewal")
+            failure_record(PublishFailure.Stage.ENQUEUE, exc)
 
 
 # --- CRLs ----------------------------------------------------------------------------------
@@ -302,18 +319,17 @@ def crl_publish(*, actor: Actor) -> list[RevocationList]:
     the files nginx reads and run the reload command. On any failure the files keep the last
     good CRLs and the error is raised (the Celery task retries) and remembered for
     ``/pki/health/``."""
+    stage = PublishFailure.Stage.CRL
     try:
         with _publish_lock():
-            # Durable: numbers committed here are final before any file names them.
+            # Durable: numbers committed here are final before any file names them. A
+            # concurrent publisher waits on each CA's row lock (PostgreSQL) or on SQLite's
+            # single writer; the unique (ca, number) constraint backs both up.
             with transaction.atomic(durable=True):
-                published = []
-                for ca in CertificateAuthority.objects.filter(is_active=True).order_by("pk"):
-                    try:
-                        published.append(_crl_publish_one(ca))
-                    except IntegrityError:
-                        # Another host took this number between our read and write (SQLite
-                        # has no row locks): take the next one.
-                        published.append(_crl_publish_one(ca))
+                published = [
+                    _crl_publish_one(ca)
+                    for ca in CertificateAuthority.objects.filter(is_active=True).order_by("pk")
+                ]
                 audit_record_many(
                     [
                         AuditEntry(
@@ -332,13 +348,43 @@ def crl_publish(*, actor: Actor) -> list[RevocationList]:
                     ]
                 )
             crl_files_write()
-        crl_reload()
+            stage = PublishFailure.Stage.RELOAD
+            crl_reload()
     except Exception as exc:
-        cache.set(LAST_FAILURE_KEY, {"at": timezone.now().isoformat(), "error": str(exc)}, None)
-        logger.exception("CRL publishing failed; the last good CRLs stay in place")
+        logger.exception("CRL publishing failed (%s); the last good CRLs stay in place", stage)
+        failure_record(stage, exc)
         raise
-    cache.delete(LAST_FAILURE_KEY)
+    failures_resolve(
+        [PublishFailure.Stage.CRL, PublishFailure.Stage.RELOAD, PublishFailure.Stage.ENQUEUE]
+    )
     return published
+
+
+def failure_record(stage: str, exc: BaseException) -> None:
+    """Remember a publishing failure for /pki/health/ (in the database: the cache may be what
+    failed). Never raises: the failure itself is already logged."""
+    details = getattr(exc, "details", {}) or {}
+    error = str(exc) if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
+    if details.get("stderr"):
+        error += f"\n{details['stderr']}"
+    try:
+        PublishFailure.objects.create(stage=stage, error=error)
+    except Exception:
+        logger.exception("could not record the publishing failure")
+
+
+def failures_resolve(stages: list[str]) -> None:
+    PublishFailure.objects.filter(stage__in=stages, resolved_at__isnull=True).update(
+        resolved_at=timezone.now()
+    )
+
+
+def failures_open() -> list[dict]:
+    """Unresolved publishing failures, newest first, as shown publicly: no command output."""
+    return [
+        {"stage": f.stage, "at": f.created_at, "error": f.error.splitlines()[0][:200]}
+        for f in PublishFailure.objects.filter(resolved_at__isnull=True)[:20]
+    ]
 
 
 @contextmanager
@@ -387,10 +433,8 @@ def crl_reload() -> None:
     try:
         subprocess.run(shlex.split(command), check=True, capture_output=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:
-        stderr = getattr(exc, "stderr", b"") or b""
-        raise CrlPublishFailed(
-            f"CRL reload command failed: {exc} {stderr.decode(errors='replace').strip()}"
-        ) from exc
+        stderr = (getattr(exc, "stderr", b"") or b"").decode(errors="replace").strip()
+        raise CrlPublishFailed(f"CRL reload command failed: {exc}", stderr=stderr) from exc
 
 
 @dataclass(frozen=True)
@@ -446,4 +490,6 @@ def crl_health(now: datetime | None = None) -> list[CrlHealth]:
 
 
 def crl_last_failure() -> dict | None:
-    return cache.get(LAST_FAILURE_KEY)
+    """The newest unresolved publishing failure, or None."""
+    failures = failures_open()
+    return failures[0] if failures else None

@@ -603,7 +603,22 @@ def _certificates_issue(
     )
     if entries:
         audit_record_many(entries)
+    if certificates:
+        serials = [c.serial for c in certificates]
+        transaction.on_commit(lambda: _presign_issued(serials))
     return outcomes
+
+
+def _presign_issued(serials: list[str]) -> None:
+    """Have the signing worker put the new certificates' "good" answers in the OCSP cache, so
+    that the first relying party to ask (nginx) is answered from it."""
+    from pki import tasks
+
+    try:
+        tasks.ocsp_presign_task.delay(serials=serials)
+    except Exception:
+        # Not a failure of issuance: the responder signs on the first request instead.
+        logger.warning("could not queue the OCSP pre-sign of %s", serials, exc_info=True)
 
 
 # --- the terminator's server certificate ---------------------------------------------------

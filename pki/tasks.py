@@ -1,46 +1,62 @@
 """Celery tasks that need a CA key or the OCSP delegate key. They are routed to the "signing"
 queue, which only the key-holding worker consumes (settings.CELERY_TASK_ROUTES); without a
-broker they run in the calling process (eager)."""
+broker they run in the calling process (eager), once, without retries."""
 
 from celery import shared_task
-from django.db import IntegrityError, OperationalError
+from django.db import DatabaseError
+from redis import RedisError
 
 from portal.audit import Actor
 
-RETRY = {
-    "acks_late": True,
-    "retry_backoff": 2,
-    "retry_backoff_max": 300,
-    "max_retries": 8,
-}
+MAX_RETRIES = 8
 
 
-@shared_task(autoretry_for=(OSError, OperationalError), **RETRY)
-def ocsp_responder_renew_task(force: bool = False) -> str | None:
+def _backoff(retries: int) -> int:
+    return min(300, 2 ** (retries + 1))  # 2 s, 4 s, ... 5 min
+
+
+@shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def ocsp_responder_renew_task(self, force: bool = False) -> str | None:
     """Renew the OCSP delegate certificate if it is due; doing nothing is a valid outcome."""
     from pki.services import ocsp_responder_renew
 
-    renewed = ocsp_responder_renew(
-        actor=Actor.system("celery ocsp_responder_renew_task"), force=force
-    )
+    try:
+        renewed = ocsp_responder_renew(
+            actor=Actor.system("celery ocsp_responder_renew_task"), force=force
+        )
+    except (OSError, DatabaseError) as exc:
+        if self.request.is_eager:
+            raise
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     if renewed is not None:
         ocsp_presign_task.delay()
     return renewed.serial if renewed else None
 
 
-@shared_task(autoretry_for=(Exception,), **RETRY)
-def crl_publish_task() -> list[int]:
-    """Publish a new CRL for every active CA. A failure leaves the last good files in place
-    and is retried with backoff (and shown on /pki/health/)."""
-    from pki.revocation import crl_publish
+@shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def crl_publish_task(self) -> list[int]:
+    """Publish a new CRL for every active CA. A failure leaves the last good files in place,
+    is recorded for /pki/health/ and is retried with exponential backoff."""
+    from pki.revocation import CrlPublishFailed, crl_publish
 
-    rows = crl_publish(actor=Actor.system("celery crl_publish_task"))
+    try:
+        rows = crl_publish(actor=Actor.system("celery crl_publish_task"))
+    except (CrlPublishFailed, OSError, ValueError, DatabaseError) as exc:
+        # ValueError: a CA key that does not open (wrong passphrase).
+        if self.request.is_eager:
+            raise
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     return [row.number for row in rows]
 
 
-@shared_task(autoretry_for=(OSError, OperationalError, IntegrityError), **RETRY)
-def ocsp_presign_task(serials: list[str] | None = None) -> int:
-    """Re-sign and cache OCSP responses (for ``serials``, or for every unexpired certificate)."""
+@shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def ocsp_presign_task(self, serials: list[str] | None = None) -> int:
+    """Re-sign and cache OCSP answers (for ``serials``, or for every unexpired certificate)."""
     from pki.ocsp import presign
 
-    return presign(serials)
+    try:
+        return presign(serials)
+    except (OSError, RedisError, DatabaseError) as exc:
+        if self.request.is_eager:
+            raise
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc

@@ -1,16 +1,52 @@
-"""The app's cached per-certificate trust decision (DESIGN.md, trust contract).
+"""The app's per-certificate trust decision (DESIGN.md, trust contract).
 
-The decision for a client certificate (issued by us, inside its validity, not revoked, its
-participant and firm active) is cached by SHA-256 fingerprint. Every status change forgets it
-at once, in the process that made the change, so a revoked certificate is refused on the very
-next request whatever any CRL or OCSP cache still says.
+A client certificate is trusted when it was issued by the active client CA, is inside its
+validity, is not revoked, and its participant and firm are active. The decision is cached by
+SHA-256 fingerprint (Redis in production) and forgotten at once by every status change
+(``pki.revocation`` for certificates; the portal for participants and firms), so a revoked
+certificate is refused on the very next request whatever a CRL or OCSP cache still says. The
+TTL bounds how long any change that forgot to call :func:`decisions_forget` can go unseen.
+
+The API's authentication class (nginx forwards the client certificate) computes the
+fingerprint from the forwarded PEM and asks :func:`certificate_decide`.
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.core.cache import cache
+from django.utils import timezone
+
+from pki.models import Certificate, CertificateAuthority
 
 DECISION_PREFIX = "keyline:trust:v1:"
+DECISION_TTL = 300  # seconds
+
+OK = "ok"
+CERTIFICATE_UNKNOWN = "certificate_unknown"
+ISSUER_UNKNOWN = "certificate_issuer_unknown"
+CERTIFICATE_REVOKED = "certificate_revoked"
+CERTIFICATE_EXPIRED = "certificate_expired"
+CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
+PARTICIPANT_DISABLED = "participant_disabled"
+FIRM_INACTIVE = "firm_inactive"
+
+
+@dataclass(frozen=True)
+class TrustDecision:
+    code: str
+    fingerprint_sha256: str
+    certificate_id: int | None = None
+    serial: str = ""
+    participant_id: int | None = None
+    firm_id: int | None = None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code == OK
 
 
 def decision_cache_key(fingerprint_sha256: str) -> str:
@@ -21,3 +57,53 @@ def decisions_forget(fingerprints: Iterable[str]) -> None:
     keys = [decision_cache_key(fp) for fp in fingerprints]
     if keys:
         cache.delete_many(keys)
+
+
+def _decide(fingerprint: str) -> TrustDecision:
+    cert = (
+        Certificate.objects.select_related("issuer", "participant__firm")
+        .filter(fingerprint_sha256=fingerprint, kind=Certificate.Kind.CLIENT)
+        .first()
+    )
+    if cert is None:
+        return TrustDecision(CERTIFICATE_UNKNOWN, fingerprint)
+    facts = {
+        "fingerprint_sha256": fingerprint,
+        "certificate_id": cert.pk,
+        "serial": cert.serial,
+        "participant_id": cert.participant_id,
+        "firm_id": cert.participant.firm_id if cert.participant else None,
+        "not_before": cert.not_before,
+        "not_after": cert.not_after,
+    }
+    if not (cert.issuer.is_active and cert.issuer.kind == CertificateAuthority.Kind.CLIENT):
+        return TrustDecision(ISSUER_UNKNOWN, **facts)
+    if cert.status == Certificate.Status.REVOKED:
+        return TrustDecision(CERTIFICATE_REVOKED, **facts)
+    participant = cert.participant
+    if participant is None or not participant.is_active:
+        return TrustDecision(PARTICIPANT_DISABLED, **facts)
+    if not participant.firm.is_active:
+        return TrustDecision(FIRM_INACTIVE, **facts)
+    return TrustDecision(OK, **facts)
+
+
+def certificate_decide(fingerprint_sha256: str, now: datetime | None = None) -> TrustDecision:
+    """The trust decision for the certificate with this SHA-256 fingerprint (hex)."""
+    fingerprint = fingerprint_sha256.lower()
+    key = decision_cache_key(fingerprint)
+    decision = cache.get(key)
+    if decision is None:
+        decision = _decide(fingerprint)
+        cache.set(key, decision, DECISION_TTL)
+    # The validity window is checked on every call: time passes while a decision is cached.
+    now = now or timezone.now()
+    if decision.ok and decision.not_after is not None and now >= decision.not_after:
+        return TrustDecision(CERTIFICATE_EXPIRED, **_facts(decision))
+    if decision.ok and decision.not_before is not None and now < decision.not_before:
+        return TrustDecision(CERTIFICATE_NOT_YET_VALID, **_facts(decision))
+    return decision
+
+
+def _facts(decision: TrustDecision) -> dict:
+    return {k: v for k, v in decision.__dict__.items() if k != "code"}

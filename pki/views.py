@@ -2,6 +2,7 @@
 None of them loads a CA key."""
 
 import functools
+from dataclasses import asdict
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -14,9 +15,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from pki import ocsp
+from pki.conf import pki_settings
 from pki.models import Certificate, CertificateAuthority, RevocationList
 from pki.ocsp_http import answer_for
-from pki.revocation import crl_health, crl_last_failure, crl_latest
+from pki.revocation import crl_health, crl_latest, failures_open
 from pki.services import ca_certificate as ca_certificate_parsed
 from pki.services import ocsp_responder_current
 
@@ -176,27 +178,59 @@ def certificate_status(request: HttpRequest, ident: str) -> HttpResponse:
     return response
 
 
+def _bundle_report(newest: dict[str, int]) -> dict:
+    """Whether the CRL bundle nginx reads on this host holds the newest CRL of every CA
+    (``newest``: issuer name → CRL number). The file may live on another host."""
+    path = pki_settings().ca_dir / "crl" / "bundle.pem"
+    try:
+        data = path.read_bytes()
+        mtime = path.stat().st_mtime
+    except OSError:
+        return {"path": str(path), "present": False}
+    numbers = {}
+    for block in data.split(b"-----END X509 CRL-----")[:-1]:
+        crl = x509.load_pem_x509_crl(block + b"-----END X509 CRL-----\n")
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        numbers[crl.issuer.rfc4514_string()] = number
+    return {
+        "path": str(path),
+        "present": True,
+        "age_seconds": int(timezone.now().timestamp() - mtime),
+        "current": all(numbers.get(subject) == n for subject, n in newest.items()),
+    }
+
+
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """Revocation publishing health for monitoring: the age of every CA's newest CRL, the last
-    publishing failure and the OCSP delegate's remaining life. 503 unless all is well."""
+    """Revocation publishing health for monitoring: the age of every CA's newest CRL, whether
+    the bundle file on this host holds them, unresolved publishing failures and the OCSP
+    delegate's remaining life. 503 unless all is well."""
     now = timezone.now()
     crls = crl_health(now)
     delegate = ocsp_responder_current()
-    delegate_left = int((delegate.not_after - now).total_seconds()) if delegate else None
-    failure = crl_last_failure()
-    ok = all(c.status == "ok" for c in crls) and delegate is not None and failure is None
+    failures = failures_open()
+    subjects = dict(
+        CertificateAuthority.objects.filter(is_active=True).values_list("slug", "subject")
+    )
+    bundle = _bundle_report({subjects[c.ca]: c.number for c in crls if c.number is not None})
+    ok = (
+        all(c.status == "ok" for c in crls)
+        and delegate is not None
+        and not failures
+        and bundle.get("current", True)
+    )
     return JsonResponse(
         {
             "status": "ok" if ok else "degraded",
             "checked_at": now,
-            "crls": [c.__dict__ for c in crls],
-            "crl_last_failure": failure,
+            "crls": [asdict(c) for c in crls],
+            "crl_bundle": bundle,
+            "publish_failures": failures,
             "ocsp_responder": (
                 {
                     "serial": delegate.serial,
                     "not_after": delegate.not_after,
-                    "seconds_left": delegate_left,
+                    "seconds_left": int((delegate.not_after - now).total_seconds()),
                 }
                 if delegate
                 else None

@@ -376,7 +376,9 @@ def test_failing_reload_is_raised_remembered_and_shown_until_the_next_success(
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "degraded"
-    assert body["crl_last_failure"] == failure
+    (shown,) = body["publish_failures"]
+    assert (shown["stage"], shown["error"]) == ("reload", failure["error"])
+    assert failure["stage"] == "reload"
     # The CRLs themselves are fine: only the reload failed.
     assert {c["status"] for c in body["crls"]} == {"ok"}
 
@@ -386,7 +388,7 @@ def test_failing_reload_is_raised_remembered_and_shown_until_the_next_success(
     response = Client().get("/pki/health/")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
-    assert response.json()["crl_last_failure"] is None
+    assert response.json()["publish_failures"] == []
 
 
 def test_missing_reload_command_is_a_failure_too(cas, system_actor, private_cache):

@@ -136,14 +136,25 @@ def test_worker_retries_a_failed_publish_and_health_recovers(
     script.write_text(f'#!/bin/sh\n[ -e "{marker}" ] && exit 0\ntouch "{marker}"\nexit 1\n')
     script.chmod(0o755)
     crl_publish(actor=system_actor)
+    baseline = RevocationList.objects.filter(ca=cas["client"]).latest().number
     cert = issue(participant, make_csr(ec_key()))
     worker = start_worker(KEYLINE_CRL_RELOAD_COMMAND=str(script))
 
     certificate_revoke(certificate=cert, reason="superseded", actor=system_actor)
     _wait_for(lambda: "Retry in" in worker.read_text(), 15, worker)
     assert marker.exists()
-    _wait_for(lambda: "crl_publish_task" in worker.read_text().split("Retry in")[-1], 15, worker)
+    assert crl_last_failure()["stage"] == "reload"  # recorded by the worker, seen here
+    # The retry publishes again (a new number) and this time the reload succeeds.
+    _wait_for(
+        lambda: RevocationList.objects.filter(ca=cas["client"]).latest().number == baseline + 2,
+        20,
+        worker,
+    )
     _wait_for(lambda: crl_last_failure() is None, 15, worker)
+    published_by_worker = AuditRecord.objects.filter(
+        event="crl.published", actor_label="celery crl_publish_task", target_id=cas["client"].pk
+    )
+    assert published_by_worker.count() == 2
     assert [row.status for row in crl_health()] == ["ok", "ok", "ok"]
     bundle = Path(settings.KEYLINE_CA_DIR) / "crl" / "bundle.pem"
     assert _bundle_lists(bundle, cert.serial_int)
