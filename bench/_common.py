@@ -17,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/keyline_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"  # a Redis database of its own, flushed
 PASSPHRASE = "bench-ca-passphrase-0123456789"  # noqa: S105 - a throwaway CA
+OCSP_PASSPHRASE = "bench-ocsp-passphrase-0123456789"  # noqa: S105
 OCSP_PATH = "/pki/ocsp"  # the path of the default KEYLINE_OCSP_URL
 VENV_BIN = ROOT / ".venv" / "bin"
 
@@ -31,6 +32,7 @@ def bench_env(database_url: str, ca_dir: str, redis_url: str = "", **extra: str)
         "DATABASE_URL": database_url,
         "KEYLINE_CA_DIR": ca_dir,
         "KEYLINE_CA_PASSPHRASE": PASSPHRASE,
+        "KEYLINE_OCSP_KEY_PASSPHRASE": OCSP_PASSPHRASE,
         "KEYLINE_LINT_BEFORE_SIGNING": "0",  # setup speed only: nothing timed issues
         "REDIS_URL": redis_url,
         **extra,

@@ -104,7 +104,7 @@ def main() -> None:
         signer_pem = (ca_dir / "certs" / "ocsp-responder.pem").read_bytes()
         key = ca_dir / ocsp_responder_key_file(delegate.serial)
         responder_key = workdir / "responder.key"
-        openssl("pkey", "-in", str(key), "-passin", f"pass:{_common.PASSPHRASE}", "-out",
+        openssl("pkey", "-in", str(key), "-passin", f"pass:{_common.OCSP_PASSPHRASE}", "-out",
                 str(responder_key))  # fmt: skip
         index = workdir / "index.txt"
         index.write_text(

@@ -32,6 +32,7 @@ def _configure(database_url: str, ca_dir: str, lint: bool) -> None:
             "DATABASE_URL": database_url,
             "KEYLINE_CA_DIR": ca_dir,
             "KEYLINE_CA_PASSPHRASE": "bench-ca-passphrase-0123456789",
+            "KEYLINE_OCSP_KEY_PASSPHRASE": "bench-ocsp-passphrase-0123456789",
             "KEYLINE_LINT_BEFORE_SIGNING": "1" if lint else "0",
         }
     )

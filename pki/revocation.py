@@ -9,6 +9,7 @@ CRLs are built only by the key-holding worker (``pki.tasks.crl_publish_task``); 
 without a broker the same code runs in-process (eager Celery).
 """
 
+import base64
 import fcntl
 import hashlib
 import logging
@@ -22,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, QuerySet
 from django.db.models.functions import Length
 from django.utils import timezone
@@ -244,19 +245,82 @@ def _naive_utc(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
+_REASON_EXTENSIONS = {
+    reason: x509.Extension(x509.CRLReason.oid, False, x509.CRLReason(flag))
+    for reason, flag in REASON_FLAGS.items()
+    if flag is not None
+}
+# Built entries, kept by the publishing process across rebuilds: a CRL is rebuilt after every
+# revocation, and all but the newest entries are the same as last time (measured at 100k
+# entries: building them is most of the work). Keyed by everything an entry encodes.
+_entries: dict[tuple, x509.RevokedCertificate] = {}
+ENTRY_CACHE_MAX = 1_000_000
+
+
 def _revoked_entry(
     serial: str, revoked_at: datetime, reason: str, invalidity_date: datetime | None
 ) -> x509.RevokedCertificate:
-    builder = (
-        x509.RevokedCertificateBuilder().serial_number(int(serial, 16)).revocation_date(revoked_at)
-    )
-    if flag := REASON_FLAGS.get(reason):
-        builder = builder.add_extension(x509.CRLReason(flag), critical=False)
-    if invalidity_date is not None:
-        builder = builder.add_extension(
-            x509.InvalidityDate(_naive_utc(invalidity_date)), critical=False
+    key = (serial, revoked_at, reason, invalidity_date)
+    entry = _entries.get(key)
+    if entry is None:
+        extensions = [_REASON_EXTENSIONS[reason]] if reason in _REASON_EXTENSIONS else []
+        if invalidity_date is not None:
+            extensions.append(
+                x509.Extension(
+                    x509.InvalidityDate.oid,
+                    False,
+                    x509.InvalidityDate(_naive_utc(invalidity_date)),
+                )
+            )
+        entry = x509.RevokedCertificateBuilder(int(serial, 16), revoked_at, extensions).build()
+        if len(_entries) >= ENTRY_CACHE_MAX:
+            _entries.clear()
+        _entries[key] = entry
+    return entry
+
+
+_REVOKED_SQL = """
+    SELECT serial, floor(extract(epoch FROM revoked_at))::bigint, revocation_reason,
+           floor(extract(epoch FROM invalidity_date))::bigint
+    FROM {table}
+    WHERE issuer_id = %s AND status = 'revoked' AND not_after > %s
+    ORDER BY revoked_at
+"""
+
+
+def _revoked_rows(
+    ca: CertificateAuthority, now: datetime
+) -> Iterator[tuple[str, datetime, str, datetime | None]]:
+    """(serial, revocation time, reason, invalidity date) of every revoked, unexpired
+    certificate of ``ca``, oldest revocation first; times in whole seconds, as a CRL has them.
+    On PostgreSQL the times are read as epoch seconds: Django's per-value time-zone loader
+    costs more than the rest of the read (0.7 s of 1.2 s for 100k entries, measured); the
+    partial index pki_cert_revoked_crl_idx makes it an index-only scan."""
+    if connection.vendor != "postgresql":
+        rows = (
+            Certificate.objects.filter(
+                issuer=ca, status=Certificate.Status.REVOKED, not_after__gt=now
+            )
+            .order_by("revoked_at")
+            .values_list("serial", "revoked_at", "revocation_reason", "invalidity_date")
         )
-    return builder.build()
+        for serial, revoked_at, reason, invalidity_date in rows.iterator(chunk_size=5000):
+            yield (
+                serial,
+                revoked_at.replace(microsecond=0),
+                reason,
+                invalidity_date.replace(microsecond=0) if invalidity_date else None,
+            )
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_REVOKED_SQL.format(table=Certificate._meta.db_table), [ca.pk, now])
+        for serial, revoked, reason, invalid in cursor.fetchall():
+            yield (
+                serial,
+                datetime.fromtimestamp(revoked, UTC),
+                reason,
+                datetime.fromtimestamp(invalid, UTC) if invalid is not None else None,
+            )
 
 
 def crl_build(
@@ -264,21 +328,15 @@ def crl_build(
 ) -> tuple[x509.CertificateRevocationList, int]:
     """Sign a full CRL for ``ca``: every revoked certificate it issued that has not expired
     (RFC 5280 §3.3 lets expired entries go), with reason codes and invalidity dates."""
-    rows = (
-        Certificate.objects.filter(
-            issuer=ca, status=Certificate.Status.REVOKED, not_after__gt=this_update
-        )
-        .order_by("revoked_at", "pk")
-        .values_list("serial", "revoked_at", "revocation_reason", "invalidity_date")
-        .iterator(chunk_size=5000)
-    )
+    rows = _revoked_rows(ca, this_update)
     # The entries go to the builder's constructor in one list: add_revoked_certificate()
     # copies the builder each time, which is quadratic (12.9 s for 100k entries, measured).
     revoked = [_revoked_entry(*row) for row in rows]
-    ski = ca_certificate(ca).extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    ca_cert = ca_certificate(ca)
+    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateRevocationListBuilder(revoked_certificates=revoked)
-        .issuer_name(ca_certificate(ca).subject)
+        .issuer_name(ca_cert.subject)
         .last_update(this_update)
         .next_update(this_update + timedelta(hours=pki_settings().crl_validity_hours))
         .add_extension(x509.CRLNumber(number), critical=False)
@@ -405,8 +463,10 @@ def crl_latest(ca: CertificateAuthority) -> RevocationList | None:
 
 
 def _pem(der: bytes) -> bytes:
-    crl = x509.load_der_x509_crl(der)
-    return crl.public_bytes(serialization.Encoding.PEM)
+    """RFC 7468 armour (base64 in 64-character lines) without parsing a 5 MB CRL again."""
+    encoded = base64.b64encode(der)
+    lines = [encoded[i : i + 64] for i in range(0, len(encoded), 64)]
+    return b"-----BEGIN X509 CRL-----\n" + b"\n".join(lines) + b"\n-----END X509 CRL-----\n"
 
 
 def crl_files_write() -> None:
