@@ -143,6 +143,13 @@ def start_gunicorn(env: dict, port: int, log: Path) -> subprocess.Popen:
     return start([*args, "-b", f"127.0.0.1:{port}"], env, log)
 
 
+def start_uvicorn(env: dict, port: int, log: Path) -> subprocess.Popen:
+    """The production OCSP responder, pki.ocsp_asgi, as deploy/ runs it."""
+    args = [str(VENV_BIN / "uvicorn"), "pki.ocsp_asgi:application", "--workers", "2",
+            "--http", "httptools", "--loop", "uvloop", "--no-access-log"]  # fmt: skip
+    return start([*args, "--host", "127.0.0.1", "--port", str(port)], env, log)
+
+
 def ocsp_post(url: str, der: bytes, timeout: float = 5.0) -> bytes:
     headers = {"Content-Type": "application/ocsp-request"}
     request = urllib.request.Request(url, data=der, headers=headers)  # noqa: S310 - loopback

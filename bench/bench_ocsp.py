@@ -96,7 +96,7 @@ def main() -> None:
         ca = CertificateAuthority.objects.get(kind="client", is_active=True)
         (workdir / "client-ca.pem").write_text(ca.certificate_pem)
         presigned = ocsp.presign()
-        cached = ocsp._store().get(ocsp._cache_key(ocsp._context(), "sha1", leaf.serial_int))
+        cached = ocsp._store().get(ocsp._cache_key(ocsp.context(), "sha1", leaf.serial_int))
         assert cached is not None, "presign() cached nothing: is REDIS_URL set?"
 
         # The delegate's certificate and its key, decrypted for openssl.
@@ -116,8 +116,9 @@ def main() -> None:
         openssl("ocsp", *cert_args, "-reqout", str(req_nonce))
         get_tail = quote(base64.b64encode(req.read_bytes()).decode(), safe="")
 
-        ours_port, ossl_port = _common.free_port(), _common.free_port()
+        asgi_port, ours_port, ossl_port = (_common.free_port() for _ in range(3))
         log = workdir / "servers.log"
+        servers.append(_common.start_uvicorn(env, asgi_port, log))
         servers.append(_common.start_gunicorn(env, ours_port, log))
         signer = str(ca_dir / "certs" / "ocsp-responder.pem")
         issuer = str(workdir / "client-ca.pem")
@@ -127,18 +128,26 @@ def main() -> None:
         # One openssl process: with -multi 2, OpenSSL 3.0.19 stops answering after ~2,000
         # requests (ab: apr_pollset_poll timeout), so it cannot be measured here.
 
+        asgi = f"http://127.0.0.1:{asgi_port}{_common.OCSP_PATH}"
         ours = f"http://127.0.0.1:{ours_port}{_common.OCSP_PATH}"
         theirs = f"http://127.0.0.1:{ossl_port}/"
-        keyline, openssl_ocsp = "keyline (gunicorn -w 2, Redis pre-signed)", "openssl ocsp"
-        for url, proc in zip((ours, theirs), servers, strict=True):
+        responder = "keyline responder (uvicorn -w 2, pki.ocsp_asgi)"
+        keyline, openssl_ocsp = "keyline site (gunicorn -w 2, portal.wsgi)", "openssl ocsp"
+        for url, proc in zip((asgi, ours, theirs), servers, strict=True):
             for der in (req.read_bytes(), req_nonce.read_bytes()):
                 check_answer(_common.wait_ocsp(url, der, proc, log), leaf.serial_int, signer_pem)
         answer = _common.ocsp_post(ours, req.read_bytes())
         assert answer == ocsp.Answer.unpack(cached).body, "ours did not answer from the cache"
+        assert _common.ocsp_post(asgi, req.read_bytes()) == answer, "the responder differs"
+        with urllib.request.urlopen(f"{asgi}/{get_tail}") as response:  # noqa: S310
+            assert response.read() == answer, "GET answered differently from POST"
         with urllib.request.urlopen(f"{ours}/{get_tail}") as response:  # noqa: S310
             assert response.read() == answer, "GET answered differently from POST"
 
         runs = [
+            (responder, "POST", asgi, req, args.requests),
+            (responder, "GET", f"{asgi}/{get_tail}", None, args.requests),
+            (responder, "POST, nonce (live signing)", asgi, req_nonce, args.requests // 4),
             (keyline, "POST", ours, req, args.requests),
             (keyline, "GET", f"{ours}/{get_tail}", None, args.requests),
             (keyline, "POST, nonce (live signing)", ours, req_nonce, args.requests // 4),

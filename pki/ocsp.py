@@ -62,6 +62,7 @@ CONTEXT_TTL = 30.0  # seconds a process keeps its view of the CA and the delegat
 MAX_REQUEST_BYTES = 4096
 CACHE_PREFIX = "keyline:ocsp:v1:"
 PRESIGN_BATCH = 1000
+INVALIDATION_CHANNEL = f"{CACHE_PREFIX}forget"
 _TIMES = struct.Struct(">qq")
 
 
@@ -176,7 +177,17 @@ def _load_context() -> _Context | None:
     )
 
 
-def _context() -> _Context | None:
+def context_fresh() -> "_Context | None":
+    """The cached view of the CA and delegate if it is fresh, without touching the database
+    (for the event loop of ``pki.ocsp_asgi``), else None."""
+    current = _context_cache
+    if current is not None and time.monotonic() - current.loaded_at < CONTEXT_TTL:
+        return current
+    return None
+
+
+def context() -> _Context | None:
+    """This process's view of the client CA and the current delegate (reloaded every 30 s)."""
     global _context_cache
     current = _context_cache
     if current is not None and time.monotonic() - current.loaded_at < CONTEXT_TTL:
@@ -283,11 +294,14 @@ class _RedisStore:
         hash algorithm), atomically. Raises ``redis.RedisError`` when Redis is unavailable."""
         if not serials:
             return
+        keys = [_cache_key(ctx, algorithm, serial) for serial in serials for algorithm in HASHES]
         with self.client.pipeline(transaction=True) as pipe:
             for serial in serials:
                 pipe.incr(_generation_key(ctx, serial))
                 pipe.expire(_generation_key(ctx, serial), GENERATION_TTL)
-                pipe.delete(*[_cache_key(ctx, algorithm, serial) for algorithm in HASHES])
+            pipe.delete(*keys)
+            # Responder processes keep hot answers in memory (pki.ocsp_asgi): tell them.
+            pipe.publish(INVALIDATION_CHANNEL, "\n".join(keys))
             pipe.execute()
 
 
@@ -394,31 +408,66 @@ def _ttl() -> int:
     return pki_settings().ocsp_validity_seconds // 2
 
 
-def respond(data: bytes, now: datetime | None = None) -> Answer:
-    """Answer one DER OCSPRequest. Never raises: every failure is an unsigned error response."""
+@dataclass(frozen=True)
+class Parsed:
+    """The parts of a well-formed request that the responder uses."""
+
+    algorithm: str
+    name_hash: bytes
+    key_hash: bytes
+    serial: int
+    nonce: bytes | None
+
+
+def parse(data: bytes) -> Parsed | Answer:
+    """Parse one DER OCSPRequest, or return the ``malformedRequest`` answer."""
     if not data or len(data) > MAX_REQUEST_BYTES:
         return Answer(MALFORMED)
     try:
         request = ocsp.load_der_ocsp_request(data)
         algorithm = request.hash_algorithm.name
-        serial = request.serial_number
         nonce = None
         for extension in request.extensions:
             if isinstance(extension.value, x509.OCSPNonce):
                 nonce = extension.value.nonce
+        parsed = Parsed(
+            algorithm,
+            request.issuer_name_hash,
+            request.issuer_key_hash,
+            request.serial_number,
+            nonce,
+        )
     except (ValueError, NotImplementedError, UnsupportedAlgorithm, x509.DuplicateExtension):
         # NotImplementedError: more than one CertID in the request (we answer one at a time).
         return Answer(MALFORMED)
     if algorithm not in HASHES or (nonce is not None and not 1 <= len(nonce) <= 32):
         return Answer(MALFORMED)
+    return parsed
+
+
+def cache_key_for(ctx: "_Context", parsed: Parsed) -> str | None:
+    """The cache key of a pre-signable answer to ``parsed`` (no nonce, our issuer), or None."""
+    if parsed.nonce is not None:
+        return None
+    if ctx.hashes[parsed.algorithm] != (parsed.name_hash, parsed.key_hash):
+        return None
+    return _cache_key(ctx, parsed.algorithm, parsed.serial)
+
+
+def respond(data: bytes, now: datetime | None = None) -> Answer:
+    """Answer one DER OCSPRequest. Never raises: every failure is an unsigned error response."""
+    parsed = parse(data)
+    if isinstance(parsed, Answer):
+        return parsed
     try:
-        ctx = _context()
+        ctx = context()
         if ctx is None:
             return Answer(TRY_LATER)
-        if ctx.hashes[algorithm] != (request.issuer_name_hash, request.issuer_key_hash):
+        if ctx.hashes[parsed.algorithm] != (parsed.name_hash, parsed.key_hash):
             return Answer(UNAUTHORIZED)
         store = _store()
-        key = _cache_key(ctx, algorithm, serial)
+        serial, nonce = parsed.serial, parsed.nonce
+        key = _cache_key(ctx, parsed.algorithm, serial)
         if nonce is None and (hit := store.get(key)) is not None:
             try:
                 return Answer.unpack(hit)
@@ -428,7 +477,7 @@ def respond(data: bytes, now: datetime | None = None) -> Answer:
         status = _status(ctx, serial)
         answer = _sign(
             ctx,
-            algorithm=algorithm,
+            algorithm=parsed.algorithm,
             serial=serial,
             status=status,
             nonce=nonce,
@@ -449,7 +498,7 @@ def responses_forget(certificates: Iterable[Certificate]) -> None:
     """Drop every cached response for these certificates (all hash algorithms) at once, and
     make sure no signing that started before this call can cache its answer afterwards.
     Raises ``redis.RedisError`` when Redis is unavailable: the caller records it."""
-    ctx = _context()
+    ctx = context()
     if ctx is None:
         return
     _store().forget(ctx, [c.serial_int for c in certificates if c.issuer_id == ctx.ca_id])
@@ -462,7 +511,7 @@ def presign(serials: list[str] | None = None, now: datetime | None = None) -> in
     statuses, so an answer made stale by a concurrent status change is never cached."""
     store = _store()
     context_reset()
-    ctx = _context()
+    ctx = context()
     if ctx is None or isinstance(store, _NullStore):
         return 0
     store.client.ping()  # fail (and be retried) rather than cache nothing
@@ -505,7 +554,7 @@ def presign(serials: list[str] | None = None, now: datetime | None = None) -> in
 def cached_status(certificate: Certificate) -> dict | None:
     """What the pre-signed OCSP response for ``certificate`` in the cache says (for the status
     pages), or None when there is none (no Redis, or not signed yet)."""
-    ctx = _context()
+    ctx = context()
     if ctx is None or certificate.issuer_id != ctx.ca_id:
         return None
     value = _store().get(_cache_key(ctx, PRESIGNED_HASH, certificate.serial_int))

@@ -12,7 +12,7 @@ from django.conf import settings
 from pki.conf import pki_settings
 from portal.audit import Actor
 from tests.factories import FirmFactory, ParticipantFactory
-from tests.servers import app_server  # noqa: F401 - fixture
+from tests.servers import app_server, ocsp_server  # noqa: F401 - fixtures
 
 VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 

@@ -69,32 +69,30 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     raise RuntimeError(f"server at {url} did not come up in {timeout} s")
 
 
-class Gunicorn:
+class Server:
+    """A server process on a free loopback port, logging to a file beside the CA directory."""
+
+    name = "server"
+    ready_path = "/"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
     def __init__(self, workers: int = 1, **env: str) -> None:
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(  # noqa: SIM115 - closed in stop()
-            Path(settings.KEYLINE_CA_DIR).parent / f"gunicorn-{self.port}.log", "w+"
+            Path(settings.KEYLINE_CA_DIR).parent / f"{self.name}-{self.port}.log", "w+"
         )
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "portal.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(workers),
-                "--timeout",
-                "30",
-            ],
+            self.command(),
             cwd=ROOT,
             env=server_env(**env),
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_http(f"{self.url}/pki/health/", self.proc)
+        wait_http(f"{self.url}{self.ready_path}", self.proc)
 
     def output(self) -> str:
         self.log.seek(0)
@@ -108,6 +106,44 @@ class Gunicorn:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+
+
+class Gunicorn(Server):
+    """gunicorn serving ``portal.wsgi`` (the whole site, the bare OCSP path included)."""
+
+    name = "gunicorn"
+    ready_path = "/pki/health/"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "gunicorn", "portal.wsgi:application",
+            "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+            "--timeout", "30", "--no-control-socket",
+        ]  # fmt: skip
+
+
+class Uvicorn(Server):
+    """The production OCSP responder (``pki.ocsp_asgi``) under uvicorn."""
+
+    name = "uvicorn"
+    ready_path = "/pki/ocsp"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", "pki.ocsp_asgi:application",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+            "--http", "httptools", "--loop", "uvloop", "--no-access-log",
+        ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def ocsp_server(django_db_setup, django_db_blocker):
+    """The ASGI OCSP responder, holding the OCSP key passphrase but not the CA passphrase."""
+    if connection.vendor != "postgresql":
+        pytest.skip(NEEDS_POSTGRES)
+    server = Uvicorn(KEYLINE_CA_PASSPHRASE="", KEYLINE_CA_PASSPHRASE_FILE="")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

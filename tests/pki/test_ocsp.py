@@ -239,7 +239,7 @@ def test_a_status_change_drops_the_cached_answer_at_once(
     leaf, cas, system_actor, django_capture_on_commit_callbacks
 ):
     ocsp.presign([leaf.serial])
-    ctx = ocsp._context()
+    ctx = ocsp.context()
     key = ocsp._cache_key(ctx, "sha1", leaf.serial_int)
     assert ocsp._store().get(key) is not None
     ocsp.responses_forget([leaf])

@@ -119,7 +119,7 @@ def test_worker_publishes_crl_and_resigns_ocsp_after_revocation(
         event="crl.published", actor_label="celery crl_publish_task", target_id=cas["client"].pk
     ).exists()
     assert "pki.tasks.crl_publish_task" in worker.read_text()  # published there, not here
-    ctx = ocsp._context()
+    ctx = ocsp.context()
     key = ocsp._cache_key(ctx, ocsp.PRESIGNED_HASH, cert.serial_int)
     cached = _wait_for(lambda: ocsp._store().get(key), 15, worker)
     answer = x509.ocsp.load_der_ocsp_response(ocsp.Answer.unpack(cached).body)
