@@ -48,6 +48,14 @@ def _check_url(name: str, value: str) -> str:
     return value
 
 
+def _check_ocsp_url(value: str) -> str:
+    _check_url("KEYLINE_OCSP_URL", value)
+    if urlsplit(value).path.strip("/") == "":
+        # The responder takes every request under this path (GET puts the request in it).
+        raise ImproperlyConfigured(f"KEYLINE_OCSP_URL needs a path of its own, got {value!r}")
+    return value
+
+
 @functools.cache
 def pki_settings() -> PkiSettings:
     days = {
@@ -72,7 +80,7 @@ def pki_settings() -> PkiSettings:
     return PkiSettings(
         ca_dir=Path(settings.KEYLINE_CA_DIR),
         crl_base_url=_check_url("KEYLINE_CRL_BASE_URL", settings.KEYLINE_CRL_BASE_URL),
-        ocsp_url=_check_url("KEYLINE_OCSP_URL", settings.KEYLINE_OCSP_URL),
+        ocsp_url=_check_ocsp_url(settings.KEYLINE_OCSP_URL),
         ca_issuers_base_url=_check_url(
             "KEYLINE_CA_ISSUERS_BASE_URL", settings.KEYLINE_CA_ISSUERS_BASE_URL
         ),
@@ -123,3 +131,6 @@ def ocsp_key_passphrase() -> bytes:
 def _reset(*, setting: str, **kwargs: object) -> None:
     if setting.startswith("KEYLINE_") or setting == "REDIS_URL":
         pki_settings.cache_clear()
+        from pki.ocsp_http import ocsp_path
+
+        ocsp_path.cache_clear()

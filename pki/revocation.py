@@ -120,7 +120,7 @@ def certificate_revoke(
     reason = reason_from_name(reason)
     now = timezone.now()
     _check_invalidity_date(invalidity_date, now)
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         cert = (
             Certificate.objects.select_for_update(of=("self",))
             .select_related("participant")
@@ -151,10 +151,12 @@ def certificate_revoke(
     return cert
 
 
-def _revoke_all(certificates: QuerySet[Certificate], *, reason: str, actor: Actor, scope: dict):
+def _revoke_all(
+    certificates: QuerySet[Certificate], *, reason: str, actor: Actor, scope: dict
+) -> list[Certificate]:
     reason = reason_from_name(reason)
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         live = list(
             certificates.select_for_update(of=("self",))
             .filter(status=Certificate.Status.ACTIVE, not_after__gt=now)
@@ -210,7 +212,7 @@ def certificates_status_changed(certificates: list[Certificate]) -> None:
     recorded for /pki/health/ and does not stop the others. The hourly CRL and half-hourly
     OCSP beat runs repair what a failed step left behind.
     """
-    from pki import ocsp, tasks  # tasks and ocsp import this module
+    from pki import ocsp, tasks  # both import this module
 
     serials = [c.serial for c in certificates]
     steps = [

@@ -61,12 +61,11 @@ def crl(request: HttpRequest, slug: str) -> HttpResponse:
 @csrf_exempt
 def ocsp_responder(request: HttpRequest, tail: str = "") -> HttpResponse:
     """RFC 6960 over Django, for servers that do not route through ``portal.wsgi``."""
-    answer = answer_for(
-        request.method or "",
-        tail,
-        lambda n: request.body[:n],
-        int(request.headers.get("Content-Length") or 0),
-    )
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        length = -1  # answered as malformedRequest
+    answer = answer_for(request.method or "", tail, lambda n: request.body[:n], length)
     if answer is None:
         return HttpResponse(status=405, headers={"Allow": "GET, POST"})
     response = HttpResponse(answer.body)
@@ -107,7 +106,7 @@ def _crl_view(cert: Certificate) -> dict | None:
     }
 
 
-def _status(cert: Certificate, now: datetime) -> str:
+def _status_label(cert: Certificate, now: datetime) -> str:
     if cert.status == Certificate.Status.REVOKED:
         return "revoked"
     if cert.not_after <= now:
@@ -136,7 +135,7 @@ def certificate_status_data(cert: Certificate) -> dict:
         "trader_id": participant.trader_id if participant else None,
         "not_before": cert.not_before,
         "not_after": cert.not_after,
-        "status": _status(cert, now),
+        "status": _status_label(cert, now),
         "revoked_at": cert.revoked_at,
         "revocation_reason": cert.revocation_reason or None,
         "invalidity_date": cert.invalidity_date,
