@@ -64,8 +64,9 @@ def flush_redis(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
 
 
-def prepare(key_type: str = "ec-p256"):
-    """Migrate, create the CA hierarchy (with its OCSP delegate) and one participant."""
+def prepare_firm(key_type: str = "ec-p256", participants: int = 1) -> list:
+    """Migrate, create the CA hierarchy (with its OCSP delegate), an approved firm and
+    ``participants`` requesters (bench-0, bench-1, ...)."""
     from django.core.management import call_command
 
     from pki.services import ca_init
@@ -82,13 +83,21 @@ def prepare(key_type: str = "ec-p256"):
         role=Firm.Role.BOTH,
         status=Firm.Status.APPROVED,
     )
-    return Participant.objects.create(
-        firm=firm,
-        trader_id="bench-0",
-        name="Bench 0",
-        email="b0@x.example",
-        role=Participant.Role.REQUESTER,
-    )
+    return [
+        Participant.objects.create(
+            firm=firm,
+            trader_id=f"bench-{i}",
+            name=f"Bench {i}",
+            email=f"b{i}@x.example",
+            role=Participant.Role.REQUESTER,
+        )
+        for i in range(participants)
+    ]
+
+
+def prepare(key_type: str = "ec-p256"):
+    """Migrate, create the CA hierarchy and one participant."""
+    return prepare_firm(key_type)[0]
 
 
 def issue(participant, name: str = "bench-leaf"):

@@ -20,6 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import _common  # noqa: E402
 
 
 def _configure(database_url: str, ca_dir: str, lint: bool) -> None:
@@ -106,33 +109,13 @@ def _worker(args: tuple) -> tuple[float, float, list[float]]:
 
 
 def _prepare(database_url: str, key_type: str, lint: bool, workdir: str, participants: int):
-    from django.core.management import call_command
     from django.db import connection
 
-    from pki.services import ca_init, certificate_issue, csr_submit
+    from pki.services import certificate_issue, csr_submit
     from portal.audit import Actor
-    from portal.lei import lei_with_check_digits
-    from portal.models import Firm, Participant
+    from portal.models import Participant
 
-    call_command("migrate", verbosity=0)
-    ca_init(key_type=key_type, force=True, actor=Actor.system("bench"))
-    firm = Firm.objects.create(
-        legal_name="Bench Firm Ltd",
-        lei=lei_with_check_digits("984500BENCHFIRM001"),
-        jurisdiction="GB",
-        role=Firm.Role.BOTH,
-        status=Firm.Status.APPROVED,
-    )
-    ids = [
-        Participant.objects.create(
-            firm=firm,
-            trader_id=f"bench-{i}",
-            name=f"Bench {i}",
-            email=f"b{i}@x.example",
-            role=Participant.Role.REQUESTER,
-        ).pk
-        for i in range(participants)
-    ]
+    ids = [p.pk for p in _common.prepare_firm(key_type, participants)]
     # Warm up: load the CA key and the linter once, as a long-lived worker would have.
     participant = Participant.objects.get(pk=ids[0])
     for csr in _make_csrs(5):

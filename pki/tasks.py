@@ -29,6 +29,9 @@ def ocsp_responder_renew_task(self, force: bool = False) -> str | None:
             raise
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     if renewed is not None:
+        from pki.ocsp import context_reset
+
+        context_reset()  # sign with the new delegate from now on, in this process
         ocsp_presign_task.delay()
     return renewed.serial if renewed else None
 
