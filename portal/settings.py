@@ -141,11 +141,23 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- REST framework ------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    # Identity on the API comes only from the client certificate nginx verified (DESIGN.md).
+    "DEFAULT_AUTHENTICATION_CLASSES": ["pki.authentication.TerminatorCertificateAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "portal.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+
+# The nginx terminator sets these headers on every request it forwards (proxy_set_header, so a
+# client's own copies are replaced, and an empty value drops the header). The app trusts the
+# certificate headers only with the shared secret, compared in constant time.
+# Empty: every API request is refused (terminator_not_configured).
+KEYLINE_TERMINATOR_SECRET = _secret("KEYLINE_TERMINATOR_SECRET")
+KEYLINE_HEADER_SECRET = "X-Keyline-Terminator"  # noqa: S105 - a header name
+KEYLINE_HEADER_VERIFY = "X-Keyline-Client-Verify"
+KEYLINE_HEADER_CERT = "X-Keyline-Client-Cert"
 
 # --- cache (the per-certificate trust decision lives here; Redis in production) -----------
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -13,5 +13,6 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("pki/", include("pki.urls")),
+    path("api/v1/", include("rfq.urls")),
     path("admin/", admin.site.urls),
 ]

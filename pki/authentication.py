@@ -1,0 +1,133 @@
+"""The trust contract on the app side (DESIGN.md): a DRF authentication class for requests
+that came through the nginx mTLS terminator.
+
+nginx verified the client certificate in the TLS handshake and forwards, with
+``proxy_set_header`` (so a client's own copies are replaced, never passed on):
+the verification result, the URL-escaped PEM and the terminator secret. A certificate is
+public, so the PEM proves nothing unless it came from the terminator that saw the private key:
+the secret is checked first, in constant time. Then the PEM is parsed, its SHA-256 fingerprint
+recomputed, and :func:`pki.trust.certificate_decide` says whether it is ours, valid, not
+revoked, and its participant and firm active. Nothing here looks at the client's address.
+"""
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from django.conf import settings
+from rest_framework.authentication import BaseAuthentication
+
+from pki import trust
+from portal.api import ApiError, request_id
+from portal.audit import Actor, AuditRecord, audit_record
+from portal.models import Participant
+
+# Decisions that mean "we know who you are, but you may not come in".
+FORBIDDEN = {trust.PARTICIPANT_DISABLED, trust.FIRM_INACTIVE}
+MESSAGES = {
+    "terminator_not_configured": "The API is not configured to trust a TLS terminator.",
+    "terminator_secret_invalid": "Requests must come through the venue's TLS terminator.",
+    "client_certificate_missing": "A client certificate is required.",
+    "client_certificate_unverified": "The client certificate did not verify.",
+    "client_certificate_invalid": "The forwarded client certificate could not be read.",
+    trust.CERTIFICATE_UNKNOWN: "This certificate was not issued by the venue.",
+    trust.ISSUER_UNKNOWN: "This certificate's issuing CA is not trusted any more.",
+    trust.CERTIFICATE_REVOKED: "This certificate has been revoked.",
+    trust.CERTIFICATE_EXPIRED: "This certificate has expired.",
+    trust.CERTIFICATE_NOT_YET_VALID: "This certificate is not valid yet.",
+    trust.PARTICIPANT_DISABLED: "The participant this certificate belongs to is disabled.",
+    trust.FIRM_INACTIVE: "The firm this certificate belongs to is not active.",
+}
+
+
+@dataclass(frozen=True)
+class ApiPrincipal:
+    """``request.user`` on the API: the participant a trusted certificate belongs to."""
+
+    decision: trust.TrustDecision
+
+    is_authenticated = True
+    is_anonymous = False
+
+    @cached_property
+    def participant(self) -> Participant:
+        return Participant.objects.select_related("firm").get(pk=self.decision.participant_id)
+
+    @property
+    def serial(self) -> str:
+        return self.decision.serial
+
+    @property
+    def not_after(self) -> datetime | None:
+        return self.decision.not_after
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(AuditRecord.ActorType.CERTIFICATE, self.decision.serial, self.serial)
+
+    def __str__(self) -> str:
+        return f"certificate {self.decision.serial}"
+
+
+def _header(request, name: str) -> str:
+    return request.META.get("HTTP_" + name.upper().replace("-", "_"), "")
+
+
+class TerminatorCertificateAuthentication(BaseAuthentication):
+    def authenticate_header(self, request) -> str:
+        # Makes DRF answer 401 (not 403) when authentication fails.
+        return 'mTLS realm="keyline-rfq"'
+
+    def authenticate(self, request):
+        secret = settings.KEYLINE_TERMINATOR_SECRET
+        if not secret:
+            self._refuse(request, "terminator_not_configured", 503)
+        given = _header(request, settings.KEYLINE_HEADER_SECRET)
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            self._refuse(request, "terminator_secret_invalid", 401)
+        verify = _header(request, settings.KEYLINE_HEADER_VERIFY)
+        if verify in ("", "NONE"):
+            self._refuse(request, "client_certificate_missing", 401)
+        if verify != "SUCCESS":
+            self._refuse(
+                request, "client_certificate_unverified", 401, {"verify": verify[:200]}
+            )
+        try:
+            pem = unquote(_header(request, settings.KEYLINE_HEADER_CERT)).encode()
+            der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+        except ValueError:
+            self._refuse(request, "client_certificate_invalid", 401)
+        decision = trust.certificate_decide(hashlib.sha256(der).hexdigest())
+        if not decision.ok:
+            status = 403 if decision.code in FORBIDDEN else 401
+            self._refuse(request, decision.code, status, {"serial": decision.serial}, decision)
+        return ApiPrincipal(decision), decision
+
+    def _refuse(
+        self,
+        request,
+        code: str,
+        status: int,
+        details: dict | None = None,
+        decision: trust.TrustDecision | None = None,
+    ):
+        actor = (
+            Actor(AuditRecord.ActorType.CERTIFICATE, decision.serial, decision.serial)
+            if decision is not None and decision.serial
+            else Actor.anonymous("API client")
+        )
+        audit_record(
+            event="api.authentication_refused",
+            actor=actor,
+            code=code,
+            method=request.method,
+            path=request.path[:200],
+            request_id=request_id(request),
+            **(details or {}),
+        )
+        raise ApiError(code, MESSAGES[code], status, details)

@@ -1,0 +1,150 @@
+"""The trust contract on the app side: what the API does with the headers the terminator
+sets. (Through a real nginx: tests/test_terminator.py.)"""
+
+from datetime import timedelta
+from urllib.parse import quote
+
+import pytest
+import time_machine
+from django.conf import settings
+from django.test import Client, override_settings
+
+from pki.revocation import certificate_revoke
+from portal.models import AuditRecord, Firm
+from tests.keys import ec_key, make_csr
+
+pytestmark = pytest.mark.django_db
+
+WHOAMI = "/api/v1/whoami/"
+
+
+@pytest.fixture
+def leaf(participant, issue):
+    return issue(participant, make_csr(ec_key()))
+
+
+def forwarded(pem: str, *, secret: str | None = None, verify: str = "SUCCESS") -> dict:
+    """The headers nginx sets (Django test client spelling)."""
+    headers = {"HTTP_X_KEYLINE_CLIENT_VERIFY": verify, "HTTP_X_KEYLINE_CLIENT_CERT": quote(pem)}
+    headers["HTTP_X_KEYLINE_TERMINATOR"] = (
+        settings.KEYLINE_TERMINATOR_SECRET if secret is None else secret
+    )
+    return headers
+
+
+def refused(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["code"] == code
+    assert set(body) == {"code", "message", "request_id", "details"}
+    assert response["X-Request-ID"] == body["request_id"]
+    return body
+
+
+def test_whoami_for_a_trusted_certificate(leaf, participant):
+    response = Client().get(WHOAMI, **forwarded(leaf.pem))
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["firm"] == {
+        "legal_name": participant.firm.legal_name,
+        "lei": participant.firm.lei,
+        "role": participant.firm.role,
+    }
+    assert body["participant"]["trader_id"] == participant.trader_id
+    assert body["participant"]["san_uri"] == participant.san_uri
+    assert body["certificate"]["serial"] == leaf.serial
+    assert body["certificate"]["fingerprint_sha256"] == leaf.fingerprint_sha256
+    assert body["certificate"]["days_to_expiry"] in (89, 90)
+
+
+@pytest.mark.parametrize("secret", ["", "wrong-secret", "test-terminator-secret-012345678"])
+def test_no_or_wrong_terminator_secret_is_401_and_audited(leaf, secret):
+    before = AuditRecord.objects.filter(event="api.authentication_refused").count()
+    body = refused(
+        Client().get(WHOAMI, **forwarded(leaf.pem, secret=secret)),
+        401,
+        "terminator_secret_invalid",
+    )
+    record = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
+    assert AuditRecord.objects.filter(event="api.authentication_refused").count() == before + 1
+    assert record.details["code"] == "terminator_secret_invalid"
+    assert record.details["request_id"] == body["request_id"]
+
+
+def test_without_a_configured_secret_everything_is_refused(leaf):
+    with override_settings(KEYLINE_TERMINATOR_SECRET=""):
+        refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 503, "terminator_not_configured")
+
+
+@pytest.mark.parametrize(
+    ("verify", "code"),
+    [
+        ("", "client_certificate_missing"),
+        ("NONE", "client_certificate_missing"),
+        ("FAILED:certificate has expired", "client_certificate_unverified"),
+    ],
+)
+def test_nginx_verification_must_have_succeeded(leaf, verify, code):
+    refused(Client().get(WHOAMI, **forwarded(leaf.pem, verify=verify)), 401, code)
+
+
+def test_an_unreadable_certificate_header_is_401(leaf):
+    refused(
+        Client().get(WHOAMI, **forwarded("-----BEGIN CERTIFICATE-----\nnope\n")),
+        401,
+        "client_certificate_invalid",
+    )
+
+
+def test_a_certificate_we_did_not_issue_is_401(cas, tmp_path):
+    # Same subject and SAN shape, made by another CA: only the fingerprint matters.
+    from tests.test_terminator_certs import foreign_certificate_pem
+
+    refused(
+        Client().get(WHOAMI, **forwarded(foreign_certificate_pem(tmp_path))),
+        401,
+        "certificate_unknown",
+    )
+
+
+def test_a_revoked_certificate_is_refused_on_the_next_request(
+    leaf, system_actor, django_capture_on_commit_callbacks
+):
+    assert Client().get(WHOAMI, **forwarded(leaf.pem)).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        certificate_revoke(certificate=leaf, reason="keyCompromise", actor=system_actor)
+    body = refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 401, "certificate_revoked")
+    assert body["details"] == {"serial": leaf.serial}
+    record = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
+    assert (record.actor_type, record.actor_id) == ("certificate", leaf.serial)
+
+
+def test_expired_certificate_is_401(leaf):
+    with time_machine.travel(leaf.not_after + timedelta(seconds=1)):
+        refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 401, "certificate_expired")
+
+
+def test_disabled_participant_and_suspended_firm_are_403(leaf, participant):
+    from pki.trust import decisions_forget
+
+    participant.is_active = False
+    participant.save()
+    decisions_forget([leaf.fingerprint_sha256])  # what the portal does when it disables one
+    refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 403, "participant_disabled")
+    participant.is_active = True
+    participant.save()
+    Firm.objects.filter(pk=participant.firm_id).update(status=Firm.Status.SUSPENDED)
+    decisions_forget([leaf.fingerprint_sha256])
+    refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 403, "firm_inactive")
+
+
+def test_the_request_id_from_nginx_is_kept(leaf):
+    response = Client().get(
+        WHOAMI, HTTP_X_REQUEST_ID="3f2a9c0d11e24b7a", **forwarded(leaf.pem, secret="x")
+    )
+    assert refused(response, 401, "terminator_secret_invalid")["request_id"] == ("3f2a9c0d11e24b7a")
+
+
+def test_unknown_api_path_and_method_use_the_error_shape(leaf):
+    response = Client().post(WHOAMI, **forwarded(leaf.pem))
+    refused(response, 405, "method_not_allowed")
