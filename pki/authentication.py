@@ -94,9 +94,7 @@ class TerminatorCertificateAuthentication(BaseAuthentication):
         if verify in ("", "NONE"):
             self._refuse(request, "client_certificate_missing", 401)
         if verify != "SUCCESS":
-            self._refuse(
-                request, "client_certificate_unverified", 401, {"verify": verify[:200]}
-            )
+            self._refuse(request, "client_certificate_unverified", 401, {"verify": verify[:200]})
         try:
             pem = unquote(_header(request, settings.KEYLINE_HEADER_CERT)).encode()
             der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)

@@ -11,8 +11,9 @@ from django.conf import settings
 
 from pki.conf import pki_settings
 from portal.audit import Actor
+from tests import session_ca
 from tests.factories import FirmFactory, ParticipantFactory
-from tests.servers import app_server, ocsp_server  # noqa: F401 - fixtures
+from tests.servers import app_server, ocsp_server, terminator  # noqa: F401 - fixtures
 
 VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 
@@ -25,22 +26,13 @@ def ca_dir(tmp_path_factory) -> Path:
     return path
 
 
-_SESSION_CA: dict[str, list[dict]] = {}
-
-
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker, ca_dir):
-    from pki.models import Certificate, CertificateAuthority
     from pki.services import ca_init
 
     with django_db_blocker.unblock():
         ca_init(actor=Actor.system("test session"))
-        # Kept so that a transactional test's flush can put back the very same CA (same rows,
-        # keys and delegate), which live servers started once per session keep using.
-        _SESSION_CA["cas"] = list(CertificateAuthority.objects.order_by("pk").values())
-        _SESSION_CA["delegates"] = list(
-            Certificate.objects.filter(kind=Certificate.Kind.OCSP_RESPONDER).values()
-        )
+        session_ca.remember()
     return
 
 
@@ -48,16 +40,7 @@ def django_db_setup(django_db_setup, django_db_blocker, ca_dir):
 def cas(db):
     """The active CAs. A transactional test flushes the database; the session's CA rows are
     then restored (their key files never left the CA directory)."""
-    from pki.models import Certificate, CertificateAuthority
-
-    active = {ca.kind: ca for ca in CertificateAuthority.objects.filter(is_active=True)}
-    if len(active) != 3:
-        CertificateAuthority.objects.bulk_create(
-            CertificateAuthority(**row) for row in _SESSION_CA["cas"]
-        )
-        Certificate.objects.bulk_create(Certificate(**row) for row in _SESSION_CA["delegates"])
-        active = {ca.kind: ca for ca in CertificateAuthority.objects.filter(is_active=True)}
-    return active
+    return session_ca.restore()
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,11 @@ need PostgreSQL (pytest-django's SQLite test database lives in the test process'
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +19,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connection
+
+from tests import session_ca
 
 ROOT = Path(__file__).resolve().parent.parent
 NEEDS_POSTGRES = "needs PostgreSQL (DATABASE_URL): the server process must see the test's rows"
@@ -109,16 +113,23 @@ class Server:
 
 
 class Gunicorn(Server):
-    """gunicorn serving ``portal.wsgi`` (the whole site, the bare OCSP path included)."""
+    """gunicorn serving ``portal.wsgi`` (the whole site, the bare OCSP path included), on a
+    loopback port, and also on ``socket`` (a unix socket, as behind nginx) when given."""
 
     name = "gunicorn"
     ready_path = "/pki/health/"
 
+    def __init__(self, workers: int = 1, socket: Path | None = None, **env: str) -> None:
+        self.socket = socket
+        super().__init__(workers, **env)
+
     def command(self) -> list[str]:
+        binds = ["--bind", f"127.0.0.1:{self.port}"]
+        if self.socket is not None:
+            binds += ["--bind", f"unix:{self.socket}"]
         return [
-            sys.executable, "-m", "gunicorn", "portal.wsgi:application",
-            "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-            "--timeout", "30", "--no-control-socket",
+            sys.executable, "-m", "gunicorn", "portal.wsgi:application", *binds,
+            "--workers", str(self.workers), "--timeout", "30", "--no-control-socket",
         ]  # fmt: skip
 
 
@@ -155,3 +166,101 @@ def app_server(django_db_setup, django_db_blocker):
     server = Gunicorn(KEYLINE_CA_PASSPHRASE="", KEYLINE_CA_PASSPHRASE_FILE="")
     yield server
     server.stop()
+
+
+class Nginx:
+    """Our own nginx (never the system one) from ``render_nginx_conf``, on loopback ports."""
+
+    def __init__(self, directory: Path, *, app_socket: Path, server: dict[str, Path]) -> None:
+        from django.core.management import call_command
+
+        self.prefix = directory
+        self.conf = directory / "nginx.conf"
+        self.api_port, self.portal_port, self.pki_port = (free_port() for _ in range(3))
+        call_command(
+            "render_nginx_conf",
+            "--out", str(self.conf),
+            "--app-upstream", f"unix:{app_socket}",
+            "--server-cert", str(server["fullchain"]),
+            "--server-key", str(server["key"]),
+            "--api-listen", f"127.0.0.1:{self.api_port}",
+            "--portal-listen", f"127.0.0.1:{self.portal_port}",
+            "--pki-listen", f"127.0.0.1:{self.pki_port}",
+            "--workers", "1",
+            stdout=open(os.devnull, "w"),  # noqa: SIM115
+        )  # fmt: skip
+        self.api = f"https://127.0.0.1:{self.api_port}"
+        self._nginx()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.api_port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @property
+    def reload_command(self) -> str:
+        return f"nginx -p {self.prefix} -c {self.conf} -s reload"
+
+    def _nginx(self, *args: str) -> None:
+        result = subprocess.run(
+            ["nginx", "-p", str(self.prefix), "-c", str(self.conf), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"nginx {' '.join(args)}: {result.stderr}")
+
+    def error_log(self) -> str:
+        return (self.prefix / "error.log").read_text()
+
+    def stop(self) -> None:
+        self._nginx("-s", "quit")
+
+
+NEEDS_NGINX = "nginx is not installed (apt-get install nginx); .ci/run installs it"
+
+
+@pytest.fixture(scope="session")
+def terminator(django_db_setup, django_db_blocker, tmp_path_factory):
+    """nginx (mTLS API, portal, PKI) in front of gunicorn on a unix socket, for the session.
+    The app has the OCSP key passphrase and the terminator secret, not the CA passphrase."""
+    if connection.vendor != "postgresql":
+        pytest.skip(NEEDS_POSTGRES)
+    if shutil.which("nginx") is None:
+        pytest.skip(NEEDS_NGINX)
+    from pki.revocation import crl_publish
+    from pki.services import server_certificate_issue
+    from portal.audit import Actor
+
+    directory = tmp_path_factory.mktemp("terminator")
+    with django_db_blocker.unblock():
+        session_ca.restore()  # a transactional test may have flushed it
+        issued = server_certificate_issue(
+            dns_names=["localhost"], ip_addresses=["127.0.0.1"], actor=Actor.system("tests")
+        )
+        crl_publish(actor=Actor.system("tests"))
+    server = {"fullchain": directory / "server-fullchain.pem", "key": directory / "server.key"}
+    server["fullchain"].write_text(issued.certificate.pem + issued.chain_pem)
+    server["key"].write_bytes(issued.private_key_pem)
+    server["key"].chmod(0o600)
+    # nginx's workers run as an unprivileged user: the socket lives in a directory they may
+    # traverse (pytest's own are 0700), as deploy/ does with a group.
+    run_dir = Path(tempfile.mkdtemp(prefix="keyline-run-"))
+    run_dir.chmod(0o711)
+    app_socket = run_dir / "gunicorn.sock"
+    app = Gunicorn(
+        workers=2, socket=app_socket, KEYLINE_CA_PASSPHRASE="", KEYLINE_CA_PASSPHRASE_FILE=""
+    )
+    nginx = Nginx(directory / "nginx", app_socket=app_socket, server=server)
+    nginx.app = app
+    nginx.root_pem = directory / "root.pem"
+    nginx.root_pem.write_text(issued.root_pem)
+    yield nginx
+    nginx.stop()
+    app.stop()
+    shutil.rmtree(run_dir, ignore_errors=True)
