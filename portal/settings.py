@@ -14,11 +14,12 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 if (BASE_DIR / ".env").is_file():
     env.read_env(BASE_DIR / ".env")
+# Everything a running instance writes: database (SQLite), CA, secrets, sockets, logs.
+VAR_DIR = Path(env.str("KEYLINE_VAR_DIR", default=str(BASE_DIR / "var")))
 
 
 def _secret(name: str, default: str = "") -> str:
@@ -165,7 +166,9 @@ CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
         if REDIS_URL
-        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+        # Without Redis, still one cache for every process (web, worker): a revocation must
+        # reach the trust decision cached by another process. `createcachetable` makes it.
+        else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "keyline_cache"}
     )
 }
 
@@ -173,10 +176,22 @@ CACHES = {
 # Without a broker the tasks run eagerly in the calling process, so a fresh machine needs no
 # server. Tasks that need a CA key are routed to the "signing" queue, which only the
 # key-holding worker consumes (DESIGN.md: web processes never load a CA key).
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://localhost/")
 CELERY_TASK_ALWAYS_EAGER = env.bool(
-    "CELERY_TASK_ALWAYS_EAGER", default=CELERY_BROKER_URL == "memory://"
+    "CELERY_TASK_ALWAYS_EAGER", default=CELERY_BROKER_URL.startswith("memory://")
 )
+# The embedded broker for one machine without Redis (bin/run sets filesystem://): messages are
+# files under var/broker, shared by the web processes and the worker.
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True

@@ -48,6 +48,9 @@ class Command(KeylineCommand):
             action="store_true",
             help="also check client certificates with ssl_ocsp against our responder",
         )
+        parser.add_argument(
+            "--static-root", type=Path, default=Path(settings.STATIC_ROOT), help="collectstatic"
+        )
         parser.add_argument("--session-timeout", default="5m")
         parser.add_argument("--workers", default="auto")
 
@@ -95,6 +98,7 @@ class Command(KeylineCommand):
             ocsp_directives=ocsp_directives,
             ocsp_note=ocsp_note,
             session_timeout=options["session_timeout"],
+            static_root=options["static_root"].resolve(),
             header_secret=settings.KEYLINE_HEADER_SECRET,
             header_verify=settings.KEYLINE_HEADER_VERIFY,
             header_cert=settings.KEYLINE_HEADER_CERT,
