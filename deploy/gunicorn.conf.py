@@ -1,0 +1,24 @@
+"""gunicorn for the portal and the API (systemd: keyline-web.service).
+
+Bound to a unix socket only: nginx is the only way in, so the terminator's headers can be
+trusted (with the secret) and nothing reaches the app around the mTLS check.
+"""
+
+import multiprocessing
+import os
+
+bind = [os.environ.get("KEYLINE_GUNICORN_BIND", "unix:/run/keyline/gunicorn.sock")]
+# The socket is group-writable for nginx (www-data is in the keyline group), nobody else.
+umask = 0o007
+workers = int(os.environ.get("KEYLINE_GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+worker_class = "sync"
+timeout = 30
+graceful_timeout = 20
+keepalive = 5  # nginx keeps upstream connections (keepalive 16)
+max_requests = 5000
+max_requests_jitter = 500
+control_socket_disable = True
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s'
+errorlog = "-"
+wsgi_app = "portal.wsgi:application"

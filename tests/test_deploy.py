@@ -1,0 +1,46 @@
+"""Production settings pass Django's deployment checks; the deployment files are consistent."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+from tests.servers import ROOT
+
+OUR_PREFIXES = ("DJANGO_", "KEYLINE_", "CELERY_", "DATABASE_", "REDIS_")
+
+
+def test_check_deploy_is_clean_under_production_settings(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OUR_PREFIXES)}
+    env.update(
+        {
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
+            "DJANGO_ALLOWED_HOSTS": "portal.keyline.example,api.keyline.example",
+            "KEYLINE_VAR_DIR": str(tmp_path),
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_units_run_what_exists():
+    units = ROOT / "deploy" / "systemd"
+    for unit in units.glob("*.service"):
+        text = unit.read_text()
+        assert "EnvironmentFile=/etc/keyline/keyline.env" in text, unit
+        if unit.name != "keyline-worker.service":
+            # Only the signing worker may hold the CA passphrase.
+            assert "Environment=KEYLINE_CA_PASSPHRASE_FILE=\n" in text, unit
+    assert (ROOT / "deploy" / "gunicorn.conf.py").is_file()
+    compose = (ROOT / "deploy" / "compose.yaml").read_text()
+    for path in ("deploy/Dockerfile", "deploy/gunicorn.conf.py"):
+        assert path in compose
+        assert (ROOT / path).is_file()
