@@ -102,6 +102,11 @@ def prepare(key_type: str = "ec-p256"):
 
 def issue(participant, name: str = "bench-leaf"):
     """A client certificate for a fresh EC P-256 key, through the service layer."""
+    return issue_with_key(participant, name)[0]
+
+
+def issue_with_key(participant, name: str = "bench-leaf"):
+    """(certificate row, its private key as PKCS#8 PEM): what a trader holds."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -118,7 +123,12 @@ def issue(participant, name: str = "bench-leaf"):
     actor = Actor.system("bench")
     pem = csr.public_bytes(serialization.Encoding.PEM)
     request = csr_submit(participant=participant, data=pem, actor=actor)
-    return certificate_issue(request=request, actor=actor)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate_issue(request=request, actor=actor), key_pem
 
 
 def free_port() -> int:

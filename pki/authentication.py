@@ -10,6 +10,8 @@ recomputed, and :func:`pki.trust.certificate_decide` says whether it is ours, va
 revoked, and its participant and firm active. Nothing here looks at the client's address.
 """
 
+import base64
+import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -17,8 +19,6 @@ from datetime import datetime
 from functools import cached_property
 from urllib.parse import unquote
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from rest_framework.authentication import BaseAuthentication
 
@@ -74,6 +74,23 @@ class ApiPrincipal:
         return f"certificate {self.decision.serial}"
 
 
+PEM_BEGIN, PEM_END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+
+
+def _pem_to_der(pem: str) -> bytes | None:
+    """The DER of one PEM certificate (RFC 7468 armour), or None."""
+    pem = pem.strip()
+    if not (pem.startswith(PEM_BEGIN) and pem.endswith(PEM_END)):
+        return None
+    body = pem[len(PEM_BEGIN) : -len(PEM_END)]
+    if "-----" in body:
+        return None  # more than one block
+    try:
+        return base64.b64decode("".join(body.split()), validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _header(request, name: str) -> str:
     return request.META.get("HTTP_" + name.upper().replace("-", "_"), "")
 
@@ -95,11 +112,11 @@ class TerminatorCertificateAuthentication(BaseAuthentication):
             self._refuse(request, "client_certificate_missing", 401)
         if verify != "SUCCESS":
             self._refuse(request, "client_certificate_unverified", 401, {"verify": verify[:200]})
-        try:
-            pem = unquote(_header(request, settings.KEYLINE_HEADER_CERT)).encode()
-            der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
-        except ValueError:
+        der = _pem_to_der(unquote(_header(request, settings.KEYLINE_HEADER_CERT)))
+        if der is None:
             self._refuse(request, "client_certificate_invalid", 401)
+        # Only the fingerprint matters: it is looked up among the certificates we issued, so
+        # anything else (garbage included) is simply unknown. No X.509 parse on the hot path.
         decision = trust.certificate_decide(hashlib.sha256(der).hexdigest())
         if not decision.ok:
             status = 403 if decision.code in FORBIDDEN else 401

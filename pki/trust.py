@@ -11,14 +11,20 @@ The API's authentication class (nginx forwards the client certificate) computes 
 fingerprint from the forwarded PEM and asks :func:`certificate_decide`.
 """
 
+import json
+import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
+import redis
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
 from pki.models import Certificate, CertificateAuthority
+
+logger = logging.getLogger(__name__)
 
 DECISION_PREFIX = "keyline:trust:v1:"
 DECISION_TTL = 300  # seconds
@@ -53,10 +59,79 @@ def decision_cache_key(fingerprint_sha256: str) -> str:
     return f"{DECISION_PREFIX}{fingerprint_sha256.lower()}"
 
 
+# With Redis, decisions are read with one plain GET of a small JSON value: the API pays this
+# on every request, and Django's cache layer costs about 2.5 times a raw GET here (533 µs
+# against 204 µs, measured). Without Redis, Django's (database) cache, shared by all processes.
+_clients: dict[str, redis.Redis] = {}
+
+
+def _redis() -> redis.Redis | None:
+    url = settings.REDIS_URL
+    if not url:
+        return None
+    if url not in _clients:
+        _clients[url] = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return _clients[url]
+
+
+def _encode(decision: "TrustDecision") -> bytes:
+    return json.dumps(asdict(decision), cls=_Encoder).encode()
+
+
+class _Encoder(json.JSONEncoder):
+    def default(self, o):
+        return o.isoformat() if isinstance(o, datetime) else super().default(o)
+
+
+def _decode(value: bytes) -> "TrustDecision":
+    fields = json.loads(value)
+    for name in ("not_before", "not_after"):
+        if fields[name] is not None:
+            fields[name] = datetime.fromisoformat(fields[name])
+    return TrustDecision(**fields)
+
+
+def decision_cached(fingerprint: str) -> "TrustDecision | None":
+    """The cached decision for this fingerprint, if any (without deciding)."""
+    return _cached(fingerprint.lower())
+
+
+def _cached(fingerprint: str) -> "TrustDecision | None":
+    client = _redis()
+    if client is None:
+        return cache.get(decision_cache_key(fingerprint))
+    try:
+        value = client.get(decision_cache_key(fingerprint))
+    except redis.RedisError:
+        logger.warning("trust cache unavailable; deciding from the database", exc_info=True)
+        return None
+    return _decode(value) if value is not None else None  # type: ignore[arg-type]
+
+
+def _cache(decision: "TrustDecision") -> None:
+    client = _redis()
+    if client is None:
+        cache.set(decision_cache_key(decision.fingerprint_sha256), decision, DECISION_TTL)
+        return
+    try:
+        client.set(
+            decision_cache_key(decision.fingerprint_sha256), _encode(decision), ex=DECISION_TTL
+        )
+    except redis.RedisError:
+        logger.warning("trust cache unavailable; decision not cached", exc_info=True)
+
+
 def decisions_forget(fingerprints: Iterable[str]) -> None:
+    """Forget the cached decisions. Raises when the cache is unavailable (the caller records
+    it: a decision left behind lives at most DECISION_TTL)."""
     keys = [decision_cache_key(fp) for fp in fingerprints]
-    if keys:
+    if not keys:
+        return
+    client = _redis()
+    if client is None:
         cache.delete_many(keys)
+    else:
+        client.delete(*keys)
 
 
 def _decide(fingerprint: str) -> TrustDecision:
@@ -91,11 +166,10 @@ def _decide(fingerprint: str) -> TrustDecision:
 def certificate_decide(fingerprint_sha256: str, now: datetime | None = None) -> TrustDecision:
     """The trust decision for the certificate with this SHA-256 fingerprint (hex)."""
     fingerprint = fingerprint_sha256.lower()
-    key = decision_cache_key(fingerprint)
-    decision = cache.get(key)
+    decision = _cached(fingerprint)
     if decision is None:
         decision = _decide(fingerprint)
-        cache.set(key, decision, DECISION_TTL)
+        _cache(decision)
     # The validity window is checked on every call: time passes while a decision is cached.
     now = now or timezone.now()
     if decision.ok and decision.not_after is not None and now >= decision.not_after:

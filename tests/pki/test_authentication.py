@@ -88,11 +88,24 @@ def test_nginx_verification_must_have_succeeded(leaf, verify, code):
     refused(Client().get(WHOAMI, **forwarded(leaf.pem, verify=verify)), 401, code)
 
 
-def test_an_unreadable_certificate_header_is_401(leaf):
+@pytest.mark.parametrize(
+    "pem",
+    [
+        "-----BEGIN CERTIFICATE-----\nnope\n",
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----",
+        "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----",
+        "not a certificate",
+    ],
+    ids=["truncated", "not-base64", "empty", "junk"],
+)
+def test_an_unreadable_certificate_header_is_401(leaf, pem):
+    refused(Client().get(WHOAMI, **forwarded(pem)), 401, "client_certificate_invalid")
+
+
+def test_two_certificates_in_the_header_are_refused(leaf, participant, issue):
+    other = issue(participant, make_csr(ec_key()))
     refused(
-        Client().get(WHOAMI, **forwarded("-----BEGIN CERTIFICATE-----\nnope\n")),
-        401,
-        "client_certificate_invalid",
+        Client().get(WHOAMI, **forwarded(leaf.pem + other.pem)), 401, "client_certificate_invalid"
     )
 
 

@@ -6,7 +6,6 @@ import getpass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.core.cache import cache
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
@@ -19,7 +18,7 @@ from pki.revocation import (
     certificates_revoke_for_participant,
 )
 from pki.services import csr_submit
-from pki.trust import decision_cache_key
+from pki.trust import certificate_decide, decision_cache_key, decision_cached
 from portal.audit import Actor, audit_verify
 from portal.errors import Conflict, Invalid
 from portal.models import AuditRecord
@@ -171,16 +170,17 @@ def test_key_compromise_bars_the_public_key_for_good(participant, issue, system_
 def test_decision_cache_is_forgotten_when_the_revocation_commits(
     cert, system_actor, django_capture_on_commit_callbacks
 ):
-    key = decision_cache_key(cert.fingerprint_sha256.upper())
-    assert key == decision_cache_key(cert.fingerprint_sha256)
-    cache.set(key, {"trusted": True}, 300)
+    assert decision_cache_key(cert.fingerprint_sha256.upper()) == (
+        decision_cache_key(cert.fingerprint_sha256)
+    )
+    assert certificate_decide(cert.fingerprint_sha256).ok  # now cached
 
     with django_capture_on_commit_callbacks(execute=True):
         certificate_revoke(certificate=cert, reason="keyCompromise", actor=system_actor)
         # Not before the commit: another request could still cache the old row.
-        assert cache.get(key) == {"trusted": True}
+        assert decision_cached(cert.fingerprint_sha256).ok
 
-    assert cache.get(key) is None
+    assert decision_cached(cert.fingerprint_sha256) is None
     # The same callback published new CRLs (eager Celery).
     assert RevocationList.objects.filter(ca=cert.issuer).exists()
 
@@ -288,14 +288,15 @@ def test_bulk_revoke_with_unknown_reason_changes_nothing(estate):
 
 
 def test_bulk_revoke_forgets_every_decision_on_commit(estate, django_capture_on_commit_callbacks):
-    keys = [decision_cache_key(c.fingerprint_sha256) for c in estate["live"]]
-    cache.set_many(dict.fromkeys(keys, "trusted"), 300)
+    fingerprints = [c.fingerprint_sha256 for c in estate["live"]]
+    for fingerprint in fingerprints:
+        assert certificate_decide(fingerprint).ok  # now cached
 
     with django_capture_on_commit_callbacks(execute=True):
         certificates_revoke_for_firm(firm=estate["firm"], reason="superseded", actor=OFFICER)
-        assert cache.get_many(keys) == dict.fromkeys(keys, "trusted")
+        assert all(decision_cached(fp).ok for fp in fingerprints)
 
-    assert cache.get_many(keys) == {}
+    assert [decision_cached(fp) for fp in fingerprints] == [None] * len(fingerprints)
 
 
 # --- commands ------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.core.cache import cache
 from django.test import override_settings
 
 from pki import trust
@@ -27,7 +26,7 @@ def test_a_live_certificate_is_trusted_and_the_decision_cached(leaf):
     assert decision.ok
     assert (decision.serial, decision.participant_id) == (leaf.serial, leaf.participant_id)
     assert decision.firm_id == leaf.participant.firm_id
-    assert cache.get(trust.decision_cache_key(leaf.fingerprint_sha256)) == decision
+    assert trust.decision_cached(leaf.fingerprint_sha256) == decision
 
 
 def test_revocation_is_refused_on_the_very_next_call(
