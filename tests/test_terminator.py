@@ -205,3 +205,20 @@ def test_the_portal_and_the_pki_endpoints_are_served_too(terminator, cas, system
 
 def test_an_unknown_api_path_is_json_404(terminator, holder):
     assert_refused(get(terminator, holder("eve"), "/nope"), 404, "not_found")
+
+
+def test_identity_is_the_certificate_never_the_address(terminator, holder):
+    """The same certificate works from 127.0.0.2 and 127.0.0.3; an address a trusted firm
+    used a moment ago gets nothing without that firm's certificate."""
+    alice = holder("alice-ip")
+
+    def from_address(address: str, who: Holder | None) -> httpx.Response:
+        transport = httpx.HTTPTransport(verify=tls(terminator, who), local_address=address)
+        with httpx.Client(transport=transport, timeout=10) as client:
+            return client.get(terminator.api + WHOAMI)
+
+    for address in ("127.0.0.2", "127.0.0.3"):
+        response = from_address(address, alice)
+        assert response.status_code == 200, response.text
+        assert response.json()["certificate"]["serial"] == alice.row.serial
+    assert_refused(from_address("127.0.0.2", None), 401, "client_certificate_missing")
