@@ -6,4 +6,4 @@ class PkiConfig(AppConfig):
     verbose_name = "Keyline PKI"
 
     def ready(self) -> None:
-        from pki import checks  # noqa: F401  (registers the system checks)
+        from pki import checks, signals  # noqa: F401  (registers the checks and receivers)

@@ -20,6 +20,7 @@ from datetime import datetime
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Q
 from django.utils import timezone
 
 from pki.models import Certificate, CertificateAuthority
@@ -108,30 +109,83 @@ def _cached(fingerprint: str) -> "TrustDecision | None":
     return _decode(value) if value is not None else None  # type: ignore[arg-type]
 
 
-def _cache(decision: "TrustDecision") -> None:
+# A decision read from the database just before a status change must never be cached after
+# the change forgot it: every fingerprint has a generation, bumped (with the deletion) by every
+# forget; a decision is cached only if its generation is still the one read before the
+# database was. (The OCSP answer cache works the same way.)
+_PUT_UNCHANGED = """
+if (redis.call('GET', KEYS[1]) or '0') == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
+GENERATION_TTL = 86400
+
+
+def _generation_key(fingerprint: str) -> str:
+    return f"{DECISION_PREFIX}gen:{fingerprint}"
+
+
+def _generation(fingerprint: str) -> object:
+    """The fingerprint's generation (None: unknown, do not cache)."""
+    client = _redis()
+    try:
+        if client is None:
+            return cache.get(_generation_key(fingerprint), 0)
+        return client.get(_generation_key(fingerprint)) or b"0"
+    except redis.RedisError:
+        logger.warning("trust cache unavailable; decision not cached", exc_info=True)
+        return None
+
+
+def _cache(decision: "TrustDecision", generation: object) -> None:
+    if generation is None:
+        return
+    fingerprint = decision.fingerprint_sha256
     client = _redis()
     if client is None:
-        cache.set(decision_cache_key(decision.fingerprint_sha256), decision, DECISION_TTL)
+        # The database cache has no compare-and-set: check, then set (a narrow window, on a
+        # single machine only).
+        if cache.get(_generation_key(fingerprint), 0) == generation:
+            cache.set(decision_cache_key(fingerprint), decision, DECISION_TTL)
         return
     try:
-        client.set(
-            decision_cache_key(decision.fingerprint_sha256), _encode(decision), ex=DECISION_TTL
+        client.register_script(_PUT_UNCHANGED)(
+            keys=[_generation_key(fingerprint), decision_cache_key(fingerprint)],
+            args=[generation, _encode(decision), DECISION_TTL],
         )
     except redis.RedisError:
         logger.warning("trust cache unavailable; decision not cached", exc_info=True)
 
 
 def decisions_forget(fingerprints: Iterable[str]) -> None:
-    """Forget the cached decisions. Raises when the cache is unavailable (the caller records
-    it: a decision left behind lives at most DECISION_TTL)."""
-    keys = [decision_cache_key(fp) for fp in fingerprints]
-    if not keys:
+    """Forget the cached decisions, and keep any decision read before now from being cached
+    after. Raises when the cache is unavailable (the caller records it: a decision left
+    behind lives at most DECISION_TTL)."""
+    fingerprints = [fp.lower() for fp in fingerprints]
+    if not fingerprints:
         return
     client = _redis()
     if client is None:
-        cache.delete_many(keys)
-    else:
-        client.delete(*keys)
+        for fp in fingerprints:
+            cache.set(_generation_key(fp), cache.get(_generation_key(fp), 0) + 1, GENERATION_TTL)
+        cache.delete_many([decision_cache_key(fp) for fp in fingerprints])
+        return
+    with client.pipeline(transaction=True) as pipe:
+        for fp in fingerprints:
+            pipe.incr(_generation_key(fp))
+            pipe.expire(_generation_key(fp), GENERATION_TTL)
+        pipe.delete(*[decision_cache_key(fp) for fp in fingerprints])
+        pipe.execute()
+
+
+def certificate_fingerprints_of(*, participant_ids=(), firm_ids=()) -> list[str]:
+    """Fingerprints of the client certificates of these participants or firms' participants
+    (to forget their decisions when a participant or firm changes)."""
+    rows = Certificate.objects.filter(kind=Certificate.Kind.CLIENT)
+    query = Q(participant_id__in=list(participant_ids)) | Q(participant__firm_id__in=list(firm_ids))
+    return list(rows.filter(query).values_list("fingerprint_sha256", flat=True))
 
 
 def _decide(fingerprint: str) -> TrustDecision:
@@ -168,8 +222,9 @@ def certificate_decide(fingerprint_sha256: str, now: datetime | None = None) -> 
     fingerprint = fingerprint_sha256.lower()
     decision = _cached(fingerprint)
     if decision is None:
+        generation = _generation(fingerprint)
         decision = _decide(fingerprint)
-        _cache(decision)
+        _cache(decision, generation)
     # The validity window is checked on every call: time passes while a decision is cached.
     now = now or timezone.now()
     if decision.ok and decision.not_after is not None and now >= decision.not_after:

@@ -17,7 +17,6 @@ from django.test import override_settings
 from django.utils import timezone
 
 from pki.revocation import certificate_revoke, crl_publish
-from pki.trust import decisions_forget
 from portal.models import Firm
 from tests.conftest import run
 from tests.factories import ParticipantFactory
@@ -125,14 +124,15 @@ def test_a_revoked_certificate_is_refused_by_the_app_then_by_nginx(
 def test_disabled_participant_and_suspended_firm_are_403(terminator, holder, firm):
     carol = holder("carol")
     participant = carol.row.participant
+    assert get(terminator, carol).status_code == 200  # trusted, and the decision cached
     participant.is_active = False
-    participant.save()
-    decisions_forget([carol.row.fingerprint_sha256])
+    participant.save()  # as the portal or the admin does: the cached decision is forgotten
     assert_refused(get(terminator, carol), 403, "participant_disabled")
     participant.is_active = True
     participant.save()
-    Firm.objects.filter(pk=firm.pk).update(status=Firm.Status.SUSPENDED)
-    decisions_forget([carol.row.fingerprint_sha256])
+    assert get(terminator, carol).status_code == 200
+    firm.status = Firm.Status.SUSPENDED
+    firm.save()
     assert_refused(get(terminator, carol), 403, "firm_inactive")
 
 

@@ -137,17 +137,22 @@ def test_expired_certificate_is_401(leaf):
         refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 401, "certificate_expired")
 
 
-def test_disabled_participant_and_suspended_firm_are_403(leaf, participant):
-    from pki.trust import decisions_forget
-
-    participant.is_active = False
-    participant.save()
-    decisions_forget([leaf.fingerprint_sha256])  # what the portal does when it disables one
+def test_disabled_participant_and_suspended_firm_are_403(
+    leaf, participant, django_capture_on_commit_callbacks
+):
+    assert Client().get(WHOAMI, **forwarded(leaf.pem)).status_code == 200  # decision cached
+    with django_capture_on_commit_callbacks(execute=True):
+        participant.is_active = False
+        participant.save()
     refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 403, "participant_disabled")
-    participant.is_active = True
-    participant.save()
-    Firm.objects.filter(pk=participant.firm_id).update(status=Firm.Status.SUSPENDED)
-    decisions_forget([leaf.fingerprint_sha256])
+    with django_capture_on_commit_callbacks(execute=True):
+        participant.is_active = True
+        participant.save()
+    assert Client().get(WHOAMI, **forwarded(leaf.pem)).status_code == 200
+    firm = participant.firm
+    with django_capture_on_commit_callbacks(execute=True):
+        firm.status = Firm.Status.SUSPENDED
+        firm.save()
     refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 403, "firm_inactive")
 
 

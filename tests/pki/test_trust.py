@@ -45,7 +45,9 @@ def test_suspending_a_firm_refuses_all_its_certificates(
     for cert in (leaf, other):
         assert trust.certificate_decide(cert.fingerprint_sha256).ok
     with django_capture_on_commit_callbacks(execute=True):
-        Firm.objects.filter(pk=participant.firm_id).update(status=Firm.Status.SUSPENDED)
+        firm = participant.firm
+        firm.status = Firm.Status.SUSPENDED
+        firm.save()
         certificates_revoke_for_firm(
             firm=participant.firm, reason="privilegeWithdrawn", actor=system_actor
         )
@@ -53,16 +55,43 @@ def test_suspending_a_firm_refuses_all_its_certificates(
         assert trust.certificate_decide(cert.fingerprint_sha256).code == trust.CERTIFICATE_REVOKED
 
 
-def test_disabled_participant_and_inactive_firm(leaf, participant):
-    participant.is_active = False
-    participant.save()
-    trust.decisions_forget([leaf.fingerprint_sha256])
+def test_disabled_participant_and_inactive_firm(
+    leaf, participant, django_capture_on_commit_callbacks
+):
+    assert trust.certificate_decide(leaf.fingerprint_sha256).ok  # cached
+    with django_capture_on_commit_callbacks(execute=True):
+        participant.is_active = False
+        participant.save()
     assert trust.certificate_decide(leaf.fingerprint_sha256).code == trust.PARTICIPANT_DISABLED
-    participant.is_active = True
-    participant.save()
-    Firm.objects.filter(pk=participant.firm_id).update(status=Firm.Status.SUSPENDED)
-    trust.decisions_forget([leaf.fingerprint_sha256])
+    with django_capture_on_commit_callbacks(execute=True):
+        participant.is_active = True
+        participant.save()
+    assert trust.certificate_decide(leaf.fingerprint_sha256).ok
+    firm = participant.firm
+    with django_capture_on_commit_callbacks(execute=True):
+        firm.status = Firm.Status.SUSPENDED
+        firm.save()
     assert trust.certificate_decide(leaf.fingerprint_sha256).code == trust.FIRM_INACTIVE
+
+
+def test_a_decision_read_before_a_revocation_is_never_cached_after_it(
+    leaf, system_actor, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The race: a miss reads the still-valid row, the revocation commits and forgets, then
+    the miss would cache "ok". The generation check refuses to cache it."""
+    decide = trust._decide
+
+    def decide_then_revoke(fingerprint):
+        decision = decide(fingerprint)
+        with django_capture_on_commit_callbacks(execute=True):
+            certificate_revoke(certificate=leaf, reason="keyCompromise", actor=system_actor)
+        return decision
+
+    monkeypatch.setattr(trust, "_decide", decide_then_revoke)
+    assert trust.certificate_decide(leaf.fingerprint_sha256).ok  # this request's view
+    monkeypatch.setattr(trust, "_decide", decide)
+    assert trust.decision_cached(leaf.fingerprint_sha256) is None
+    assert trust.certificate_decide(leaf.fingerprint_sha256).code == trust.CERTIFICATE_REVOKED
 
 
 def test_expiry_is_checked_on_every_call_even_when_cached(leaf):
