@@ -33,12 +33,13 @@ def test_check_deploy_is_clean_under_production_settings(tmp_path):
 
 def test_units_run_what_exists():
     units = ROOT / "deploy" / "systemd"
-    for unit in units.glob("*.service"):
+    for unit in units.glob("keyline-*.service"):
         text = unit.read_text()
-        assert "EnvironmentFile=/etc/keyline/keyline.env" in text, unit
-        if unit.name != "keyline-worker.service":
-            # Only the signing worker may hold the CA passphrase.
-            assert "Environment=KEYLINE_CA_PASSPHRASE_FILE=\n" in text, unit
+        if unit.name != "keyline-nginx.service":
+            assert "EnvironmentFile=/etc/keyline/keyline.env" in text, unit
+        # Only the signing worker is given the CA passphrase (a systemd credential).
+        assert ("KEYLINE_CA_PASSPHRASE_FILE" in text) == (unit.name == "keyline-worker.service")
+    assert "KEYLINE_CA_PASSPHRASE" not in (ROOT / "deploy" / "keyline.env.example").read_text()
     assert (ROOT / "deploy" / "gunicorn.conf.py").is_file()
     compose = (ROOT / "deploy" / "compose.yaml").read_text()
     for path in ("deploy/Dockerfile", "deploy/gunicorn.conf.py"):

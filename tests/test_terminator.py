@@ -199,6 +199,10 @@ def test_the_portal_and_the_pki_endpoints_are_served_too(terminator, cas, system
     crl_publish(actor=system_actor)
     with httpx.Client(verify=tls(terminator), timeout=10) as client:
         assert client.get(f"https://127.0.0.1:{terminator.portal_port}/").status_code == 200
+        # The API is never forwarded without mutual TLS, whatever headers come along.
+        forged = {settings.KEYLINE_HEADER_SECRET: settings.KEYLINE_TERMINATOR_SECRET}
+        api = client.get(f"https://127.0.0.1:{terminator.portal_port}{WHOAMI}", headers=forged)
+        assert_refused(api, 404, "not_found")
     response = httpx.get(f"http://127.0.0.1:{terminator.pki_port}/pki/crl/client-ca.crl")
     assert response.headers["content-type"] == "application/pkix-crl"
 

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 from string import Template
 from urllib.parse import urlsplit
@@ -56,10 +57,11 @@ class Command(KeylineCommand):
 
     def handle(self, *args, **options):
         secret = settings.KEYLINE_TERMINATOR_SECRET
-        if len(secret) < 32 or any(c in secret for c in "\"'\\$; \n"):
+        if not re.fullmatch(r"[A-Za-z0-9_-]{32,}", secret):
             raise ImproperlyConfigured(
-                "KEYLINE_TERMINATOR_SECRET must be at least 32 characters without quotes, "
-                "backslashes, '$', ';' or spaces (it is written into the nginx configuration)"
+                "KEYLINE_TERMINATOR_SECRET must be at least 32 characters of A-Z, a-z, 0-9, '-' "
+                "and '_' (it is written into the nginx configuration), e.g. "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
         out: Path = options["out"].resolve()
         prefix: Path = (options["prefix"] or out.parent).resolve()
