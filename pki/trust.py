@@ -28,7 +28,7 @@ from pki.models import Certificate, CertificateAuthority
 logger = logging.getLogger(__name__)
 
 DECISION_PREFIX = "keyline:trust:v1:"
-DECISION_TTL = 300  # seconds
+DECISION_TTL = 60  # seconds: bounds a decision whose forgetting failed (e.g. Redis down)
 
 OK = "ok"
 CERTIFICATE_UNKNOWN = "certificate_unknown"

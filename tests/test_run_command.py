@@ -46,7 +46,7 @@ def start(var: Path, ports: dict[str, int]) -> tuple[subprocess.Popen, Path]:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)  # what Ctrl-C does to the script (and SIGINT to the rest)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the script and everything it ran
     assert proc.wait(timeout=30) == 0
     # Everything it started ran in its session: nothing may be left.
     deadline = time.monotonic() + 10
