@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 from django.utils import timezone
 
+from pki.cache_cas import PUT_UNCHANGED
 from pki.conf import pki_settings
 from pki.keystore import ocsp_key_load
 from pki.models import Certificate, CertificateAuthority, PublishFailure
@@ -234,13 +235,6 @@ class _NullStore:
 # Compare-and-set: cache a response only if the certificate's generation is still the one the
 # writer read before it read the status. A status change bumps the generation and deletes the
 # responses in one transaction, so a writer that read the old status can never put it back.
-_PUT_UNCHANGED = """
-if (redis.call('GET', KEYS[1]) or '0') == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
-  return 1
-end
-return 0
-"""
 GENERATION_TTL = 7 * 86400  # far longer than any signing run
 
 
@@ -251,7 +245,7 @@ class _RedisStore:
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self._put_unchanged = self.client.register_script(_PUT_UNCHANGED)
+        self._put_unchanged = self.client.register_script(PUT_UNCHANGED)
 
     def get(self, key: str) -> bytes | None:
         try:

@@ -23,6 +23,7 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
+from pki.cache_cas import PUT_UNCHANGED
 from pki.models import Certificate, CertificateAuthority
 
 logger = logging.getLogger(__name__)
@@ -113,13 +114,6 @@ def _cached(fingerprint: str) -> "TrustDecision | None":
 # the change forgot it: every fingerprint has a generation, bumped (with the deletion) by every
 # forget; a decision is cached only if its generation is still the one read before the
 # database was. (The OCSP answer cache works the same way.)
-_PUT_UNCHANGED = """
-if (redis.call('GET', KEYS[1]) or '0') == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
-  return 1
-end
-return 0
-"""
 GENERATION_TTL = 86400
 
 
@@ -151,7 +145,7 @@ def _cache(decision: "TrustDecision", generation: object) -> None:
             cache.set(decision_cache_key(fingerprint), decision, DECISION_TTL)
         return
     try:
-        client.register_script(_PUT_UNCHANGED)(
+        client.register_script(PUT_UNCHANGED)(
             keys=[_generation_key(fingerprint), decision_cache_key(fingerprint)],
             args=[generation, _encode(decision), DECISION_TTL],
         )
