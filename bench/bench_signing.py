@@ -11,7 +11,6 @@ With PostgreSQL the database named in the URL is dropped and created for the run
 
 import argparse
 import multiprocessing
-import os
 import statistics
 import sys
 import tempfile
@@ -26,23 +25,9 @@ import _common  # noqa: E402
 
 
 def _configure(database_url: str, ca_dir: str, lint: bool) -> None:
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-            "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production-use",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-            "DJANGO_LOG_LEVEL": "WARNING",
-            "DATABASE_URL": database_url,
-            "KEYLINE_CA_DIR": ca_dir,
-            "KEYLINE_CA_PASSPHRASE": "bench-ca-passphrase-0123456789",
-            "KEYLINE_OCSP_KEY_PASSPHRASE": "bench-ocsp-passphrase-0123456789",
-            "KEYLINE_LINT_BEFORE_SIGNING": "1" if lint else "0",
-        }
-    )
-    os.environ.pop("REDIS_URL", None)
-    import django
-
-    django.setup()
+    """The shared bench environment (no Redis: tasks run in-process), linting as asked."""
+    env = _common.bench_env(database_url, ca_dir, KEYLINE_LINT_BEFORE_SIGNING="1" if lint else "0")
+    _common.configure(env)
 
 
 def _make_csrs(count: int) -> list[bytes]:

@@ -66,10 +66,6 @@ class ApiPrincipal:
     def not_after(self) -> datetime | None:
         return self.decision.not_after
 
-    @property
-    def actor(self) -> Actor:
-        return Actor(AuditRecord.ActorType.CERTIFICATE, self.decision.serial, self.serial)
-
     def __str__(self) -> str:
         return f"certificate {self.decision.serial}"
 

@@ -49,6 +49,17 @@ def serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
+def serial_normalize(text: str) -> str | None:
+    """A serial as people and tools write it (openssl's upper case, colons, 0x, leading
+    zeros) in our stored form (:func:`serial_hex`), or None when it is not one."""
+    digits = text.strip().lower().replace(":", "").removeprefix("0x")
+    try:
+        value = int(digits, 16)
+    except ValueError:
+        return None
+    return serial_hex(value) if 0 <= value < 1 << 160 else None  # RFC 5280: ≤ 20 octets
+
+
 def spki_der(public_key: PublicKey) -> bytes:
     return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -20,15 +20,12 @@ certificate's answer is dropped from every responder's memory as it is deleted f
 """
 
 import asyncio
-import base64
-import binascii
 import logging
 import os
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from urllib.parse import unquote
 
 import django
 
@@ -40,7 +37,7 @@ from django.db import close_old_connections  # noqa: E402
 
 from pki import ocsp  # noqa: E402
 from pki.conf import pki_settings  # noqa: E402
-from pki.ocsp_http import ocsp_path  # noqa: E402
+from pki.ocsp_http import get_request_bytes, ocsp_path  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -215,11 +212,7 @@ async def application(scope, receive, send) -> None:
         body = await _read_body(receive, ocsp.MAX_REQUEST_BYTES)
         result = await answer(body or b"")
     elif method == "GET":
-        try:
-            data = base64.b64decode(unquote(path[len(prefix) :].lstrip("/")), validate=True)
-        except (binascii.Error, ValueError):
-            data = b""
-        result = await answer(data)
+        result = await answer(get_request_bytes(path[len(prefix) :]))
     else:
         await _send(send, 405, [("Allow", "GET, POST"), ("Content-Length", "0")], b"")
         return

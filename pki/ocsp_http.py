@@ -30,12 +30,17 @@ def answer_for(method: str, tail: str, body: Callable[[int], bytes], length: int
             return respond(b"")
         return respond(body(length))
     if method == "GET":
-        try:
-            data = base64.b64decode(unquote(tail.lstrip("/")), validate=True)
-        except (binascii.Error, ValueError):
-            data = b""
-        return respond(data)
+        return respond(get_request_bytes(tail))
     return None
+
+
+def get_request_bytes(tail: str) -> bytes:
+    """The DER request a GET carries after the OCSP path: base64, URL-escaped or not (RFC 6960
+    Appendix A.1); empty (answered as malformedRequest) when it is not base64."""
+    try:
+        return base64.b64decode(unquote(tail.lstrip("/")), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 @cache

@@ -65,6 +65,7 @@ def decision_cache_key(fingerprint_sha256: str) -> str:
 # on every request, and Django's cache layer costs about 2.5 times a raw GET here (533 µs
 # against 204 µs, measured). Without Redis, Django's (database) cache, shared by all processes.
 _clients: dict[str, redis.Redis] = {}
+_put_unchanged: dict[str, object] = {}
 
 
 def _redis() -> redis.Redis | None:
@@ -73,6 +74,7 @@ def _redis() -> redis.Redis | None:
         return None
     if url not in _clients:
         _clients[url] = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        _put_unchanged[url] = _clients[url].register_script(PUT_UNCHANGED)
     return _clients[url]
 
 
@@ -145,7 +147,7 @@ def _cache(decision: "TrustDecision", generation: object) -> None:
             cache.set(decision_cache_key(fingerprint), decision, DECISION_TTL)
         return
     try:
-        client.register_script(PUT_UNCHANGED)(
+        _put_unchanged[settings.REDIS_URL](
             keys=[_generation_key(fingerprint), decision_cache_key(fingerprint)],
             args=[generation, _encode(decision), DECISION_TTL],
         )

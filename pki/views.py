@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET
 
 from pki import ocsp
 from pki.conf import pki_settings
+from pki.crypto import serial_normalize
 from pki.models import Certificate, CertificateAuthority, RevocationList
 from pki.ocsp_http import answer_for
 from pki.revocation import crl_health, crl_latest, failures_open
@@ -78,12 +79,12 @@ def ocsp_responder(request: HttpRequest, tail: str = "") -> HttpResponse:
 
 
 def _find_certificate(ident: str) -> Certificate | None:
-    ident = ident.lower().replace(":", "")
-    if len(ident) == 64:
-        return Certificate.objects.filter(fingerprint_sha256=ident).first()
-    if not 0 < len(ident) <= 40:  # RFC 5280 §4.1.2.2: at most 20 octets
-        return None
-    return Certificate.objects.filter(serial=ident.lstrip("0") or "0").first()
+    certificates = Certificate.objects.select_related("issuer", "participant__firm")
+    fingerprint = ident.lower().replace(":", "")
+    if len(fingerprint) == 64:
+        return certificates.filter(fingerprint_sha256=fingerprint).first()
+    serial = serial_normalize(ident)
+    return certificates.filter(serial=serial).first() if serial else None
 
 
 @functools.lru_cache(maxsize=8)
@@ -168,7 +169,6 @@ def certificate_status(request: HttpRequest, ident: str) -> HttpResponse:
                 status=404,
             )
         raise Http404("no such certificate")
-    cert = Certificate.objects.select_related("issuer", "participant__firm").get(pk=cert.pk)
     data = certificate_status_data(cert)
     response = (
         JsonResponse(data) if as_json else render(request, "pki/status.html", {"status": data})

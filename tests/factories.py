@@ -2,6 +2,7 @@
 
 import secrets
 import string
+from datetime import timedelta
 
 import factory
 
@@ -58,3 +59,13 @@ def certificate_row_like(certificate: Certificate, **changes: object) -> Certifi
         "pem": certificate.pem,
     }
     return Certificate(**{**fields, **changes})
+
+
+def expire(certificate, *, ago: timedelta = timedelta(hours=1)) -> None:
+    """Move a certificate's validity into the past (the row only: the CA never backdates)."""
+    from django.utils import timezone
+
+    past = timezone.now() - ago
+    Certificate.objects.filter(pk=certificate.pk).update(
+        not_before=past - timedelta(days=30), not_after=past
+    )

@@ -5,6 +5,7 @@ A server process can only see committed rows, so tests that use one are transact
 need PostgreSQL (pytest-django's SQLite test database lives in the test process's memory).
 """
 
+import io
 import os
 import shutil
 import socket
@@ -38,6 +39,15 @@ def database_url() -> str:
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     host = db.get("HOST") or "127.0.0.1"
     return f"postgres://{user}{password}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+OUR_PREFIXES = ("DJANGO_", "KEYLINE_", "CELERY_", "DATABASE_", "REDIS_")
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: none of the test session's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OUR_PREFIXES)}
+    return env | extra
 
 
 def server_env(**extra: str) -> dict[str, str]:
@@ -187,7 +197,7 @@ class Nginx:
             "--portal-listen", f"127.0.0.1:{self.portal_port}",
             "--pki-listen", f"127.0.0.1:{self.pki_port}",
             "--workers", "1",
-            stdout=open(os.devnull, "w"),  # noqa: SIM115
+            stdout=io.StringIO(),
         )  # fmt: skip
         self.api = f"https://127.0.0.1:{self.api_port}"
         self._nginx()

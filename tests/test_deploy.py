@@ -1,23 +1,17 @@
 """Production settings pass Django's deployment checks; the deployment files are consistent."""
 
-import os
 import secrets
 import subprocess
 import sys
 
-from tests.servers import ROOT
-
-OUR_PREFIXES = ("DJANGO_", "KEYLINE_", "CELERY_", "DATABASE_", "REDIS_")
+from tests.servers import ROOT, user_env
 
 
 def test_check_deploy_is_clean_under_production_settings(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(OUR_PREFIXES)}
-    env.update(
-        {
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
-            "DJANGO_ALLOWED_HOSTS": "portal.keyline.example,api.keyline.example",
-            "KEYLINE_VAR_DIR": str(tmp_path),
-        }
+    env = user_env(
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(60),
+        DJANGO_ALLOWED_HOSTS="portal.keyline.example,api.keyline.example",
+        KEYLINE_VAR_DIR=str(tmp_path),
     )
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

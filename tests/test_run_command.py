@@ -12,21 +12,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run
-from tests.servers import NEEDS_NGINX, ROOT, free_port
+from tests.servers import NEEDS_NGINX, ROOT, free_port, user_env
 
 pytestmark = pytest.mark.skipif(
     subprocess.run(["which", "nginx"], capture_output=True, check=False).returncode != 0,
     reason=NEEDS_NGINX,
 )
 
-OUR_PREFIXES = ("DJANGO_", "KEYLINE_", "CELERY_", "DATABASE_", "REDIS_")
-
 
 def start(var: Path, ports: dict[str, int]) -> tuple[subprocess.Popen, Path]:
     """bin/run as a user starts it on a fresh machine: none of the test settings, no
     PostgreSQL or Redis (SQLite, a database cache and the file-system broker)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(OUR_PREFIXES)}
-    env.update({"KEYLINE_VAR_DIR": str(var), **{k: str(v) for k, v in ports.items()}})
+    env = user_env(KEYLINE_VAR_DIR=str(var), **{k: str(v) for k, v in ports.items()})
     log = var.parent / f"run-{time.monotonic_ns()}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(

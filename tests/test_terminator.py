@@ -20,8 +20,8 @@ from pki.revocation import certificate_revoke, crl_publish
 from portal.models import Firm
 from tests.conftest import run
 from tests.factories import ParticipantFactory
+from tests.foreign_ca import foreign_certificate
 from tests.keys import ec_key, key_pem, make_csr
-from tests.test_terminator_certs import foreign_certificate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,6 +11,7 @@ from django.test import Client, override_settings
 
 from pki.revocation import certificate_revoke
 from portal.models import AuditRecord, Firm
+from tests.foreign_ca import foreign_certificate
 from tests.keys import ec_key, make_csr
 
 pytestmark = pytest.mark.django_db
@@ -109,15 +110,10 @@ def test_two_certificates_in_the_header_are_refused(leaf, participant, issue):
     )
 
 
-def test_a_certificate_we_did_not_issue_is_401(cas, tmp_path):
-    # Same subject and SAN shape, made by another CA: only the fingerprint matters.
-    from tests.test_terminator_certs import foreign_certificate_pem
-
-    refused(
-        Client().get(WHOAMI, **forwarded(foreign_certificate_pem(tmp_path))),
-        401,
-        "certificate_unknown",
-    )
+def test_a_certificate_we_did_not_issue_is_401(cas):
+    # Same subject shape, made by a look-alike CA: only the fingerprint matters.
+    pem, _ = foreign_certificate()
+    refused(Client().get(WHOAMI, **forwarded(pem)), 401, "certificate_unknown")
 
 
 def test_a_revoked_certificate_is_refused_on_the_next_request(

@@ -27,10 +27,12 @@ from pki.revocation import (
     CrlPublishFailed,
     certificate_revoke,
     crl_last_failure,
+    crl_latest,
     crl_publish,
 )
 from portal.models import AuditRecord
 from tests.conftest import openssl_verify, run, tool
+from tests.factories import expire
 from tests.keys import ec_key, make_csr
 
 pytestmark = pytest.mark.django_db
@@ -58,23 +60,12 @@ def _by_kind(rows: list[RevocationList]) -> dict[str, RevocationList]:
     return {row.ca.kind: row for row in rows}
 
 
-def _latest(ca: CertificateAuthority) -> RevocationList:
-    return RevocationList.objects.filter(ca=ca).order_by("-number").first()
-
-
 def _crl(row: RevocationList) -> x509.CertificateRevocationList:
     return x509.load_der_x509_crl(bytes(row.der))
 
 
 def _pem_crls(data: bytes) -> list[x509.CertificateRevocationList]:
     return [x509.load_pem_x509_crl(PEM_CRL + block) for block in data.split(PEM_CRL)[1:]]
-
-
-def _expire(certificate: Certificate) -> None:
-    past = timezone.now() - timedelta(hours=1)
-    Certificate.objects.filter(pk=certificate.pk).update(
-        not_before=past - timedelta(days=30), not_after=past
-    )
 
 
 def _forget_loaded_keys() -> None:
@@ -205,7 +196,7 @@ def test_validity_follows_the_setting(cas, system_actor):
 
 
 def test_expired_revoked_certificates_are_dropped(revoked, cas, system_actor):
-    _expire(revoked["superseded"])
+    expire(revoked["superseded"])
 
     row = _by_kind(crl_publish(actor=system_actor))["client"]
     crl = _crl(row)
@@ -600,7 +591,7 @@ def test_concurrent_publishers_number_every_crl_once_and_in_order(
         assert numbers == list(range(1, total + 1)), kind
     # Contents only go forward: the newest client CRL lists every revocation, and the files
     # hold the newest CRLs.
-    newest = _crl(_latest(cas["client"]))
+    newest = _crl(crl_latest(cas["client"]))
     for leaf in leaves:
         assert newest.get_revoked_certificate_by_serial_number(leaf.serial_int) is not None
     if not host_lock:

@@ -22,7 +22,7 @@ from pki.trust import certificate_decide, decision_cache_key, decision_cached
 from portal.audit import Actor, audit_verify
 from portal.errors import Conflict, Invalid
 from portal.models import AuditRecord
-from tests.factories import FirmFactory, ParticipantFactory
+from tests.factories import FirmFactory, ParticipantFactory, expire
 from tests.keys import ec_key, make_csr
 
 pytestmark = pytest.mark.django_db
@@ -49,14 +49,6 @@ def _revoked_audits(*certificates: Certificate):
         event="certificate.revoked",
         target_type="pki.certificate",
         target_id__in=[str(c.pk) for c in certificates],
-    )
-
-
-def _expire(certificate: Certificate) -> None:
-    """Move a certificate's validity into the past (the row only: the CA never backdates)."""
-    past = timezone.now() - timedelta(days=1)
-    Certificate.objects.filter(pk=certificate.pk).update(
-        not_before=past - timedelta(days=90), not_after=past
     )
 
 
@@ -199,7 +191,7 @@ def estate(cas, issue, system_actor):
     revoked = issue(bob, make_csr())
     certificate_revoke(certificate=revoked, reason="superseded", actor=system_actor)
     expired = issue(alice, make_csr())
-    _expire(expired)
+    expire(expired)
     return {
         "firm": ours,
         "alice": alice,

@@ -43,3 +43,22 @@ def test_database_refuses_a_duplicate_serial(participant, issue):
     duplicate = certificate_row_like(first, kind=Certificate.Kind.SERVER, serial=first.serial)
     with pytest.raises(IntegrityError):
         duplicate.save()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0A:1B:2C", "a1b2c"),
+        ("0x00FF", "ff"),
+        (" 7E3F ", "7e3f"),
+        ("0", "0"),
+        ("ab" * 20, "ab" * 20),  # 20 octets: the RFC 5280 maximum
+        ("01" + "00" * 20, None),  # 21 octets
+        ("xyz", None),
+        ("", None),
+    ],
+)
+def test_serial_normalize(text, expected):
+    from pki.crypto import serial_normalize
+
+    assert serial_normalize(text) == expected

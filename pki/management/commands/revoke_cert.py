@@ -1,5 +1,6 @@
 from datetime import datetime
 
+from pki.crypto import serial_normalize
 from pki.management.commands._base import KeylineCommand
 from pki.models import Certificate
 from pki.revocation import REASON_NAMES, certificate_revoke
@@ -27,7 +28,7 @@ class Command(KeylineCommand):
         )
 
     def handle(self, *args, serial: str, reason: str, invalidity_date: str | None, **options):
-        serial = serial.lower().replace(":", "").removeprefix("0x").lstrip("0") or "0"
+        serial = serial_normalize(serial) or serial
         certificate = Certificate.objects.filter(serial=serial).first()
         if certificate is None:
             raise NotFound("certificate_not_found", f"no certificate with serial {serial}")

@@ -9,15 +9,9 @@ from cryptography.x509.oid import NameOID
 from tests.keys import ec_key
 
 
-def foreign_certificate_pem(tmp_path, *, subject_cn: str = "trader-1") -> str:
-    """A client certificate for ``CN=subject_cn`` from a CA that has our CA's name but not
-    its key: what an attacker who copied our subject names could make."""
-    pem, _ = foreign_certificate(subject_cn=subject_cn)
-    return pem
-
-
 def foreign_certificate(*, subject_cn: str = "trader-1") -> tuple[str, bytes]:
-    """(certificate PEM, key PEM) from a look-alike CA."""
+    """(certificate PEM, key PEM) for ``CN=subject_cn`` from a CA that has our CA's name but
+    not its key: what an attacker who copied our subject names could make."""
     ca_key, key = ec_key(), ec_key()
     now = datetime.now(UTC)
     ca_name = x509.Name(
