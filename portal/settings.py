@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "portal.apps.PortalConfig",
     "pki.apps.PkiConfig",
     "rfq.apps.RfqConfig",
@@ -150,6 +152,56 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Per certificate (rfq/throttling.py); a refusal is 429 with Retry-After. The bench raises
+    # them with KEYLINE_API_RATE_SCALE.
+    "DEFAULT_THROTTLE_RATES": {
+        scope: f"{int(rate * env.float('KEYLINE_API_RATE_SCALE', default=1.0))}/s"
+        for scope, rate in {
+            "read": 50,  # lists, gets, the event feed
+            "rfq_create": 10,
+            "quote": 50,  # create, replace, cancel, cancel-all
+            "accept": 10,
+            "cancel": 20,
+        }.items()
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Keyline RFQ API",
+    "DESCRIPTION": (
+        "Request for quote over mutual TLS. Every call presents a client certificate issued by "
+        "the venue's CA; the certificate is the identity. Decimals are strings, times are UTC "
+        "ISO 8601, and every error is `{code, message, request_id, details}`."
+    ),
+    "VERSION": "1.0.0",
+    "OAS_VERSION": "3.1.0",  # for the mutualTLS security scheme
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "SideEnum": "rfq.models.Side",
+        "RfqStateEnum": "rfq.models.Rfq.State",
+        "QuoteStateEnum": "rfq.models.Quote.State",
+    },
+}
+
+# --- RFQ ---------------------------------------------------------------------------------------
+KEYLINE_RFQ = {
+    # Server-bounded lifetimes, in seconds (DESIGN.md: 5 s - 10 min; quotes 10-120 s as OKX and
+    # Bybit do, and never past their RFQ).
+    "RFQ_EXPIRY_DEFAULT": env.int("KEYLINE_RFQ_EXPIRY_DEFAULT", default=300),
+    "RFQ_EXPIRY_MIN": env.int("KEYLINE_RFQ_EXPIRY_MIN", default=5),
+    "RFQ_EXPIRY_MAX": env.int("KEYLINE_RFQ_EXPIRY_MAX", default=600),
+    "QUOTE_EXPIRY_DEFAULT": 60,
+    "QUOTE_EXPIRY_MIN": env.int("KEYLINE_QUOTE_EXPIRY_MIN", default=10),
+    "QUOTE_EXPIRY_MAX": 120,
+    "MAX_LEGS": 20,
+    # The longest an events/ long-poll holds its (threaded) worker.
+    "EVENTS_MAX_WAIT": env.int("KEYLINE_EVENTS_MAX_WAIT", default=25),
+    "PAGE_SIZE_DEFAULT": 50,
+    "PAGE_SIZE_MAX": 200,
 }
 
 # The nginx terminator sets these headers on every request it forwards (proxy_set_header, so a
@@ -215,6 +267,9 @@ CELERY_BEAT_SCHEDULE = {
     "crl-publish": {"task": "pki.tasks.crl_publish_task", "schedule": crontab(minute="7")},
     # Re-sign the pre-signed OCSP responses well before they go stale (see KEYLINE_OCSP_*).
     "ocsp-presign": {"task": "pki.tasks.ocsp_presign_task", "schedule": crontab(minute="*/30")},
+    # Close RFQs and quotes past their time. Accept checks the time itself, so this only
+    # makes the state (and the makers' feeds) say so promptly: every 5 seconds.
+    "rfq-expire": {"task": "rfq.tasks.rfq_expire_task", "schedule": 5.0},
 }
 
 # --- e-mail --------------------------------------------------------------------------------

@@ -1,16 +1,411 @@
 """The REST API (DRF). Every view authenticates by client certificate
-(``pki.authentication``) and answers errors in one shape (``portal.api``)."""
+(``pki.authentication``) and answers errors in one shape (``portal.api``).
 
+Each view does three things: validate the input (``rfq.serializers``), call a service or a
+selector, render what the caller may see (``rfq.render``).
+"""
+
+import base64
+import binascii
+from uuid import UUID
+
+from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
-from portal.api import ok
+from portal.api import ApiError, ok
+from rfq import serializers as s
+from rfq import services
+from rfq.events import events_wait
+from rfq.models import Instrument, Rfq
+from rfq.render import dec, quote_render, rfq_render, trade_render, ts
+from rfq.selectors import (
+    is_uuid,
+    quote_get,
+    quote_visible,
+    quote_with_details,
+    rfq_get,
+    rfq_visible,
+    rfq_with_details,
+    trade_visible,
+    trade_with_details,
+)
+from rfq.throttling import throttles
+
+
+def _errors(*codes: int) -> dict:
+    return {
+        code: OpenApiResponse(s.ErrorOut)
+        for code in (400, 401, 403, 404, 409, 429)
+        if code in codes or code in (401, 429)
+    }
+
+
+def _input(serializer_class, data):
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        raise ApiError("INVALID_REQUEST", "Invalid input.", 400, {"fields": serializer.errors})
+    return serializer.validated_data
+
+
+def _caller(request) -> services.Caller:
+    return services.Caller(request.user.participant, request.user.serial)
+
+
+def _cursor_decode(cursor: str | None) -> UUID | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return UUID(bytes=raw)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError("INVALID_CURSOR", "This cursor was not issued by us.", 400) from exc
+
+
+def _cursor_encode(value: UUID) -> str:
+    return base64.urlsafe_b64encode(value.bytes).rstrip(b"=").decode()
+
+
+def _page(queryset, params) -> tuple[list, str | None]:
+    """Keyset pagination, newest first: ids are time-ordered UUIDs, so ``id < cursor`` is one
+    index range however deep the page."""
+    after = _cursor_decode(params.get("cursor"))
+    if after is not None:
+        queryset = queryset.filter(pk__lt=after)
+    limit = params["limit"]
+    rows = list(queryset.order_by("-pk")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (_cursor_encode(rows[-1].pk) if more else None)
+
+
+def _instrument(instrument: Instrument) -> dict:
+    return {
+        "symbol": instrument.symbol,
+        "kind": instrument.kind,
+        "underlying": instrument.underlying,
+        "quote_currency": instrument.quote_currency,
+        "expiry": ts(instrument.expiry),
+        "strike": dec(instrument.strike),
+        "option_type": instrument.option_type or None,
+        "tick_size": dec(instrument.tick_size),
+        "min_size": dec(instrument.min_size),
+    }
+
+
+class InstrumentListApi(APIView):
+    throttle_classes = throttles("read")
+
+    @extend_schema(responses={200: s.InstrumentListOut, **_errors()}, tags=["reference data"])
+    def get(self, request):
+        """Tradable instruments (active and not expired)."""
+        now = timezone.now()
+        rows = Instrument.objects.filter(is_active=True).order_by("symbol")
+        return ok(
+            request,
+            {"results": [_instrument(i) for i in rows if i.expiry is None or i.expiry > now]},
+        )
+
+
+class RfqListCreateApi(APIView):
+    def get_throttles(self):
+        scope = "rfq_create" if self.request.method == "POST" else "read"
+        return [t() for t in throttles(scope)]
+
+    @extend_schema(
+        operation_id="rfqs_list",
+        parameters=[s.RfqListIn],
+        responses={200: s.RfqPageOut, **_errors(400)},
+        tags=["rfqs"],
+    )
+    def get(self, request):
+        """RFQs you can see, newest first: your firm's (as a requester) or those addressed to
+        your firm (as a liquidity provider)."""
+        params = _input(s.RfqListIn, request.query_params)
+        caller = _caller(request)
+        viewer = caller.viewer
+        queryset = rfq_visible(viewer)
+        if params.get("role") and params["role"] != viewer.audience:
+            queryset = queryset.none()
+        now = timezone.now()
+        state = params.get("state")
+        if state == Rfq.State.OPEN:
+            queryset = queryset.filter(state=state, expires_at__gt=now)
+        elif state == Rfq.State.EXPIRED:
+            queryset = queryset.filter(state__in=[Rfq.State.OPEN, Rfq.State.EXPIRED]).exclude(
+                state=Rfq.State.OPEN, expires_at__gt=now
+            )
+        elif state:
+            queryset = queryset.filter(state=state)
+        queryset = rfq_with_details(queryset, counterparties=viewer.is_requester)
+        rows, next_cursor = _page(queryset, params)
+        return ok(
+            request,
+            {"results": [rfq_render(r, viewer, now) for r in rows], "next_cursor": next_cursor},
+        )
+
+    @extend_schema(
+        request=s.RfqCreateIn,
+        responses={201: s.RfqOut, 200: s.RfqOut, **_errors(400, 403, 409)},
+        tags=["rfqs"],
+    )
+    def post(self, request):
+        """Open an RFQ. Replaying a ``client_rfq_id`` with the same body returns the original
+        (200); with a different body, 409 DUPLICATE_CLIENT_ID."""
+        data = _input(s.RfqCreateIn, request.data)
+        caller = _caller(request)
+        rfq, created = services.rfq_create(
+            caller=caller,
+            legs=[services.LegIn(**leg) for leg in data["legs"]],
+            quantity=data["quantity"],
+            counterparties=data["counterparties"],
+            anonymous=data["anonymous"],
+            expires_in=data.get("expires_in"),
+            client_rfq_id=data["client_rfq_id"],
+        )
+        rfq = rfq_with_details(Rfq.objects.filter(pk=rfq.pk)).get()
+        return ok(request, rfq_render(rfq, caller.viewer, timezone.now()), 201 if created else 200)
+
+
+class RfqDetailApi(APIView):
+    throttle_classes = throttles("read")
+
+    @extend_schema(responses={200: s.RfqOut, **_errors(404)}, tags=["rfqs"])
+    def get(self, request, rfq_id):
+        caller = _caller(request)
+        viewer = caller.viewer
+        rfq = rfq_get(viewer, rfq_id)
+        rfq = rfq_with_details(
+            Rfq.objects.filter(pk=rfq.pk), counterparties=viewer.is_requester
+        ).get()
+        return ok(request, rfq_render(rfq, viewer, timezone.now()))
+
+
+class RfqCancelApi(APIView):
+    throttle_classes = throttles("cancel")
+
+    @extend_schema(request=None, responses={200: s.RfqOut, **_errors(403, 404, 409)}, tags=["rfqs"])
+    def post(self, request, rfq_id):
+        """Cancel an open RFQ of your firm; its active quotes are cancelled with it."""
+        caller = _caller(request)
+        rfq = services.rfq_cancel(caller=caller, rfq_id=rfq_id)
+        rfq = rfq_with_details(Rfq.objects.filter(pk=rfq.pk)).get()
+        return ok(request, rfq_render(rfq, caller.viewer, timezone.now()))
+
+
+def _quote_in(data) -> services.QuoteIn:
+    legs = data.get("legs")
+    return services.QuoteIn(
+        bid_price=data["bid_price"],
+        bid_size=data["bid_size"],
+        ask_price=data["ask_price"],
+        ask_size=data["ask_size"],
+        legs=None if legs is None else tuple(services.QuoteLegIn(**leg) for leg in legs),
+        expires_in=data.get("expires_in"),
+        client_quote_id=data["client_quote_id"],
+    )
+
+
+def _quote_response(request, caller, quote, status: int = 200):
+    from rfq.models import Quote
+
+    quote = quote_with_details(Quote.objects.filter(pk=quote.pk)).get()
+    return ok(request, quote_render(quote, caller.viewer, timezone.now()), status)
+
+
+class RfqQuotesApi(APIView):
+    def get_throttles(self):
+        scope = "quote" if self.request.method == "POST" else "read"
+        return [t() for t in throttles(scope)]
+
+    @extend_schema(
+        parameters=[s.PageIn], responses={200: s.QuotePageOut, **_errors(400, 404)}, tags=["quotes"]
+    )
+    def get(self, request, rfq_id):
+        """Quotes on an RFQ: all of them for the requester's firm, your own for a maker."""
+        params = _input(s.PageIn, request.query_params)
+        caller = _caller(request)
+        rfq = rfq_get(caller.viewer, rfq_id)
+        rows, next_cursor = _page(
+            quote_with_details(quote_visible(caller.viewer).filter(rfq=rfq)), params
+        )
+        now = timezone.now()
+        return ok(
+            request,
+            {
+                "results": [quote_render(q, caller.viewer, now) for q in rows],
+                "next_cursor": next_cursor,
+            },
+        )
+
+    @extend_schema(
+        request=s.QuoteIn,
+        responses={201: s.QuoteOut, 200: s.QuoteOut, **_errors(400, 403, 404, 409)},
+        tags=["quotes"],
+    )
+    def post(self, request, rfq_id):
+        """Quote an RFQ addressed to your firm: a bid, an ask or both, with leg prices for a
+        multi-leg RFQ (package = Σ ±ratio x leg price; + for buy legs)."""
+        data = _input(s.QuoteIn, request.data)
+        caller = _caller(request)
+        quote, created = services.quote_create(caller=caller, rfq_id=rfq_id, data=_quote_in(data))
+        return _quote_response(request, caller, quote, 201 if created else 200)
+
+
+class RfqAcceptApi(APIView):
+    throttle_classes = throttles("accept")
+
+    @extend_schema(
+        request=s.AcceptIn,
+        responses={201: s.TradeOut, **_errors(400, 403, 404, 409)},
+        tags=["rfqs"],
+    )
+    def post(self, request, rfq_id):
+        """Take one active quote. Exactly one accept per RFQ succeeds; the others get 409."""
+        data = _input(s.AcceptIn, request.data)
+        caller = _caller(request)
+        trade = services.rfq_accept(
+            caller=caller,
+            rfq_id=rfq_id,
+            quote_id=data["quote_id"],
+            side=data["side"],
+            quantity=data.get("quantity"),
+            limit_price=data.get("limit_price"),
+        )
+        from rfq.models import Trade
+
+        trade = trade_with_details(Trade.objects.filter(pk=trade.pk)).get()
+        return ok(request, trade_render(trade, caller.viewer), 201)
+
+
+class QuoteDetailApi(APIView):
+    throttle_classes = throttles("read")
+
+    @extend_schema(responses={200: s.QuoteOut, **_errors(404)}, tags=["quotes"])
+    def get(self, request, quote_id):
+        caller = _caller(request)
+        return _quote_response(request, caller, quote_get(caller.viewer, quote_id))
+
+
+class QuoteReplaceApi(APIView):
+    throttle_classes = throttles("quote")
+
+    @extend_schema(
+        request=s.QuoteIn,
+        responses={201: s.QuoteOut, 200: s.QuoteOut, **_errors(400, 403, 404, 409)},
+        tags=["quotes"],
+    )
+    def post(self, request, quote_id):
+        """Replace an active quote: the answer is the new quote; the old one is ``replaced``."""
+        data = _input(s.QuoteIn, request.data)
+        caller = _caller(request)
+        quote, created = services.quote_replace(
+            caller=caller, quote_id=quote_id, data=_quote_in(data)
+        )
+        return _quote_response(request, caller, quote, 201 if created else 200)
+
+
+class QuoteCancelApi(APIView):
+    throttle_classes = throttles("quote")
+
+    @extend_schema(
+        request=None, responses={200: s.QuoteOut, **_errors(403, 404, 409)}, tags=["quotes"]
+    )
+    def post(self, request, quote_id):
+        caller = _caller(request)
+        return _quote_response(
+            request, caller, services.quote_cancel(caller=caller, quote_id=quote_id)
+        )
+
+
+class QuoteCancelAllApi(APIView):
+    throttle_classes = throttles("quote")
+
+    @extend_schema(
+        request=s.CancelAllIn,
+        responses={200: s.CancelAllOut, **_errors(400, 403, 404)},
+        tags=["quotes"],
+    )
+    def post(self, request):
+        """Cancel every active quote of your firm, or only those on ``rfq_id``."""
+        data = _input(s.CancelAllIn, request.data)
+        caller = _caller(request)
+        quotes = services.quote_cancel_all(caller=caller, rfq_id=data.get("rfq_id"))
+        return ok(request, {"cancelled": [str(q.pk) for q in quotes]})
+
+
+class TradeListApi(APIView):
+    throttle_classes = throttles("read")
+
+    @extend_schema(
+        operation_id="trades_list",
+        parameters=[s.PageIn],
+        responses={200: s.TradePageOut, **_errors(400)},
+        tags=["trades"],
+    )
+    def get(self, request):
+        """Your firm's trades on your side, newest first."""
+        params = _input(s.PageIn, request.query_params)
+        caller = _caller(request)
+        rows, next_cursor = _page(trade_with_details(trade_visible(caller.viewer)), params)
+        return ok(
+            request,
+            {"results": [trade_render(t, caller.viewer) for t in rows], "next_cursor": next_cursor},
+        )
+
+
+class TradeDetailApi(APIView):
+    throttle_classes = throttles("read")
+
+    @extend_schema(responses={200: s.TradeOut, **_errors(404)}, tags=["trades"])
+    def get(self, request, trade_id):
+        caller = _caller(request)
+        trade = (
+            trade_with_details(trade_visible(caller.viewer)).filter(pk=trade_id).first()
+            if is_uuid(trade_id)
+            else None
+        )
+        if trade is None:
+            raise ApiError("UNKNOWN_TRADE", "No such trade.", 404)
+        return ok(request, trade_render(trade, caller.viewer))
+
+
+class EventsApi(APIView):
+    throttle_classes = throttles("read")
+
+    @extend_schema(
+        parameters=[s.EventsIn],
+        responses={200: s.EventsOut, **_errors(400)},
+        tags=["events"],
+    )
+    def get(self, request):
+        """Your desk's events after ``since``, in commit order. With ``wait`` (seconds, at most
+        25) the call holds until the first event arrives (long-poll). Resume with the
+        ``next_since`` of the previous answer; events are kept, so nothing is missed."""
+        params = _input(s.EventsIn, request.query_params)
+        caller = _caller(request)
+        wait = min(params["wait"], settings.KEYLINE_RFQ["EVENTS_MAX_WAIT"])
+        events = events_wait(caller.viewer, since=params["since"], wait=wait, limit=params["limit"])
+        return ok(
+            request,
+            {
+                "events": [
+                    {"seq": e.seq, "type": e.type, "created_at": ts(e.created_at), "data": e.data}
+                    for e in events
+                ],
+                "next_since": events[-1].seq if events else params["since"],
+            },
+        )
 
 
 class WhoAmIView(APIView):
     """``GET /api/v1/whoami/``: who the platform thinks the caller is. The first call every
     integrator makes."""
 
+    throttle_classes = throttles("read")
+
+    @extend_schema(responses={200: s.WhoAmIOut, **_errors()}, tags=["identity"])
     def get(self, request):
         principal = request.user
         participant = principal.participant

@@ -1,0 +1,139 @@
+"""How an RFQ, a quote or a trade looks to one viewer: the API's responses and the event feed
+use these same functions, so a field hidden from a viewer is hidden everywhere.
+
+Rules: client ids go only to their owner; an anonymous RFQ hides the requester's firm from
+makers; a trade's sides are the viewer's own. Decimals are strings, times UTC ISO 8601.
+"""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from rfq.models import Quote, Rfq, Side, Trade
+from rfq.selectors import Viewer
+
+
+def dec(value: Decimal | None) -> str | None:
+    if value is None:
+        return None
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _firm(firm) -> dict:
+    return {"lei": firm.lei, "legal_name": firm.legal_name}
+
+
+def effective_state(obj: Rfq | Quote, now: datetime) -> tuple[str, str]:
+    """An open RFQ or active quote past its time is expired, whether or not the sweep has
+    written it yet."""
+    live = obj.State.OPEN if isinstance(obj, Rfq) else obj.State.ACTIVE
+    if obj.state == live and obj.expires_at <= now:
+        return obj.State.EXPIRED, "expired"
+    return obj.state, obj.state_reason
+
+
+def rfq_render(rfq: Rfq, viewer: Viewer, now: datetime) -> dict:
+    owner = viewer.is_requester and rfq.firm_id == viewer.firm_id
+    state, reason = effective_state(rfq, now)
+    legs = list(rfq.legs.all())
+    data = {
+        "id": str(rfq.id),
+        "state": state,
+        "state_reason": reason,
+        "quantity": dec(rfq.quantity),
+        "legs": [
+            {
+                "leg_no": leg.leg_no,
+                "instrument": leg.instrument.symbol,
+                "side": leg.side,
+                "ratio": dec(leg.ratio),
+                "quantity": dec(leg.ratio * rfq.quantity),
+            }
+            for leg in legs
+        ],
+        "anonymous": rfq.anonymous,
+        "requester": None if (rfq.anonymous and not owner) else _firm(rfq.firm),
+        "created_at": ts(rfq.created_at),
+        "expires_at": ts(rfq.expires_at),
+        "closed_at": ts(rfq.closed_at),
+    }
+    if owner:
+        data["client_rfq_id"] = rfq.client_rfq_id or None
+        data["trader_id"] = rfq.requester.trader_id
+        data["counterparties"] = [_firm(link.firm) for link in rfq.counterparty_links.all()]
+    return data
+
+
+def quote_render(quote: Quote, viewer: Viewer, now: datetime) -> dict:
+    owner = not viewer.is_requester and quote.firm_id == viewer.firm_id
+    state, reason = effective_state(quote, now)
+    replaced_by = getattr(quote, "replaced_by", None)
+    data = {
+        "id": str(quote.id),
+        "rfq_id": str(quote.rfq_id),
+        "state": state,
+        "state_reason": reason,
+        "maker": _firm(quote.firm),
+        "bid_price": dec(quote.bid_price),
+        "bid_size": dec(quote.bid_size),
+        "ask_price": dec(quote.ask_price),
+        "ask_size": dec(quote.ask_size),
+        "legs": [
+            {"leg_no": leg.leg_no, "bid_price": dec(leg.bid_price), "ask_price": dec(leg.ask_price)}
+            for leg in quote.legs.all()
+        ],
+        "replaces": str(quote.replaces_id) if quote.replaces_id else None,
+        "replaced_by": str(replaced_by.id) if replaced_by else None,
+        "created_at": ts(quote.created_at),
+        "expires_at": ts(quote.expires_at),
+        "closed_at": ts(quote.closed_at),
+    }
+    if owner:
+        data["client_quote_id"] = quote.client_quote_id or None
+        data["trader_id"] = quote.maker.trader_id
+    return data
+
+
+def _flip(side: str) -> str:
+    return Side.SELL if side == Side.BUY else Side.BUY
+
+
+def trade_render(trade: Trade, viewer: Viewer) -> dict:
+    as_requester = viewer.is_requester
+    data = {
+        "id": str(trade.id),
+        "rfq_id": str(trade.rfq_id),
+        "quote_id": str(trade.quote_id),
+        "role": "requester" if as_requester else "maker",
+        "side": trade.side if as_requester else _flip(trade.side),
+        "quantity": dec(trade.quantity),
+        "price": dec(trade.price),
+        "legs": [
+            {
+                "leg_no": leg.leg_no,
+                "instrument": leg.instrument.symbol,
+                "side": leg.side if as_requester else _flip(leg.side),
+                "quantity": dec(leg.quantity),
+                "price": dec(leg.price),
+            }
+            for leg in trade.legs.all()
+        ],
+        # Post-trade, both firms are disclosed to each other (settlement needs it), also for
+        # an anonymous RFQ: anonymity is pre-trade (FIX PreTradeAnonymity 1091).
+        "requester": _firm(trade.requester_firm),
+        "maker": _firm(trade.maker_firm),
+        "created_at": ts(trade.created_at),
+    }
+    if as_requester:
+        data["client_rfq_id"] = trade.rfq.client_rfq_id or None
+        data["trader_id"] = trade.requester.trader_id
+    else:
+        data["client_quote_id"] = trade.quote.client_quote_id or None
+        data["trader_id"] = trade.maker.trader_id
+    return data

@@ -1,0 +1,134 @@
+"""Who may see what: the one place the RFQ visibility rules live (DESIGN.md, "Visibility").
+
+A caller is a :class:`Viewer`: a firm and the desk its participant works on. A requester sees
+its firm's RFQs, every quote on them and its firm's trades. A liquidity provider sees the RFQs
+addressed to its firm (named, or sent to all) by other firms, only its firm's quotes, and the
+trades its firm made. Nobody sees anything else, and what a viewer may not see does not exist
+for it: every ``*_get`` raises the same 404 for missing and forbidden.
+"""
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+
+from portal.errors import NotFound
+from portal.models import Participant
+from rfq.models import Audience, Event, Instrument, Quote, QuoteLeg, Rfq, RfqCounterparty, Trade
+
+
+@dataclass(frozen=True)
+class Viewer:
+    firm_id: int
+    participant_id: int
+    audience: str  # Audience.REQUESTER or Audience.MAKER
+
+    @classmethod
+    def of(cls, participant: Participant) -> "Viewer":
+        audience = (
+            Audience.REQUESTER if participant.role == Participant.Role.REQUESTER else Audience.MAKER
+        )
+        return cls(participant.firm_id, participant.pk, audience)
+
+    @property
+    def is_requester(self) -> bool:
+        return self.audience == Audience.REQUESTER
+
+
+def _addressed_to(firm_id: int) -> Q:
+    named = RfqCounterparty.objects.filter(rfq=OuterRef("pk"), firm_id=firm_id)
+    return (Q(to_all=True) | Q(Exists(named))) & ~Q(firm_id=firm_id)
+
+
+def rfq_visible(viewer: Viewer) -> QuerySet[Rfq]:
+    if viewer.is_requester:
+        return Rfq.objects.filter(firm_id=viewer.firm_id)
+    return Rfq.objects.filter(_addressed_to(viewer.firm_id))
+
+
+def rfq_with_details(queryset: QuerySet[Rfq], *, counterparties: bool = True) -> QuerySet[Rfq]:
+    """Everything the RFQ output renders, in a fixed number of queries (the counterparty
+    list only for the requester's firm, the only one shown it)."""
+    queryset = queryset.select_related("firm", "requester").prefetch_related(
+        Prefetch("legs", queryset=_legs())
+    )
+    if counterparties:
+        queryset = queryset.prefetch_related(
+            Prefetch(
+                "counterparty_links",
+                queryset=RfqCounterparty.objects.select_related("firm").order_by("firm__lei"),
+            )
+        )
+    return queryset
+
+
+def _legs():
+    from rfq.models import RfqLeg
+
+    return RfqLeg.objects.select_related("instrument").order_by("leg_no")
+
+
+def rfq_get(viewer: Viewer, rfq_id: UUID | str, *, for_update: bool = False) -> Rfq:
+    queryset = rfq_visible(viewer)
+    if for_update:
+        # Lock only the RFQ row: the visibility check is a semi-join, not a join.
+        queryset = Rfq.objects.select_for_update().filter(pk__in=queryset.filter(pk=rfq_id))
+    rfq = queryset.filter(pk=rfq_id).first() if is_uuid(rfq_id) else None
+    if rfq is None:
+        raise NotFound("UNKNOWN_RFQ", "No such RFQ.")
+    return rfq
+
+
+def quote_visible(viewer: Viewer) -> QuerySet[Quote]:
+    if viewer.is_requester:
+        return Quote.objects.filter(rfq__firm_id=viewer.firm_id)
+    return Quote.objects.filter(firm_id=viewer.firm_id)
+
+
+def quote_with_details(queryset: QuerySet[Quote]) -> QuerySet[Quote]:
+    return queryset.select_related("firm", "maker", "replaced_by").prefetch_related(
+        Prefetch("legs", queryset=QuoteLeg.objects.order_by("leg_no"))
+    )
+
+
+def quote_get(viewer: Viewer, quote_id: UUID | str) -> Quote:
+    quote = quote_visible(viewer).filter(pk=quote_id).first() if is_uuid(quote_id) else None
+    if quote is None:
+        raise NotFound("UNKNOWN_QUOTE", "No such quote.")
+    return quote
+
+
+def trade_visible(viewer: Viewer) -> QuerySet[Trade]:
+    if viewer.is_requester:
+        return Trade.objects.filter(requester_firm_id=viewer.firm_id)
+    return Trade.objects.filter(maker_firm_id=viewer.firm_id)
+
+
+def trade_with_details(queryset: QuerySet[Trade]) -> QuerySet[Trade]:
+    from rfq.models import TradeLeg
+
+    return queryset.select_related(
+        "rfq", "quote", "requester_firm", "maker_firm", "requester", "maker"
+    ).prefetch_related(
+        Prefetch("legs", queryset=TradeLeg.objects.select_related("instrument").order_by("leg_no"))
+    )
+
+
+def event_feed(viewer: Viewer, *, since: int) -> QuerySet[Event]:
+    return Event.objects.filter(
+        firm_id=viewer.firm_id, audience=viewer.audience, seq__gt=since
+    ).order_by("seq")
+
+
+def instrument_list() -> QuerySet[Instrument]:
+    return Instrument.objects.filter(is_active=True).order_by("symbol")
+
+
+def is_uuid(value: UUID | str) -> bool:
+    if isinstance(value, UUID):
+        return True
+    try:
+        UUID(str(value))
+    except ValueError:
+        return False
+    return True
