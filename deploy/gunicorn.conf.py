@@ -11,7 +11,10 @@ bind = [os.environ.get("KEYLINE_GUNICORN_BIND", "unix:/run/keyline/gunicorn.sock
 # The socket is group-writable for nginx (www-data is in the keyline group), nobody else.
 umask = 0o007
 workers = int(os.environ.get("KEYLINE_GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-worker_class = "sync"
+# Threads, not sync workers: events/ long-polls hold a thread for up to 25 s
+# (KEYLINE_EVENTS_MAX_WAIT), so workers x threads bounds concurrent long-polls plus requests.
+worker_class = "gthread"
+threads = int(os.environ.get("KEYLINE_GUNICORN_THREADS", 8))
 timeout = 30
 graceful_timeout = 20
 keepalive = 5  # nginx keeps upstream connections (keepalive 16)

@@ -129,8 +129,11 @@ class Gunicorn(Server):
     name = "gunicorn"
     ready_path = "/pki/health/"
 
-    def __init__(self, workers: int = 1, socket: Path | None = None, **env: str) -> None:
+    def __init__(
+        self, workers: int = 1, socket: Path | None = None, threads: int = 1, **env: str
+    ) -> None:
         self.socket = socket
+        self.threads = threads
         super().__init__(workers, **env)
 
     def command(self) -> list[str]:
@@ -140,6 +143,8 @@ class Gunicorn(Server):
         return [
             sys.executable, "-m", "gunicorn", "portal.wsgi:application", *binds,
             "--workers", str(self.workers), "--timeout", "30", "--no-control-socket",
+            *(["--worker-class", "gthread", "--threads", str(self.threads)]
+              if self.threads > 1 else []),
         ]  # fmt: skip
 
 
@@ -264,7 +269,11 @@ def terminator(django_db_setup, django_db_blocker, tmp_path_factory):
     run_dir.chmod(0o711)
     app_socket = run_dir / "gunicorn.sock"
     app = Gunicorn(
-        workers=2, socket=app_socket, KEYLINE_CA_PASSPHRASE="", KEYLINE_CA_PASSPHRASE_FILE=""
+        workers=2,
+        threads=4,  # as deployed (gthread): events/ long-polls hold a thread
+        socket=app_socket,
+        KEYLINE_CA_PASSPHRASE="",
+        KEYLINE_CA_PASSPHRASE_FILE="",
     )
     nginx = Nginx(directory / "nginx", app_socket=app_socket, server=server)
     nginx.app = app

@@ -100,7 +100,7 @@ def test_seed_demo_is_idempotent_and_writes_the_contract_files(tmp_path, cas, ca
     call_command("seed_demo", "--out", str(tmp_path))
     first = capsys.readouterr().out
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    traders = ["nw-alice", "nw-bob", "hl-carol", "hl-dave"]
+    traders = ["nw-alice", "nw-bob", "hl-carol", "hl-dave", "qs-erin"]
     for trader in traders:
         for ext in ("key", "csr", "pem"):
             assert f"{trader}.{ext}" in files
@@ -121,7 +121,7 @@ def test_seed_demo_is_idempotent_and_writes_the_contract_files(tmp_path, cas, ca
     second = capsys.readouterr().out
     assert Certificate.objects.filter(kind="client").count() == certificates
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
-    assert second.count("kept certificate") == 4
+    assert second.count("kept certificate") == len(traders)
     assert first.splitlines()[-1] == second.splitlines()[-1]  # same officer password
 
     for trader in traders:
@@ -144,7 +144,7 @@ def test_seed_demo_reissues_when_files_are_gone(tmp_path, cas, capsys):
     capsys.readouterr()
     call_command("seed_demo", "--out", str(tmp_path))
     out = capsys.readouterr().out
-    assert out.count("kept certificate") == 3
+    assert out.count("kept certificate") == 4  # of five
     assert "nw-bob" in next(line for line in out.splitlines() if "issued certificate" in line)
 
 

@@ -64,18 +64,37 @@ def whoami(var: Path, port: int, trader: str = "nw-alice") -> dict:
     return json.loads(result.stdout)
 
 
+def curl_lines(printed: str) -> list[list[str]]:
+    """The printed curl commands (a trailing backslash continues one), split as a shell would."""
+    import shlex
+
+    commands, current = [], ""
+    for line in printed.splitlines():
+        line = line.strip()
+        if line.startswith("curl ") or current:
+            current += " " + line.removesuffix("\\")
+            if not line.endswith("\\"):
+                commands.append(shlex.split(current))
+                current = ""
+    return commands
+
+
 def test_bin_run_serves_the_platform_and_reuses_its_ca(tmp_path):
     var = tmp_path / "checkout-var"  # in a private directory, as in a home directory
     ports = {"API_PORT": free_port(), "PORTAL_PORT": free_port(), "PKI_PORT": free_port()}
     proc, log = start(var, ports)
     try:
         printed = log.read_text()
-        # The printed curl line works as printed.
-        (line,) = [x.strip() for x in printed.splitlines() if x.strip().startswith("curl ")]
-        result = run(line.split(), timeout=30)
+        # The printed curl lines work as printed: whoami, an RFQ, and the LP's event feed.
+        whoami_line, rfq_lines, events_line = curl_lines(printed)
+        result = run(whoami_line, timeout=30)
         assert json.loads(result.stdout).get("participant", {}).get("trader_id") == "nw-alice", (
             result.stdout
         )
+        rfq = json.loads(run(rfq_lines, timeout=30).stdout)
+        assert rfq["state"] == "open", rfq
+        events = json.loads(run(events_line, timeout=30).stdout)["events"]
+        assert rfq["id"] in {e["data"].get("rfq", {}).get("id") for e in events}, events
         assert whoami(var, ports["API_PORT"], "hl-carol")["firm"]["role"] == "liquidity_provider"
         health = run(["curl", "-sS", f"http://127.0.0.1:{ports['PKI_PORT']}/pki/health/"])
         assert json.loads(health.stdout)["status"] == "ok", health.stdout

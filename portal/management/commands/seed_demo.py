@@ -54,6 +54,16 @@ DEMO_FIRMS = [
             ("hl-dave", "Dave Harbour", Participant.Role.LIQUIDITY_PROVIDER),
         ],
     },
+    {
+        "legal_name": "Quayside Liquidity GmbH",
+        "lei": lei_with_check_digits("984500QUAYSIDELIQ1"),
+        "jurisdiction": "DE",
+        "role": Firm.Role.LIQUIDITY_PROVIDER,
+        "contact_name": "Quinn Side",
+        "contact_email": "trading@quayside.example",
+        "contact_phone": "+49 69 555 0103",
+        "traders": [("qs-erin", "Erin Quayside", Participant.Role.LIQUIDITY_PROVIDER)],
+    },
 ]
 OFFICER = "officer"
 
