@@ -200,6 +200,8 @@ KEYLINE_RFQ = {
     "MAX_LEGS": 20,
     # The longest an events/ long-poll holds its (threaded) worker.
     "EVENTS_MAX_WAIT": env.int("KEYLINE_EVENTS_MAX_WAIT", default=25),
+    # The life of one events/stream/ connection (SSE clients reconnect by themselves).
+    "EVENTS_STREAM_SECONDS": env.int("KEYLINE_EVENTS_STREAM_SECONDS", default=300),
     "PAGE_SIZE_DEFAULT": 50,
     "PAGE_SIZE_MAX": 200,
 }

@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from rfq import views
+from rfq import stream, views
 
 app_name = "api"
 
@@ -20,6 +20,7 @@ urlpatterns = [
     path("trades/", views.TradeListApi.as_view(), name="trades"),
     path("trades/<str:trade_id>/", views.TradeDetailApi.as_view(), name="trade"),
     path("events/", views.EventsApi.as_view(), name="events"),
+    path("events/stream/", stream.EventStreamApi.as_view(), name="events-stream"),
     # The contract, readable without a certificate on the portal too (portal/urls.py).
     path(
         "schema/",

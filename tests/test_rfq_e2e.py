@@ -161,3 +161,45 @@ def test_the_api_contract_is_served(terminator, desks):
         schema = anonymous.get(portal + "/developers/api/schema/", params={"format": "json"})
         assert schema.status_code == 200, schema.text
         assert "/api/v1/rfqs/{rfq_id}/accept/" in schema.json()["paths"]
+
+
+def test_event_stream_through_nginx_delivers_and_ends_on_revocation(terminator, desks):
+    """Server-Sent Events pass nginx unbuffered; a certificate revoked mid-stream ends it."""
+    from pki.revocation import certificate_revoke
+    from portal.audit import Actor
+
+    alice, carol = client(terminator, desks["alice"]), client(terminator, desks["carol"])
+    frames: list[str] = []
+    opened = threading.Event()
+
+    def listen():
+        with carol.stream("GET", "events/stream/", headers={"Accept": "text/event-stream"}) as r:
+            frames.append(f"status {r.status_code} {r.headers['content-type']}")
+            opened.set()
+            for line in r.iter_lines():
+                frames.append(line)
+
+    with alice, carol:
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        assert opened.wait(10), frames
+        created = alice.post(
+            "rfqs/",
+            json={"legs": [{"instrument": "BTC-PERPETUAL", "side": "sell"}], "quantity": "1"},
+        )
+        assert created.status_code == 201, created.text
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(f.startswith("data: ") for f in frames):
+            time.sleep(0.02)
+        assert frames[0] == "status 200 text/event-stream", frames
+        assert "event: rfq.created" in frames, frames
+        data = next(f for f in frames if f.startswith("data: "))
+        assert created.json()["id"] in data
+
+        certificate_revoke(
+            certificate=desks["carol"].row, reason="keyCompromise", actor=Actor.system("test")
+        )
+        listener.join(15)
+        assert not listener.is_alive(), "the stream did not end after the revocation"
+        assert "event: error" in frames, frames
+        assert any('"certificate_revoked"' in f for f in frames), frames

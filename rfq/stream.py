@@ -1,0 +1,121 @@
+"""``GET /api/v1/events/stream/``: the event feed as Server-Sent Events, on top of the
+long-poll (same events, same order, same visibility).
+
+Each event is ``id: <seq>``, ``event: <type>``, ``data: <json>``. A browser's EventSource (or
+any SSE client) reconnects by itself with ``Last-Event-ID``, so the stream ends after
+``KEYLINE_EVENTS_STREAM_SECONDS`` (300) on purpose: a stream holds a gunicorn thread, and a
+bounded life hands it back to the pool.
+
+A stream is one request, so the trust decision is taken again every ``CHECK_INTERVAL``
+seconds: a certificate revoked (or a participant or firm disabled) mid-stream gets an
+``event: error`` frame with the refusal code and the stream ends. The comment line sent when
+there is nothing to say keeps nginx's ``proxy_read_timeout`` and idle proxies happy;
+``X-Accel-Buffering: no`` makes nginx pass each event on as it comes.
+"""
+
+import json
+import time
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.views import APIView
+
+from pki import trust
+from pki.authentication import MESSAGES
+from portal.api import ApiError, request_id
+from rfq.events import events_wait
+from rfq.render import ts
+from rfq.selectors import Viewer
+from rfq.throttling import throttles
+
+CHECK_INTERVAL = 5.0
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets ``Accept: text/event-stream`` through content negotiation; the events themselves
+    are streamed by the view. A refusal (401, 429, ...) is still the JSON error body."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return JSONRenderer().render(data)
+
+
+def _since(request) -> int:
+    raw = request.headers.get("Last-Event-ID") or request.query_params.get("since") or "0"
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError("INVALID_REQUEST", "since / Last-Event-ID must be an event seq.", 400)
+    return int(raw)
+
+
+def _frames(viewer: Viewer, fingerprint: str, since: int, seconds: float) -> Iterator[bytes]:
+    yield b"retry: 1000\n\n"
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        decision = trust.certificate_decide(fingerprint)
+        if not decision.ok:
+            body = json.dumps({"code": decision.code, "message": MESSAGES[decision.code]})
+            yield f"event: error\ndata: {body}\n\n".encode()
+            return
+        events = events_wait(viewer, since=since, wait=min(CHECK_INTERVAL, remaining), limit=100)
+        if not events:
+            yield b": keep-alive\n\n"
+            continue
+        for event in events:
+            body = json.dumps(
+                {"seq": event.seq, "type": event.type, "created_at": ts(event.created_at),
+                 "data": event.data},
+                cls=DjangoJSONEncoder,
+                separators=(",", ":"),
+            )  # fmt: skip
+            yield f"id: {event.seq}\nevent: {event.type}\ndata: {body}\n\n".encode()
+        since = events[-1].seq
+
+
+class EventStreamApi(APIView):
+    throttle_classes = throttles("read")
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("since", OpenApiTypes.INT, description="Start after this seq."),
+            OpenApiParameter(
+                "Last-Event-ID",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Sent by SSE clients on reconnect; wins over since.",
+            ),
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR, description="Server-Sent Events, ending after 5 minutes."
+            )
+        },
+        tags=["events"],
+    )
+    def get(self, request):
+        """Your desk's events as a Server-Sent Events stream (reconnect with Last-Event-ID)."""
+        from rfq.services import Caller
+
+        since = _since(request)
+        viewer = Caller(request.user.participant, request.user.serial).viewer
+        response = StreamingHttpResponse(
+            _frames(
+                viewer,
+                request.user.decision.fingerprint_sha256,
+                since,
+                settings.KEYLINE_RFQ["EVENTS_STREAM_SECONDS"],
+            ),
+            content_type="text/event-stream",
+        )
+        response["Cache-Control"] = "no-store"
+        response["X-Accel-Buffering"] = "no"
+        response["X-Request-ID"] = request_id(request)
+        return response
