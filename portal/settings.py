@@ -64,6 +64,9 @@ INSTALLED_APPS = [
     "portal.apps.PortalConfig",
     "pki.apps.PkiConfig",
     "rfq.apps.RfqConfig",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -72,9 +75,30 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "portal.middleware.OfficerIdleTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    # Counts failures per user name and address, and refuses a locked-out login first.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Portal logins (never the API): 5 failures lock the user name for an hour (whatever address
+# they come from), and an address that failed 5 times is locked for every user name.
+AXES_FAILURE_LIMIT = env.int("KEYLINE_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = 1  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+# Officers are signed out after this much inactivity (portal.middleware).
+KEYLINE_OFFICER_IDLE_SECONDS = env.int("KEYLINE_OFFICER_IDLE_SECONDS", default=15 * 60)
+OTP_TOTP_ISSUER = "Keyline RFQ"
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -272,6 +296,12 @@ CELERY_BEAT_SCHEDULE = {
     # Close RFQs and quotes past their time. Accept checks the time itself, so this only
     # makes the state (and the makers' feeds) say so promptly: every 5 seconds.
     "rfq-expire": {"task": "rfq.tasks.rfq_expire_task", "schedule": 5.0},
+    # Certificate expiry reminders, daily at 06:30 UTC (https://crontab.guru/#30_6_*_*_*);
+    # exactly once per certificate and threshold however often it runs.
+    "expiry-reminders": {
+        "task": "portal.tasks.expiry_reminders_task",
+        "schedule": crontab(minute="30", hour="6"),
+    },
 }
 
 # --- e-mail --------------------------------------------------------------------------------
@@ -279,6 +309,21 @@ EMAIL_BACKEND = env.str(
     "DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
 )
 DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="onboarding@keyline.invalid")
+
+# --- onboarding portal ------------------------------------------------------------------------
+# The portal's public address, written into e-mailed links (case page, invitations).
+KEYLINE_PORTAL_URL = env.str("KEYLINE_PORTAL_URL", default="https://127.0.0.1:8444")
+# The RFQ API's address, for the "connect" page's curl line.
+KEYLINE_API_URL = env.str("KEYLINE_API_URL", default="https://127.0.0.1:8443")
+# Sign participants' CSRs at once when their firm is approved; otherwise an officer decides.
+KEYLINE_AUTO_SIGN = env.bool("KEYLINE_AUTO_SIGN", default=False)
+# Case documents (kept by SHA-256, 0600, never under a served path).
+KEYLINE_DOCUMENTS_DIR = env.str("KEYLINE_DOCUMENTS_DIR", default=str(VAR_DIR / "documents"))
+# Uploads: documents up to 10 MB (checked again by the service); nothing else is large.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Expiry reminders: days before notAfter (portal.tasks.expiry_reminders_task, daily).
+KEYLINE_REMINDER_DAYS = (30, 14, 7, 1)
 
 # --- PKI (validated in pki/conf.py, checked by pki/checks.py) -------------------------------
 # Base URL that relying parties use to fetch CRLs, OCSP and issuer certificates. It is written

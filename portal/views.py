@@ -1,12 +1,544 @@
+"""Portal pages. Each view validates a form, calls a service (portal.services), and renders.
+A refused action renders the error page with its status (400/403/404/409) and machine code;
+state changes are POST only, CSRF-checked."""
+
+import functools
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_otp import login as otp_login
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from pki.models import Certificate, CertificateRequest
 from pki.selectors import ca_list_active
-from portal.models import Firm
+from portal import forms, services
+from portal.audit import Actor, audit_record
+from portal.errors import DomainError, Invalid, NotFound, PermissionDenied
+from portal.models import Application, AuditRecord, Firm, Participant, PortalAccount
 
 
+def _error(request: HttpRequest, exc: DomainError) -> HttpResponse:
+    return render(
+        request,
+        "portal/error.html",
+        {"code": exc.code, "message": exc.message, "details": exc.details},
+        status=exc.status_code,
+    )
+
+
+def domain_errors(view):
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except DomainError as exc:
+            return _error(request, exc)
+
+    return wrapper
+
+
+def officer_required(view):
+    """Staff with a verified second factor. Anonymous: sign in; staff without the second
+    factor: verify it; anyone else: 403."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        user = request.user
+        if not user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not user.is_staff:
+            return _error(
+                request, PermissionDenied("officer_required", "This area is for officers.")
+            )
+        if not user.is_verified():
+            return redirect(f"{reverse('portal:verify')}?next={request.get_full_path()}")
+        return domain_errors(view)(request, *args, **kwargs)
+
+    return wrapper
+
+
+def firm_user_required(view):
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if request.user.is_staff and not request.user.is_verified():
+            return redirect(f"{reverse('portal:verify')}?next={request.get_full_path()}")
+        return domain_errors(view)(request, *args, **kwargs)
+
+    return wrapper
+
+
+@require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    context = {"cas": ca_list_active()}
-    if request.user.is_authenticated and request.user.is_staff:
-        context["firms"] = Firm.objects.prefetch_related("participants")
-    return render(request, "portal/home.html", context)
+    user = request.user
+    if user.is_authenticated and user.is_staff:
+        return redirect("portal:officer")
+    if user.is_authenticated and hasattr(user, "portal"):
+        return redirect("portal:firm")
+    return render(request, "portal/home.html", {"cas": ca_list_active()})
+
+
+# --- applicants ------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@domain_errors
+def apply(request: HttpRequest) -> HttpResponse:
+    form = forms.ApplicationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        application, token = services.application_submit(
+            fields=form.cleaned_data, actor=Actor.anonymous("applicant")
+        )
+        return render(
+            request,
+            "portal/applied.html",
+            {"firm": application.firm, "case_url": reverse("portal:case", args=[token])},
+            status=201,
+        )
+    return render(request, "portal/apply.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@require_http_methods(["GET", "POST"])
+@domain_errors
+def case(request: HttpRequest, token: str) -> HttpResponse:
+    application = services.application_by_token(token)
+    form = forms.CallbackCodeForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            challenge = services.callback_confirm(token=token, code=form.cleaned_data["code"])
+            if challenge.confirmed_at:
+                messages.success(request, "Thank you: the call-back is confirmed.")
+                return redirect("portal:case", token=token)
+            form.add_error("code", "That is not the code; check it with the officer.")
+        status = 400
+    pending = application.callbacks.filter(
+        confirmed_at__isnull=True, expires_at__gt=timezone.now()
+    ).exists()
+    return render(
+        request,
+        "portal/case.html",
+        {"application": application, "firm": application.firm, "form": form, "pending": pending},
+        status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@domain_errors
+def invite(request: HttpRequest, token: str) -> HttpResponse:
+    invitation = services.invitation_get(token)
+    form = forms.InvitationAcceptForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        services.invitation_accept(
+            token=token,
+            username=form.cleaned_data["username"],
+            password=form.cleaned_data["password"],
+        )
+        messages.success(request, "Your account is ready: sign in.")
+        return redirect("login")
+    return render(
+        request,
+        "portal/invite.html",
+        {"invitation": invitation, "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_GET
+def csr_help(request: HttpRequest) -> HttpResponse:
+    return render(request, "portal/csr_help.html")
+
+
+# --- second factor -----------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def verify(request: HttpRequest) -> HttpResponse:
+    """Officers prove their TOTP device after the password (django-otp)."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    device = TOTPDevice.objects.filter(user=request.user, confirmed=True).first()
+    form = forms.TokenForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if device is None:
+            form.add_error(None, "No authenticator is set up for you; ask an administrator.")
+        elif form.is_valid():
+            allowed, _ = device.verify_is_allowed()
+            if allowed and device.verify_token(form.cleaned_data["token"]):
+                otp_login(request, device)
+                audit_record(
+                    event="officer.second_factor_verified",
+                    actor=Actor.user(request.user),
+                    target=request.user,
+                )
+                target = request.GET.get("next", "")
+                if not target.startswith("/") or target.startswith("//"):
+                    target = reverse("portal:officer")
+                return redirect(target)
+            form.add_error("token", "That code is not valid (or too many tries; wait a minute).")
+    return render(request, "portal/verify.html", {"form": form, "device": device}, status=status)
+
+
+# --- officers ----------------------------------------------------------------------------------
+
+
+@require_GET
+@officer_required
+def officer_dashboard(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    query = request.GET.get("q", "").strip()[:100]
+    results = None
+    if query:
+        results = {
+            "firms": Firm.objects.filter(Q(legal_name__icontains=query) | Q(lei__iexact=query))[
+                :20
+            ],
+            "participants": Participant.objects.select_related("firm").filter(
+                trader_id__icontains=query
+            )[:20],
+            "certificates": Certificate.objects.select_related("participant__firm").filter(
+                serial__startswith=query.lower().replace(":", "")
+            )[:20],
+        }
+    applications = Application.objects.select_related("firm", "prepared_by").order_by(
+        "-submitted_at"
+    )
+    context = {
+        "query": query,
+        "results": results,
+        "queues": {
+            "Applied": applications.filter(firm__status=Firm.Status.APPLIED),
+            "Under review": applications.filter(
+                firm__status=Firm.Status.UNDER_REVIEW, prepared_at__isnull=True
+            ),
+            "Awaiting second officer": applications.filter(
+                firm__status=Firm.Status.UNDER_REVIEW, prepared_at__isnull=False
+            ),
+        },
+        "pending_csrs": CertificateRequest.objects.select_related("participant__firm").filter(
+            status=CertificateRequest.Status.SUBMITTED
+        )[:50],
+        "expiring": Certificate.objects.live(now)
+        .filter(kind=Certificate.Kind.CLIENT, not_after__lte=now + timedelta(days=30))
+        .select_related("participant__firm")
+        .order_by("not_after")[:50],
+        "revocations": Certificate.objects.revoked()
+        .select_related("participant__firm")
+        .order_by("-revoked_at")[:10],
+        "audit": AuditRecord.objects.order_by("-sequence")[:15],
+        "firms": Firm.objects.filter(status=Firm.Status.APPROVED).annotate(n=Count("participants")),
+    }
+    from pki.revocation import crl_health, failures_open
+    from pki.services import ocsp_responder_current
+
+    crls, delegate, failures = crl_health(now), ocsp_responder_current(), failures_open()
+    ok = all(c.status == "ok" for c in crls) and delegate is not None and not failures
+    context["health"] = {
+        "status": "ok" if ok else "degraded",
+        "crls": crls,
+        "ocsp_until": delegate.not_after if delegate else None,
+        "failures": len(failures),
+    }
+    return render(request, "portal/officer/dashboard.html", context)
+
+
+@require_GET
+@officer_required
+def officer_case(request: HttpRequest, pk: int) -> HttpResponse:
+    application = (
+        Application.objects.select_related("firm", "prepared_by", "decided_by")
+        .filter(pk=pk)
+        .first()
+    )
+    if application is None:
+        raise NotFound("application_not_found", "No such application.")
+    return render(
+        request,
+        "portal/officer/case.html",
+        {
+            "application": application,
+            "firm": application.firm,
+            "checks": application.checks.select_related("performed_by"),
+            "documents": application.documents.select_related("uploaded_by"),
+            "callbacks": application.callbacks.select_related("created_by"),
+            "check_form": forms.CheckForm(),
+            "document_form": forms.DocumentForm(),
+            "callback_form": forms.CallbackStartForm(),
+            "decision_form": forms.DecisionForm(),
+            "reason_form": forms.ReasonForm(),
+            "code": request.session.pop(f"callback_code_{pk}", None),
+            "can_decide": application.prepared_at is not None
+            and application.decided_at is None
+            and application.prepared_by_id != request.user.pk
+            and not application.checks.filter(performed_by=request.user).exists(),
+        },
+    )
+
+
+def _invalid(form) -> DomainError:
+    first = next(iter(form.errors.values()))[0]
+    return Invalid("invalid_form", str(first), {"fields": form.errors.get_json_data()})
+
+
+@require_POST
+@officer_required
+def officer_check(request, pk):
+    form = forms.CheckForm(request.POST)
+    if not form.is_valid():
+        raise _invalid(form)
+    services.check_record(application_id=pk, user=request.user, **form.cleaned_data)
+    messages.success(request, "Check recorded.")
+    return redirect("portal:officer-case", pk=pk)
+
+
+@require_POST
+@officer_required
+def officer_document(request, pk):
+    form = forms.DocumentForm(request.POST, request.FILES)
+    if not form.is_valid():
+        raise _invalid(form)
+    services.document_add(
+        application_id=pk,
+        title=form.cleaned_data["title"],
+        upload=form.cleaned_data["file"],
+        user=request.user,
+    )
+    messages.success(request, "Document kept with the case.")
+    return redirect("portal:officer-case", pk=pk)
+
+
+@require_GET
+@officer_required
+def officer_document_download(request, pk, doc):
+    from portal.models import Document
+
+    document = Document.objects.filter(pk=doc, application_id=pk).first()
+    if document is None:
+        raise NotFound("document_not_found", "No such document.")
+    response = HttpResponse(services.document_read(document), content_type=document.content_type)
+    response["Content-Disposition"] = f'attachment; filename="document-{document.pk}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_POST
+@officer_required
+def officer_callback(request, pk):
+    form = forms.CallbackStartForm(request.POST)
+    if not form.is_valid():
+        raise _invalid(form)
+    code = services.callback_start(application_id=pk, user=request.user, **form.cleaned_data)
+    request.session[f"callback_code_{pk}"] = code  # shown once, on the next page
+    return redirect("portal:officer-case", pk=pk)
+
+
+@require_POST
+@officer_required
+def officer_prepare(request, pk):
+    services.application_prepare(application_id=pk, user=request.user)
+    messages.success(request, "Submitted for a second officer's decision.")
+    return redirect("portal:officer-case", pk=pk)
+
+
+@require_POST
+@officer_required
+def officer_decide(request, pk):
+    form = forms.DecisionForm(request.POST)
+    if not form.is_valid():
+        raise _invalid(form)
+    services.application_decide(
+        application_id=pk,
+        approve=form.cleaned_data["decision"] == "approve",
+        reason=form.cleaned_data["reason"],
+        user=request.user,
+    )
+    messages.success(request, "Decision recorded.")
+    return redirect("portal:officer-case", pk=pk)
+
+
+@require_POST
+@officer_required
+def officer_firm_suspend(request, firm_id, action):
+    form = forms.ReasonForm(request.POST)
+    if not form.is_valid():
+        raise _invalid(form)
+    if action not in ("suspend", "offboard"):
+        raise NotFound("not_found", "No such action.")
+    services.firm_suspend(
+        firm_id=firm_id,
+        offboard=action == "offboard",
+        reason=form.cleaned_data["reason"],
+        user=request.user,
+    )
+    messages.success(request, f"Firm {action}ed; its certificates are revoked.")
+    return redirect("portal:officer")
+
+
+@require_POST
+@officer_required
+def officer_csr_decide(request, pk):
+    approve = request.POST.get("decision") == "sign"
+    outcome = services.csr_decide(
+        user=request.user, request_id=pk, approve=approve, reason=request.POST.get("reason", "")
+    )
+    if isinstance(outcome, Certificate):
+        messages.success(request, f"Signed: certificate {outcome.serial}.")
+    else:
+        messages.success(request, "Request rejected.")
+    return redirect("portal:officer")
+
+
+# --- firm users -------------------------------------------------------------------------------
+
+
+@require_GET
+@firm_user_required
+def firm_dashboard(request):
+    account = services.account_of(request.user)
+    now = timezone.now()
+    participants = Participant.objects.filter(firm=account.firm).order_by("trader_id")
+    if account.role == PortalAccount.Role.TRADER:
+        participants = participants.filter(pk=account.participant_id)
+    certificates = (
+        Certificate.objects.filter(participant__in=participants, kind=Certificate.Kind.CLIENT)
+        .select_related("participant")
+        .order_by("-not_after")
+    )
+    pending = CertificateRequest.objects.filter(
+        participant__in=participants, status=CertificateRequest.Status.SUBMITTED
+    ).select_related("participant")
+    return render(
+        request,
+        "portal/firm/dashboard.html",
+        {
+            "account": account,
+            "firm": account.firm,
+            "participants": participants,
+            "certificates": [(c, (c.not_after - now).days) for c in certificates],
+            "pending": pending,
+            "now": now,
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@firm_user_required
+def participant_new(request):
+    account = services.account_of(request.user)
+    if account.role != PortalAccount.Role.ADMIN:
+        raise PermissionDenied(
+            "firm_admin_required", "Only the firm's administrators add participants."
+        )
+    form = forms.ParticipantForm(request.POST or None, firm=account.firm)
+    if request.method == "POST" and form.is_valid():
+        participant = services.participant_add(user=request.user, **form.cleaned_data)
+        messages.success(request, f"{participant.trader_id} added and invited.")
+        return redirect("portal:participant", pk=participant.pk)
+    return render(
+        request,
+        "portal/firm/participant_new.html",
+        {"form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@firm_user_required
+def participant_detail(request, pk):
+    participant = services.participant_for(request.user, pk)
+    form = forms.CsrForm(request.POST or None, request.FILES or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                outcome = services.csr_upload(
+                    user=request.user, participant_id=pk, data=form.cleaned_data["csr"]
+                )
+            except DomainError as exc:
+                form.add_error(None, f"{exc.message} ({exc.code})")
+                status = exc.status_code
+            else:
+                if isinstance(outcome, Certificate):
+                    messages.success(request, "Certificate issued.")
+                    return redirect("portal:certificate", pk=outcome.pk)
+                messages.success(request, "CSR received: an officer will sign it.")
+                return redirect("portal:participant", pk=pk)
+        else:
+            status = 400
+    return render(
+        request,
+        "portal/firm/participant.html",
+        {
+            "participant": participant,
+            "form": form,
+            "certificates": participant.certificates.filter(kind=Certificate.Kind.CLIENT).order_by(
+                "-not_after"
+            ),
+            "requests": participant.certificate_requests.order_by("-created_at")[:10],
+        },
+        status=status,
+    )
+
+
+@require_GET
+@firm_user_required
+def certificate_detail(request, pk):
+    certificate = services.certificate_for(request.user, pk)
+    return render(
+        request,
+        "portal/firm/certificate.html",
+        {
+            "certificate": certificate,
+            "revoke_form": forms.RevokeForm(),
+            "days_left": (certificate.not_after - timezone.now()).days,
+            "can_revoke": certificate.status == Certificate.Status.ACTIVE
+            and (
+                request.user.is_staff
+                or services.account_of(request.user).role == PortalAccount.Role.ADMIN
+            ),
+        },
+    )
+
+
+@require_GET
+@firm_user_required
+def certificate_download(request, pk, kind):
+    name, data = services.certificate_download(user=request.user, certificate_id=pk, kind=kind)
+    response = HttpResponse(data, content_type="application/x-pem-file")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@require_GET
+@firm_user_required
+def certificate_connect(request, pk):
+    certificate = services.certificate_for(request.user, pk)
+    return render(
+        request,
+        "portal/firm/connect.html",
+        {"certificate": certificate, "api_url": settings.KEYLINE_API_URL.rstrip("/")},
+    )
+
+
+@require_POST
+@firm_user_required
+def certificate_revoke(request, pk):
+    form = forms.RevokeForm(request.POST)
+    if not form.is_valid():
+        raise _invalid(form)
+    certificate = services.certificate_revoke_by(
+        user=request.user, certificate_id=pk, reason=form.cleaned_data["reason"]
+    )
+    messages.success(request, f"Certificate {certificate.serial} revoked.")
+    return redirect("portal:certificate", pk=pk)

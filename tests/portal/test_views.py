@@ -1,7 +1,6 @@
-"""The portal's home page: public CA downloads for everyone, firms for staff only."""
+"""The portal's home page: public CA downloads for everyone; staff go to the officer desk."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 pytestmark = pytest.mark.django_db
@@ -14,15 +13,15 @@ def test_anonymous_sees_the_cas_but_no_firm(firm):
     assert firm.legal_name not in page
 
 
-def test_staff_sees_firms_and_participants(participant):
-    staff = get_user_model().objects.create_user(
-        "staff", password="a-long-password-1", is_staff=True
-    )
-    client = Client()
-    client.force_login(staff)
-    page = client.get("/").content.decode()
+def test_staff_go_to_the_officer_desk_after_the_second_factor(participant, make_officer):
+    client, _ = make_officer("staff", verified=False)
+    assert client.get("/")["Location"] == "/officer/"
+    assert client.get("/officer/")["Location"].startswith("/accounts/verify/")
+    client, _ = make_officer("staff2")
+    page = client.get("/officer/").content.decode()
     assert participant.firm.legal_name in page
-    assert participant.trader_id in page
+    found = client.get("/officer/", {"q": participant.trader_id}).content.decode()
+    assert participant.trader_id in found
 
 
 def test_login_page_has_csrf_protection(db):

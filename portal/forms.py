@@ -1,0 +1,146 @@
+"""Portal forms: shape and friendly messages. The rules themselves live in portal.services."""
+
+from django import forms
+from django.contrib.auth.password_validation import validate_password
+
+from portal.lei import validate_lei
+from portal.models import Firm, Participant, VerificationCheck
+
+MAX_CSR_BYTES = 16 * 1024
+
+
+class ApplicationForm(forms.ModelForm):
+    class Meta:
+        model = Firm
+        fields = [
+            "legal_name",
+            "lei",
+            "jurisdiction",
+            "role",
+            "contact_name",
+            "contact_email",
+            "contact_phone",
+        ]
+        labels = {"lei": "LEI (ISO 17442)", "jurisdiction": "Jurisdiction (ISO 3166 code)"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("contact_name", "contact_email", "contact_phone"):
+            self.fields[name].required = True
+        self.fields["lei"].validators = [validate_lei]
+
+    def clean_lei(self):
+        return self.cleaned_data["lei"].strip().upper()
+
+    def clean_jurisdiction(self):
+        return self.cleaned_data["jurisdiction"].strip().upper()
+
+    def clean_contact_phone(self):
+        phone = self.cleaned_data["contact_phone"].strip()
+        if sum(c.isdigit() for c in phone) < 6 or any(c not in "+0123456789 ()-." for c in phone):
+            raise forms.ValidationError("Enter a phone number, e.g. +44 20 7946 0000.")
+        return phone
+
+
+class CallbackCodeForm(forms.Form):
+    code = forms.CharField(max_length=6, min_length=6, label="Code the officer read out")
+
+
+class CheckForm(forms.Form):
+    kind = forms.ChoiceField(choices=VerificationCheck.Kind.choices)
+    outcome = forms.ChoiceField(choices=VerificationCheck.Outcome.choices)
+    evidence = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=4000)
+
+
+class DocumentForm(forms.Form):
+    title = forms.CharField(max_length=200)
+    file = forms.FileField()
+
+
+class CallbackStartForm(forms.Form):
+    phone = forms.CharField(max_length=40, label="Number you dialled")
+    source = forms.CharField(max_length=300, label="Where you found it (registry, filing, website)")
+
+
+class DecisionForm(forms.Form):
+    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject")])
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(max_length=2000)
+
+
+class RevokeForm(forms.Form):
+    reason = forms.ChoiceField(
+        choices=[
+            ("keyCompromise", "Key compromise"),
+            ("affiliationChanged", "Trader left / changed role"),
+            ("superseded", "Replaced by a new certificate"),
+            ("cessationOfOperation", "No longer needed"),
+            ("unspecified", "Unspecified"),
+        ]
+    )
+
+
+class TokenForm(forms.Form):
+    token = forms.CharField(max_length=6, min_length=6, label="Code from your authenticator app")
+
+
+class InvitationAcceptForm(forms.Form):
+    username = forms.RegexField(
+        regex=r"^[A-Za-z0-9_.@+-]{3,80}$",
+        max_length=80,
+        error_messages={"invalid": "3-80 letters, digits or _ . @ + -"},
+    )
+    password = forms.CharField(widget=forms.PasswordInput)
+    password2 = forms.CharField(widget=forms.PasswordInput, label="Password again")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("password") != data.get("password2"):
+            raise forms.ValidationError("The passwords differ.")
+        if data.get("password"):
+            validate_password(data["password"])
+        return data
+
+
+class ParticipantForm(forms.ModelForm):
+    class Meta:
+        model = Participant
+        fields = ["trader_id", "name", "email", "role"]
+
+    def __init__(self, *args, firm: Firm, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.instance.firm = firm
+        allowed = []
+        if firm.requests_quotes:
+            allowed.append(Participant.Role.REQUESTER)
+        if firm.provides_liquidity:
+            allowed.append(Participant.Role.LIQUIDITY_PROVIDER)
+        self.fields["role"].choices = [(r.value, r.label) for r in allowed]
+
+
+class CsrForm(forms.Form):
+    csr_file = forms.FileField(required=False, label="CSR file (.csr / .pem)")
+    csr_text = forms.CharField(
+        required=False,
+        widget=forms.Textarea(
+            attrs={"rows": 8, "placeholder": "-----BEGIN CERTIFICATE REQUEST-----"}
+        ),
+        label="…or paste it",
+        max_length=MAX_CSR_BYTES,
+    )
+
+    def clean(self):
+        data = super().clean()
+        upload, text = data.get("csr_file"), (data.get("csr_text") or "").strip()
+        if bool(upload) == bool(text):
+            raise forms.ValidationError("Upload a file or paste the CSR (one of the two).")
+        if upload:
+            if upload.size > MAX_CSR_BYTES:
+                raise forms.ValidationError("A CSR is a few kilobytes; this file is too large.")
+            data["csr"] = upload.read(MAX_CSR_BYTES + 1)
+        else:
+            data["csr"] = text.encode()
+        return data

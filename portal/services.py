@@ -1,0 +1,578 @@
+"""Onboarding services: applications, out-of-band checks, four-eyes decisions, invitations,
+firm users, CSR decisions, downloads, revocation, suspension.
+
+Every rule is enforced here (views only hide buttons): who may act, in which state, the four
+eyes. Each entry point is one transaction that writes its audit record with the acting user;
+e-mail goes out after the commit.
+"""
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from pki import services as pki_services
+from pki.models import Certificate, CertificateRequest
+from pki.revocation import certificate_revoke, certificates_revoke_for_firm
+from portal.audit import Actor, audit_record
+from portal.errors import Conflict, Invalid, NotFound, PermissionDenied
+from portal.models import (
+    Application,
+    CallbackChallenge,
+    Document,
+    Firm,
+    Invitation,
+    Participant,
+    PortalAccount,
+    VerificationCheck,
+)
+
+User = get_user_model()
+
+INVITATION_DAYS = 7
+CALLBACK_MINUTES = 30
+CALLBACK_ATTEMPTS = 5
+REQUIRED_CHECKS = {k for k, _ in VerificationCheck.Kind.choices}
+MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
+DOCUMENT_TYPES = {
+    "application/pdf": b"%PDF-",
+    "image/png": b"\x89PNG\r\n\x1a\n",
+    "image/jpeg": b"\xff\xd8\xff",
+}
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_token() -> tuple[str, str]:
+    token = secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+def _mail(subject: str, body: str, to: list[str]) -> None:
+    transaction.on_commit(
+        lambda: send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, to, fail_silently=False)
+    )
+
+
+def _portal_url(path: str) -> str:
+    return settings.KEYLINE_PORTAL_URL.rstrip("/") + path
+
+
+# --- the applicant -------------------------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def application_submit(*, fields: dict, actor: Actor) -> tuple[Application, str]:
+    """A firm applies. Returns the application and the case token (shown once and e-mailed)."""
+    firm = Firm(status=Firm.Status.APPLIED, **fields)
+    firm.full_clean()
+    firm.save()
+    token, hashed = _new_token()
+    application = Application.objects.create(firm=firm, token_hash=hashed)
+    audit_record(event="application.submitted", actor=actor, target=firm, lei=firm.lei)
+    _mail(
+        f"Keyline RFQ: your application for {firm.legal_name}",
+        "We have your application. Follow it, and enter the call-back code when an officer "
+        f"calls you, at:\n\n{_portal_url(f'/apply/case/{token}/')}\n\nKeep this link private.",
+        [firm.contact_email],
+    )
+    return application, token
+
+
+def application_by_token(token: str) -> Application:
+    application = (
+        Application.objects.select_related("firm").filter(token_hash=token_hash(token)).first()
+    )
+    if application is None:
+        raise NotFound("application_not_found", "No such application.")
+    return application
+
+
+@transaction.atomic(durable=True)
+def callback_confirm(*, token: str, code: str) -> CallbackChallenge:
+    """The contact enters the code the officer read out on the phone."""
+    application = application_by_token(token)
+    challenge = (
+        CallbackChallenge.objects.select_for_update()
+        .filter(application=application, confirmed_at__isnull=True)
+        .first()
+    )
+    actor = Actor.anonymous(f"applicant {application.firm.lei}")
+    if challenge is None or challenge.expires_at <= timezone.now():
+        raise Conflict(
+            "callback_not_pending", "There is no call-back code waiting; ask the officer."
+        )
+    if challenge.attempts >= CALLBACK_ATTEMPTS:
+        raise Conflict("callback_locked", "Too many wrong codes; the officer must call again.")
+    challenge.attempts += 1
+    if not hmac.compare_digest(token_hash(code.strip()), challenge.code_hash):
+        challenge.save(update_fields=["attempts"])
+        audit_record(event="callback.code_wrong", actor=actor, target=challenge)
+        return challenge  # not confirmed: the view says so (the attempt counts)
+    challenge.confirmed_at = timezone.now()
+    challenge.save(update_fields=["attempts", "confirmed_at"])
+    audit_record(event="callback.confirmed", actor=actor, target=challenge)
+    return challenge
+
+
+# --- officers ------------------------------------------------------------------------------------
+
+
+def _officer(user) -> Actor:
+    if not (user.is_authenticated and user.is_staff):
+        raise PermissionDenied("officer_required", "Only compliance officers may do this.")
+    return Actor.user(user)
+
+
+def _locked_application(application_id: int) -> Application:
+    application = (
+        Application.objects.select_for_update()
+        .select_related("firm")
+        .filter(pk=application_id)
+        .first()
+    )
+    if application is None:
+        raise NotFound("application_not_found", "No such application.")
+    return application
+
+
+_REVIEWABLE = {Firm.Status.APPLIED, Firm.Status.UNDER_REVIEW}
+
+
+@transaction.atomic(durable=True)
+def check_record(
+    *, application_id: int, kind: str, outcome: str, evidence: str, user
+) -> VerificationCheck:
+    actor = _officer(user)
+    application = _locked_application(application_id)
+    if application.firm.status not in _REVIEWABLE or application.prepared_at:
+        raise Conflict("application_not_in_review", "Checks can only be added before submission.")
+    if (
+        kind == VerificationCheck.Kind.CALLBACK
+        and not application.callbacks.filter(confirmed_at__isnull=False).exists()
+    ):
+        raise Conflict(
+            "callback_not_confirmed",
+            "Record the call-back only after the contact has entered the code.",
+        )
+    if not evidence.strip():
+        raise Invalid("evidence_required", "Describe the evidence.")
+    _start_review(application, actor)
+    check = VerificationCheck.objects.create(
+        application=application, kind=kind, outcome=outcome, evidence=evidence, performed_by=user
+    )
+    audit_record(
+        event="verification.recorded",
+        actor=actor,
+        target=application.firm,
+        kind=kind,
+        outcome=outcome,
+    )
+    return check
+
+
+def _start_review(application: Application, actor: Actor) -> None:
+    if application.firm.status == Firm.Status.APPLIED:
+        Firm.objects.filter(pk=application.firm_id).update(status=Firm.Status.UNDER_REVIEW)
+        application.firm.status = Firm.Status.UNDER_REVIEW
+        audit_record(event="application.review_started", actor=actor, target=application.firm)
+
+
+@transaction.atomic(durable=True)
+def document_add(*, application_id: int, title: str, upload, user) -> Document:
+    """Keep an uploaded document with the case (PDF, PNG or JPEG; at most 10 MB; the content
+    is checked, not the name)."""
+    actor = _officer(user)
+    application = _locked_application(application_id)
+    if upload.size > MAX_DOCUMENT_BYTES:
+        raise Invalid("document_too_large", "Documents are limited to 10 MB.")
+    data = upload.read(MAX_DOCUMENT_BYTES + 1)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise Invalid("document_too_large", "Documents are limited to 10 MB.")
+    content_type = next((t for t, magic in DOCUMENT_TYPES.items() if data.startswith(magic)), None)
+    if content_type is None:
+        raise Invalid("document_type", "Upload a PDF, PNG or JPEG file.")
+    digest = hashlib.sha256(data).hexdigest()
+    directory = Path(settings.KEYLINE_DOCUMENTS_DIR)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from pki.keystore import atomic_write
+
+    atomic_write(directory / digest, data, mode=0o600)
+    _start_review(application, actor)
+    document = Document.objects.create(
+        application=application,
+        title=title[:200],
+        filename=Path(upload.name or "document").name[:200],
+        content_type=content_type,
+        size=len(data),
+        sha256=digest,
+        uploaded_by=user,
+    )
+    audit_record(
+        event="document.added", actor=actor, target=application.firm, sha256=digest, size=len(data)
+    )
+    return document
+
+
+def document_read(document: Document) -> bytes:
+    return (Path(settings.KEYLINE_DOCUMENTS_DIR) / document.sha256).read_bytes()
+
+
+@transaction.atomic(durable=True)
+def callback_start(*, application_id: int, phone: str, source: str, user) -> str:
+    """Start a call-back; returns the one-time code for the officer to read out. The number
+    must not be the one on the application: the point is a number sourced independently."""
+    actor = _officer(user)
+    application = _locked_application(application_id)
+    digits = "".join(c for c in phone if c.isdigit())
+    if len(digits) < 6:
+        raise Invalid("phone_invalid", "Enter the full number you dialled.")
+    if digits == "".join(c for c in application.firm.contact_phone if c.isdigit()):
+        raise Invalid(
+            "phone_not_independent",
+            "Call a number you sourced yourself (registry, website, filing), "
+            "not the one on the application.",
+        )
+    if not source.strip():
+        raise Invalid("phone_source_required", "Say where the number came from.")
+    _start_review(application, actor)
+    CallbackChallenge.objects.filter(application=application, confirmed_at__isnull=True).update(
+        expires_at=timezone.now()
+    )
+    code = f"{secrets.randbelow(10**6):06d}"
+    CallbackChallenge.objects.create(
+        application=application,
+        phone_dialled=phone,
+        phone_source=source,
+        code_hash=token_hash(code),
+        created_by=user,
+        expires_at=timezone.now() + timedelta(minutes=CALLBACK_MINUTES),
+    )
+    audit_record(
+        event="callback.started", actor=actor, target=application.firm, phone=phone, source=source
+    )
+    return code
+
+
+@transaction.atomic(durable=True)
+def application_prepare(*, application_id: int, user) -> Application:
+    """The preparing officer submits the case for a second officer's decision."""
+    actor = _officer(user)
+    application = _locked_application(application_id)
+    if application.firm.status != Firm.Status.UNDER_REVIEW or application.prepared_at:
+        raise Conflict("application_not_in_review", "This case is not being reviewed.")
+    passed = set(
+        application.checks.filter(outcome=VerificationCheck.Outcome.PASSED).values_list(
+            "kind", flat=True
+        )
+    )
+    missing = sorted(REQUIRED_CHECKS - passed)
+    if missing:
+        raise Conflict("checks_missing", "Every check must pass first.", {"missing": missing})
+    application.prepared_by, application.prepared_at = user, timezone.now()
+    application.save(update_fields=["prepared_by", "prepared_at"])
+    audit_record(event="application.prepared", actor=actor, target=application.firm)
+    return application
+
+
+@transaction.atomic(durable=True)
+def application_decide(*, application_id: int, approve: bool, reason: str, user) -> Application:
+    """Four eyes: a second officer approves or rejects a prepared case, with a reason.
+    Approval activates the firm and invites its administrator (the contact)."""
+    actor = _officer(user)
+    application = _locked_application(application_id)
+    if application.prepared_at is None or application.decided_at is not None:
+        raise Conflict(
+            "application_not_prepared", "Only a prepared, undecided case can be decided."
+        )
+    if (
+        application.prepared_by_id == user.pk
+        or application.checks.filter(performed_by=user).exists()
+    ):
+        raise PermissionDenied(
+            "four_eyes", "An officer who prepared or checked this case cannot decide it."
+        )
+    if not reason.strip():
+        raise Invalid("reason_required", "Give the reason for the decision.")
+    firm = application.firm
+    application.decided_by, application.decided_at = user, timezone.now()
+    application.decision_reason = reason
+    application.save(update_fields=["decided_by", "decided_at", "decision_reason"])
+    firm.status = Firm.Status.APPROVED if approve else Firm.Status.REJECTED
+    firm.save(update_fields=["status", "updated_at"])
+    audit_record(
+        event="application.approved" if approve else "application.rejected",
+        actor=actor,
+        target=firm,
+        reason=reason,
+        prepared_by=application.prepared_by.get_username(),
+    )
+    if approve:
+        _invite(firm=firm, email=firm.contact_email, role=PortalAccount.Role.ADMIN, actor=actor)
+    else:
+        _mail(
+            f"Keyline RFQ: application of {firm.legal_name}",
+            f"Your application was not approved. Reason: {reason}",
+            [firm.contact_email],
+        )
+    return application
+
+
+def _invite(*, firm: Firm, email: str, role: str, actor: Actor, participant=None) -> Invitation:
+    token, hashed = _new_token()
+    invitation = Invitation.objects.create(
+        firm=firm,
+        email=email,
+        role=role,
+        participant=participant,
+        token_hash=hashed,
+        created_by=actor.label,
+        expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+    )
+    audit_record(event="invitation.sent", actor=actor, target=invitation, email=email, role=role)
+    _mail(
+        f"Keyline RFQ: your {firm.legal_name} account",
+        f"Create your account (the link works once, for {INVITATION_DAYS} days):\n\n"
+        f"{_portal_url(f'/invite/{token}/')}",
+        [email],
+    )
+    return invitation
+
+
+def firm_suspend(*, firm_id: int, offboard: bool, reason: str, user) -> Firm:
+    """Suspend or offboard a firm: its users are disabled and every live certificate revoked.
+
+    Two transactions: the status change (after which the API already refuses the firm's
+    certificates, the trust decision checks the firm) and then the revocations, which publish
+    CRLs and OCSP. Running it again on a suspended firm revokes whatever is still live."""
+    actor = _officer(user)
+    if not reason.strip():
+        raise Invalid("reason_required", "Give the reason.")
+    with transaction.atomic(durable=True):
+        firm = Firm.objects.select_for_update().filter(pk=firm_id).first()
+        if firm is None:
+            raise NotFound("firm_not_found", "No such firm.")
+        if firm.status not in (Firm.Status.APPROVED, Firm.Status.SUSPENDED):
+            raise Conflict("firm_not_active", f"The firm is {firm.get_status_display().lower()}.")
+        firm.status = Firm.Status.OFFBOARDED if offboard else Firm.Status.SUSPENDED
+        firm.save(update_fields=["status", "updated_at"])
+        User.objects.filter(portal__firm=firm).update(is_active=False)
+        Participant.objects.filter(firm=firm).update(is_active=False)
+        audit_record(
+            event="firm.offboarded" if offboard else "firm.suspended",
+            actor=actor,
+            target=firm,
+            reason=reason,
+        )
+    certificates_revoke_for_firm(
+        firm=firm,
+        reason="cessationOfOperation" if offboard else "affiliationChanged",
+        actor=actor,
+    )
+    return firm
+
+
+# --- firm users ------------------------------------------------------------------------------
+
+
+def invitation_get(token: str) -> Invitation:
+    invitation = (
+        Invitation.objects.select_related("firm").filter(token_hash=token_hash(token)).first()
+    )
+    if invitation is None or invitation.used_at or invitation.expires_at <= timezone.now():
+        raise NotFound("invitation_invalid", "This invitation is not valid (used or expired).")
+    return invitation
+
+
+@transaction.atomic(durable=True)
+def invitation_accept(*, token: str, username: str, password: str):
+    """Create the invited account; the link works once."""
+    invitation = invitation_get(token)
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.used_at:
+        raise NotFound("invitation_invalid", "This invitation is not valid (used or expired).")
+    if User.objects.filter(username__iexact=username).exists():
+        raise Conflict("username_taken", "Choose another user name.")
+    user = User.objects.create_user(username=username, email=invitation.email, password=password)
+    PortalAccount.objects.create(
+        user=user, firm=invitation.firm, role=invitation.role, participant=invitation.participant
+    )
+    invitation.used_at = timezone.now()
+    invitation.save(update_fields=["used_at"])
+    audit_record(
+        event="invitation.accepted", actor=Actor.user(user), target=invitation, role=invitation.role
+    )
+    return user
+
+
+def account_of(user) -> PortalAccount:
+    account = getattr(user, "portal", None) if user.is_authenticated else None
+    if account is None or not account.firm.is_active:
+        raise PermissionDenied("firm_user_required", "Sign in as a user of an approved firm.")
+    return account
+
+
+def participant_for(user, participant_id: int) -> Participant:
+    """A participant the user may act for: any of its firm's (administrator) or its own
+    (trader). Another firm's participant does not exist for it (404)."""
+    account = account_of(user)
+    participant = (
+        Participant.objects.select_related("firm")
+        .filter(pk=participant_id, firm=account.firm)
+        .first()
+    )
+    if participant is None or (
+        account.role == PortalAccount.Role.TRADER and account.participant_id != participant.pk
+    ):
+        raise NotFound("participant_not_found", "No such participant.")
+    return participant
+
+
+@transaction.atomic(durable=True)
+def participant_add(*, user, trader_id: str, name: str, email: str, role: str) -> Participant:
+    """A firm administrator adds a trader (as the firm's role allows) and invites it."""
+    account = account_of(user)
+    if account.role != PortalAccount.Role.ADMIN:
+        raise PermissionDenied(
+            "firm_admin_required", "Only the firm's administrators add participants."
+        )
+    actor = Actor.user(user)
+    participant = Participant(
+        firm=account.firm, trader_id=trader_id, name=name, email=email, role=role
+    )
+    participant.full_clean()
+    participant.save()
+    audit_record(
+        event="participant.added", actor=actor, target=participant, trader_id=trader_id, role=role
+    )
+    _invite(
+        firm=account.firm,
+        email=email,
+        role=PortalAccount.Role.TRADER,
+        actor=actor,
+        participant=participant,
+    )
+    return participant
+
+
+def csr_upload(*, user, participant_id: int, data: bytes) -> CertificateRequest | Certificate:
+    """Submit a CSR for a participant. Signed at once when the firm is approved and
+    ``KEYLINE_AUTO_SIGN`` allows it; otherwise it waits for an officer's decision."""
+    participant = participant_for(user, participant_id)
+    actor = Actor.user(user)
+    request = pki_services.csr_submit(participant=participant, data=data, actor=actor)
+    if settings.KEYLINE_AUTO_SIGN and participant.firm.is_active:
+        with transaction.atomic():
+            audit_record(
+                event="csr.auto_sign_decided",
+                actor=Actor.system("KEYLINE_AUTO_SIGN"),
+                target=request,
+            )
+        return pki_services.certificate_issue(request=request, actor=Actor.system("auto-sign"))
+    return request
+
+
+def csr_decide(
+    *, user, request_id: int, approve: bool, reason: str = ""
+) -> CertificateRequest | Certificate:
+    """An officer signs or rejects a pending CSR."""
+    actor = _officer(user)
+    request = (
+        CertificateRequest.objects.select_related("participant__firm").filter(pk=request_id).first()
+    )
+    if request is None:
+        raise NotFound("csr_not_found", "No such request.")
+    if request.status != CertificateRequest.Status.SUBMITTED:
+        raise Conflict("csr_not_pending", f"This request is {request.status}.")
+    if approve:
+        return pki_services.certificate_issue(request=request, actor=actor)
+    if not reason.strip():
+        raise Invalid("reason_required", "Give the reason.")
+    with transaction.atomic():
+        updated = CertificateRequest.objects.filter(
+            pk=request.pk, status=CertificateRequest.Status.SUBMITTED
+        ).update(
+            status=CertificateRequest.Status.REJECTED,
+            rejection_code="officer_rejected",
+            rejection_reason=reason,
+            decided_by=actor.label,
+            decided_at=timezone.now(),
+        )
+        if not updated:
+            raise Conflict("csr_not_pending", "This request was decided meanwhile.")
+        audit_record(event="csr.rejected_by_officer", actor=actor, target=request, reason=reason)
+    request.refresh_from_db()
+    return request
+
+
+def certificate_for(user, certificate_id: int) -> Certificate:
+    """A client certificate the user may see: officers any; firm users their firm's (a
+    trader its own). Otherwise 404."""
+    certificate = (
+        Certificate.objects.select_related("participant__firm", "issuer")
+        .filter(pk=certificate_id, kind=Certificate.Kind.CLIENT)
+        .first()
+    )
+    if certificate is None:
+        raise NotFound("certificate_not_found", "No such certificate.")
+    if user.is_authenticated and user.is_staff:
+        return certificate
+    account = account_of(user)
+    if certificate.participant.firm_id != account.firm_id or (
+        account.role == PortalAccount.Role.TRADER
+        and account.participant_id != certificate.participant_id
+    ):
+        raise NotFound("certificate_not_found", "No such certificate.")
+    return certificate
+
+
+def certificate_download(*, user, certificate_id: int, kind: str) -> tuple[str, bytes]:
+    """(filename, PEM bytes) of the certificate, its chain, or the CA bundle; audited."""
+    certificate = certificate_for(user, certificate_id)
+    from pki.selectors import ca_get_active
+
+    root = ca_get_active("root")
+    trader = certificate.participant.trader_id
+    if kind == "cert":
+        name, data = f"{trader}.pem", certificate.pem
+    elif kind == "chain":
+        name, data = (
+            f"{trader}-fullchain.pem",
+            certificate.pem + certificate.issuer.certificate_pem + root.certificate_pem,
+        )
+    elif kind == "ca":
+        server_ca = ca_get_active("server")
+        name, data = "keyline-ca-bundle.pem", root.certificate_pem + server_ca.certificate_pem
+    else:
+        raise NotFound("download_not_found", "No such download.")
+    with transaction.atomic():
+        audit_record(
+            event="certificate.downloaded", actor=Actor.user(user), target=certificate, kind=kind
+        )
+    return name, data.encode()
+
+
+def certificate_revoke_by(*, user, certificate_id: int, reason: str) -> Certificate:
+    """Officers revoke any certificate, firm administrators their firm's."""
+    certificate = certificate_for(user, certificate_id)
+    if not user.is_staff and account_of(user).role != PortalAccount.Role.ADMIN:
+        raise PermissionDenied("firm_admin_required", "Only the firm's administrators revoke.")
+    allowed = {
+        "unspecified",
+        "keyCompromise",
+        "affiliationChanged",
+        "superseded",
+        "cessationOfOperation",
+    }
+    if reason not in allowed:
+        raise Invalid("reason_invalid", "Choose a reason from the list.")
+    return certificate_revoke(certificate=certificate, reason=reason, actor=Actor.user(user))
