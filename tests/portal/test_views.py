@@ -27,3 +27,10 @@ def test_staff_go_to_the_officer_desk_after_the_second_factor(participant, make_
 def test_login_page_has_csrf_protection(db):
     page = Client().get("/accounts/login/").content.decode()
     assert "csrfmiddlewaretoken" in page
+
+
+def test_the_admin_needs_the_second_factor_too(make_officer):
+    client, _ = make_officer("half", verified=False)
+    assert client.get("/admin/").status_code == 302
+    verified, _ = make_officer("full")
+    assert verified.get("/admin/").status_code == 200

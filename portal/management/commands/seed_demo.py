@@ -66,6 +66,18 @@ DEMO_FIRMS = [
     },
 ]
 OFFICER = "officer"
+# Four eyes: one officer prepares a case, the other decides it. Same demo password.
+OFFICERS = (OFFICER, "officer2")
+TOTP_DEVICE = "demo authenticator"
+DEMO_APPLICANT = {
+    "legal_name": "Estuary Capital Partners SA",
+    "lei": lei_with_check_digits("984500ESTUARYCAP01"),
+    "jurisdiction": "LU",
+    "role": Firm.Role.CLIENT,
+    "contact_name": "Eve Stuart",
+    "contact_email": "eve@estuary.example",
+    "contact_phone": "+352 555 0104",
+}
 
 
 def client_make_key_and_csr(trader_id: str) -> tuple[bytes, bytes]:
@@ -104,6 +116,14 @@ class Command(KeylineCommand):
         atomic_write(out / "root.pem", root.certificate_pem.encode())
         atomic_write(out / "chain.pem", (client_ca.certificate_pem + root.certificate_pem).encode())
 
+        if not Firm.objects.filter(lei=DEMO_APPLICANT["lei"]).exists():
+            from portal.services import application_submit
+
+            _, token = application_submit(fields=dict(DEMO_APPLICANT), actor=actor)
+            atomic_write(
+                out / "applicant-case-link.txt", f"/apply/case/{token}/\n".encode(), mode=0o600
+            )
+
         for spec in DEMO_FIRMS:
             firm = self._firm(spec, actor)
             for trader_id, name, role in spec["traders"]:
@@ -120,26 +140,38 @@ class Command(KeylineCommand):
                 self.stdout.write(f"  {trader_id:10} {firm.legal_name}: {state}")
 
         self.stdout.write(f"Demo files in {out}")
+        self.stdout.write(
+            f"Demo officers {', '.join(OFFICERS)}: second factor from "
+            f"'manage.py demo_totp <officer>' (secrets in {out}/officer-totp.txt)"
+        )
         self.stdout.write(f"Demo officer login: {OFFICER} / {password}")
 
     def _officer(self, out: Path, actor) -> str:
-        password_file = out / "officer-password.txt"
+        """The demo officers (one password, each with a TOTP device). The password and the
+        TOTP secrets are written 0600 beside the demo keys."""
+        from django_otp.plugins.otp_totp.models import TOTPDevice
+
+        password_file, totp_file = out / "officer-password.txt", out / "officer-totp.txt"
         user_model = get_user_model()
-        user = user_model.objects.filter(username=OFFICER).first()
-        if user is not None and password_file.exists():
+        existing = user_model.objects.filter(username__in=OFFICERS).count()
+        if existing == len(OFFICERS) and password_file.exists() and totp_file.exists():
             return password_file.read_text().strip()
         password = secrets.token_urlsafe(12)
+        uris = []
         with transaction.atomic():
-            if user is None:
-                user = user_model.objects.create_user(
-                    OFFICER, email="officer@keyline.example", password=password
-                )
-            else:
+            for name in OFFICERS:
+                user = user_model.objects.filter(username=name).first()
+                if user is None:
+                    user = user_model.objects.create_user(name, email=f"{name}@keyline.example")
                 user.set_password(password)
-            user.is_staff = user.is_superuser = True
-            user.save()
-            audit_record(event="demo.officer_set", actor=actor, target=user, username=OFFICER)
+                user.is_staff = user.is_superuser = True
+                user.save()
+                TOTPDevice.objects.filter(user=user).delete()
+                device = TOTPDevice.objects.create(user=user, name=TOTP_DEVICE, confirmed=True)
+                uris.append(device.config_url)
+                audit_record(event="demo.officer_set", actor=actor, target=user, username=name)
         atomic_write(password_file, password.encode(), mode=0o600)
+        atomic_write(totp_file, ("\n".join(uris) + "\n").encode(), mode=0o600)
         return password
 
     def _firm(self, spec: dict, actor) -> Firm:
