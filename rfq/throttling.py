@@ -4,7 +4,11 @@ Each view names a scope; ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]`` sets its r
 is 429 ``rate_limited`` with ``Retry-After``.
 """
 
+import logging
+
 from rest_framework.throttling import SimpleRateThrottle
+
+logger = logging.getLogger(__name__)
 
 
 class CertificateRateThrottle(SimpleRateThrottle):
@@ -17,6 +21,15 @@ class CertificateRateThrottle(SimpleRateThrottle):
     def __init__(self, scope: str) -> None:
         self.scope = scope
         super().__init__()
+
+    def allow_request(self, request, view) -> bool:
+        # The limits protect the venue; they must not take it down. If the shared cache is
+        # unreachable the request goes on (logged) rather than failing with a 500.
+        try:
+            return super().allow_request(request, view)
+        except Exception:
+            logger.warning("rate limit %s unchecked: no cache", self.scope, exc_info=True)
+            return True
 
 
 def throttles(scope: str):
