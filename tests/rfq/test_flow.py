@@ -59,3 +59,18 @@ def test_create_quote_accept_trade(world):
         "quote.traded_away",
         "rfq.filled",
     ]
+
+
+def test_rate_limits_fail_open_when_the_cache_is_down(world, monkeypatch, caplog):
+    class DownCache:
+        def get(self, *args, **kwargs):
+            raise ConnectionError("cache down")
+
+        set = get
+
+    from rfq.throttling import CertificateRateThrottle
+
+    monkeypatch.setattr(CertificateRateThrottle, "cache", DownCache())
+    response = world["a"].get("instruments/")
+    assert response.status_code == 200, response.content
+    assert "unchecked: no cache" in caplog.text
