@@ -69,11 +69,14 @@ def _legs():
 
 
 def rfq_get(viewer: Viewer, rfq_id: UUID | str, *, for_update: bool = False) -> Rfq:
+    if not is_uuid(rfq_id):
+        # Checked before any query is built: a malformed id is a missing RFQ, not a 500.
+        raise NotFound("UNKNOWN_RFQ", "No such RFQ.")
     queryset = rfq_visible(viewer)
     if for_update:
         # Lock only the RFQ row: the visibility check is a semi-join, not a join.
         queryset = Rfq.objects.select_for_update().filter(pk__in=queryset.filter(pk=rfq_id))
-    rfq = queryset.filter(pk=rfq_id).first() if is_uuid(rfq_id) else None
+    rfq = queryset.filter(pk=rfq_id).first()
     if rfq is None:
         raise NotFound("UNKNOWN_RFQ", "No such RFQ.")
     return rfq

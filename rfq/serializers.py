@@ -82,7 +82,11 @@ class QuoteIn(serializers.Serializer):
     bid_size = DecimalString(required=False, allow_null=True, default=None, min_value=TINY)
     ask_price = DecimalString(required=False, allow_null=True, default=None)
     ask_size = DecimalString(required=False, allow_null=True, default=None, min_value=TINY)
-    legs = QuoteLegIn(many=True, required=False, allow_null=True, default=None, max_length=20)
+    # A ListField, not QuoteLegIn(many=True): many=True hands allow_null to the child as well,
+    # so "legs": [null] would validate and reach the service as a None leg (a 500).
+    legs = serializers.ListField(
+        child=QuoteLegIn(), required=False, allow_null=True, default=None, max_length=20
+    )
     expires_in = serializers.IntegerField(required=False, help_text="Seconds; default 60, 10-120.")
     client_quote_id = serializers.CharField(
         required=False, default="", validators=[CLIENT_ID], max_length=32
