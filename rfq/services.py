@@ -46,6 +46,8 @@ from rfq.selectors import (
 )
 
 ZERO = Decimal(0)
+# What numeric(24, 8) holds: computed leg quantities and prices must stay below it.
+LIMIT = Decimal(10) ** (24 - 8)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,12 @@ def _check_leg_quantities(
 ) -> None:
     for leg_no, (instrument, ratio) in enumerate(legs, start=1):
         leg_quantity = ratio * quantity
+        if leg_quantity >= LIMIT:
+            raise Invalid(
+                code,
+                f"Leg {leg_no} ({instrument.symbol}) would trade {dec(leg_quantity)}: too large.",
+                {"leg_no": leg_no},
+            )
         if leg_quantity < instrument.min_size or not _multiple_of(
             leg_quantity, instrument.min_size
         ):
@@ -429,7 +437,7 @@ def _validate_quote(
         for leg in rfq_legs:
             price = leg_prices[leg.leg_no][side]
             tick = leg.instrument.tick_size
-            if price <= ZERO or not _multiple_of(price, tick):
+            if price <= ZERO or price >= LIMIT or not _multiple_of(price, tick):
                 raise Invalid(
                     "INVALID_PRICE",
                     f"Leg {leg.leg_no} {side} {dec(price)} must be positive and a multiple of "

@@ -31,6 +31,7 @@ from portal.api import ApiError, request_id
 from rfq.events import events_wait
 from rfq.render import ts
 from rfq.selectors import Viewer
+from rfq.serializers import ErrorOut
 from rfq.throttling import throttles
 
 CHECK_INTERVAL = 5.0
@@ -83,9 +84,18 @@ class EventStreamApi(APIView):
     throttle_classes = throttles("read")
     renderer_classes = [JSONRenderer, EventStreamRenderer]
 
+    def finalize_response(self, request, response, *args, **kwargs):
+        # A refusal is a JSON error body, labelled as JSON, whatever the client accepted.
+        if response.status_code >= 400 and not isinstance(response, StreamingHttpResponse):
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
+
     @extend_schema(
         parameters=[
-            OpenApiParameter("since", OpenApiTypes.INT, description="Start after this seq."),
+            OpenApiParameter(
+                "since", {"type": "integer", "minimum": 0}, description="Start after this seq."
+            ),
             OpenApiParameter(
                 "Last-Event-ID",
                 OpenApiTypes.STR,
@@ -96,7 +106,11 @@ class EventStreamApi(APIView):
         responses={
             (200, "text/event-stream"): OpenApiResponse(
                 OpenApiTypes.STR, description="Server-Sent Events, ending after 5 minutes."
-            )
+            ),
+            **{
+                (code, "application/json"): OpenApiResponse(ErrorOut)
+                for code in (400, 401, 403, 404, 429)
+            },
         },
         tags=["events"],
     )

@@ -1324,3 +1324,31 @@ def test_a_long_poll_is_woken_by_a_new_event(world):
     assert result["returned"] >= posted
     assert result["returned"] - posted < 2.0, result["returned"] - posted
     assert result["elapsed"] < 4.0, result["elapsed"]
+
+
+@pytest.mark.parametrize(
+    ("ratio", "quantity"),
+    [("9999999999999999", "9999999999999999.99999999"), ("100000000", "100000000.1")],
+)
+def test_leg_quantity_beyond_numeric_24_8_is_refused(world, ratio, quantity):
+    body = {
+        "legs": [{"instrument": "BTC-PERPETUAL", "side": "buy", "ratio": ratio}],
+        "quantity": quantity,
+    }
+    response = world["a"].post("rfqs/", body)
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "INVALID_QUANTITY"
+
+
+def test_derived_leg_price_beyond_numeric_24_8_is_refused(world):
+    a, lp = world["a"], world["lp"]
+    rfq = a.post(
+        "rfqs/",
+        {
+            "legs": [{"instrument": "BTC-PERPETUAL", "side": "buy", "ratio": "0.00000001"}],
+            "quantity": "10000000",
+        },
+    ).json()
+    response = lp.post(f"rfqs/{rfq['id']}/quotes/", {"ask_price": "9999999999999999"})
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "INVALID_PRICE"
