@@ -27,10 +27,14 @@ class ApplicationForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in ("contact_name", "contact_email", "contact_phone"):
             self.fields[name].required = True
-        self.fields["lei"].validators = [validate_lei]
+        # Checked in clean_lei, after normalising: the field's validators would run first and
+        # refuse a lower-case LEI that clean_lei means to accept.
+        self.fields["lei"].validators = []
 
     def clean_lei(self):
-        return self.cleaned_data["lei"].strip().upper()
+        lei = self.cleaned_data["lei"].strip().upper()
+        validate_lei(lei)
+        return lei
 
     def clean_jurisdiction(self):
         return self.cleaned_data["jurisdiction"].strip().upper()
@@ -121,11 +125,19 @@ class ParticipantForm(forms.ModelForm):
         self.fields["role"].choices = [(r.value, r.label) for r in allowed]
 
 
+class NoEchoTextarea(forms.Textarea):
+    """Never renders the submitted text back: a paste refused for holding a private key must
+    not come back in the page (and the CSR itself is quickly pasted again)."""
+
+    def format_value(self, value):
+        return None
+
+
 class CsrForm(forms.Form):
     csr_file = forms.FileField(required=False, label="CSR file (.csr / .pem)")
     csr_text = forms.CharField(
         required=False,
-        widget=forms.Textarea(
+        widget=NoEchoTextarea(
             attrs={"rows": 8, "placeholder": "-----BEGIN CERTIFICATE REQUEST-----"}
         ),
         label="…or paste it",

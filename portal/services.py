@@ -148,14 +148,22 @@ def _locked_application(application_id: int) -> Application:
 _REVIEWABLE = {Firm.Status.APPLIED, Firm.Status.UNDER_REVIEW}
 
 
+def _require_in_review(application: Application) -> None:
+    """Checks, documents and call-backs belong to the case before it is submitted: after that
+    the second officer decides on exactly what was prepared."""
+    if application.firm.status not in _REVIEWABLE or application.prepared_at:
+        raise Conflict(
+            "application_not_in_review", "The case can change only before it is submitted."
+        )
+
+
 @transaction.atomic(durable=True)
 def check_record(
     *, application_id: int, kind: str, outcome: str, evidence: str, user
 ) -> VerificationCheck:
     actor = _officer(user)
     application = _locked_application(application_id)
-    if application.firm.status not in _REVIEWABLE or application.prepared_at:
-        raise Conflict("application_not_in_review", "Checks can only be added before submission.")
+    _require_in_review(application)
     if (
         kind == VerificationCheck.Kind.CALLBACK
         and not application.callbacks.filter(confirmed_at__isnull=False).exists()
@@ -193,6 +201,7 @@ def document_add(*, application_id: int, title: str, upload, user) -> Document:
     is checked, not the name)."""
     actor = _officer(user)
     application = _locked_application(application_id)
+    _require_in_review(application)
     if upload.size > MAX_DOCUMENT_BYTES:
         raise Invalid("document_too_large", "Documents are limited to 10 MB.")
     data = upload.read(MAX_DOCUMENT_BYTES + 1)
@@ -227,16 +236,33 @@ def document_read(document: Document) -> bytes:
     return (Path(settings.KEYLINE_DOCUMENTS_DIR) / document.sha256).read_bytes()
 
 
+def _national_digits(phone: str) -> str:
+    """The digits of a phone number without its international prefix ("+", "00") or trunk
+    zero ("0", "(0)"): what every spelling of the number ends with."""
+    return "".join(c for c in phone.replace("(0)", "") if c.isdigit()).lstrip("0")
+
+
+def _same_phone(a: str, b: str) -> bool:
+    """Whether two spellings name one number: "+44 20 7946 0999", "0044-20-7946-0999",
+    "020 7946 0999" and "+44 (0)20 7946 0999" do."""
+    short, long = sorted((_national_digits(a), _national_digits(b)), key=len)
+    # The longer may carry a country code (1-3 digits) that the national spelling lacks.
+    return short == long or (
+        len(short) >= 7 and len(long) - len(short) <= 3 and long.endswith(short)
+    )
+
+
 @transaction.atomic(durable=True)
 def callback_start(*, application_id: int, phone: str, source: str, user) -> str:
     """Start a call-back; returns the one-time code for the officer to read out. The number
     must not be the one on the application: the point is a number sourced independently."""
     actor = _officer(user)
     application = _locked_application(application_id)
+    _require_in_review(application)
     digits = "".join(c for c in phone if c.isdigit())
     if len(digits) < 6:
         raise Invalid("phone_invalid", "Enter the full number you dialled.")
-    if digits == "".join(c for c in application.firm.contact_phone if c.isdigit()):
+    if _same_phone(phone, application.firm.contact_phone):
         raise Invalid(
             "phone_not_independent",
             "Call a number you sourced yourself (registry, website, filing), "
@@ -388,7 +414,13 @@ def invitation_get(token: str) -> Invitation:
     invitation = (
         Invitation.objects.select_related("firm").filter(token_hash=token_hash(token)).first()
     )
-    if invitation is None or invitation.used_at or invitation.expires_at <= timezone.now():
+    if (
+        invitation is None
+        or invitation.used_at
+        or invitation.expires_at <= timezone.now()
+        # A suspended or offboarded firm's pending invitations die with its accounts.
+        or not invitation.firm.is_active
+    ):
         raise NotFound("invitation_invalid", "This invitation is not valid (used or expired).")
     return invitation
 

@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -183,7 +184,10 @@ def verify(request: HttpRequest) -> HttpResponse:
                     target=request.user,
                 )
                 target = request.GET.get("next", "")
-                if not target.startswith("/") or target.startswith("//"):
+                # Only a path on this site: "//host" and "/\\host" are other sites to a browser.
+                if not target.startswith("/") or not url_has_allowed_host_and_scheme(
+                    target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+                ):
                     target = reverse("portal:officer")
                 return redirect(target)
             form.add_error("token", "That code is not valid (or too many tries; wait a minute).")

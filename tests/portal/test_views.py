@@ -1,6 +1,7 @@
 """The portal's home page: public CA downloads for everyone; staff go to the officer desk."""
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import Client
 
 pytestmark = pytest.mark.django_db
@@ -34,3 +35,17 @@ def test_the_admin_needs_the_second_factor_too(make_officer):
     assert client.get("/admin/").status_code == 302
     verified, _ = make_officer("full")
     assert verified.get("/admin/").status_code == 200
+
+
+def test_sign_ins_failures_and_lockouts_are_audited(db):
+    from portal.models import AuditRecord
+
+    get_user_model().objects.create_user("carl", password="a right password 1")
+    for _ in range(5):
+        Client().post("/accounts/login/", {"username": "carl", "password": "wrong"})
+    right = {"username": "carl", "password": "a right password 1"}
+    assert Client().post("/accounts/login/", right).status_code == 429
+    events = list(AuditRecord.objects.values_list("event", flat=True))
+    assert events.count("login.failed") == 6  # five wrong passwords, then the locked-out one
+    assert "login.locked_out" in events
+    assert "login.succeeded" not in events
