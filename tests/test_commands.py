@@ -177,3 +177,20 @@ def test_seed_demo_without_a_ca_says_so_in_one_line(tmp_path, cas):
         call_command("seed_demo", "--out", str(tmp_path))
     assert str(failed.value) == "no CA yet: run 'manage.py init_ca' first"
     assert not Participant.objects.filter(trader_id="nw-alice").exists()
+
+
+def test_add_officer_creates_staff_with_a_second_factor(db, capsys):
+    from django.contrib.auth import get_user_model
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    call_command("add_officer", "olga", "--email", "olga@venue.example")
+    out = capsys.readouterr().out
+    user = get_user_model().objects.get(username="olga")
+    assert user.is_staff
+    assert not user.is_superuser
+    password = next(line.split(": ", 1)[1] for line in out.splitlines() if "password" in line)
+    assert user.check_password(password)
+    assert "otpauth://totp/" in out
+    assert TOTPDevice.objects.get(user=user).confirmed
+    with pytest.raises(CommandError, match=r"^user_exists"):
+        call_command("add_officer", "OLGA", "--email", "x@venue.example")
