@@ -7,6 +7,7 @@ appends the events each desk should see (:mod:`rfq.events`). Errors carry FIX-in
 (FIX 658 QuoteRequestRejectReason, 300 QuoteRejectReason) and change nothing.
 """
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -193,8 +194,13 @@ def _maker_firm_ids(rfq: Rfq, named: list[int] | None = None) -> list[int]:
     )
 
 
-def _rfq_drafts(rfq: Rfq, type_: str, now: datetime, makers: list[int]) -> list[Draft]:
-    rfq = rfq_with_details(Rfq.objects.filter(pk=rfq.pk)).get()
+def _rfq_drafts(
+    rfq: Rfq, type_: str, now: datetime, makers: list[int], *, detailed: bool = False
+) -> list[Draft]:
+    """The events of one RFQ for its requester's desk and the makers'. Built before the
+    audit append: the audit and event locks are global, so nothing slow happens under them."""
+    if not detailed:
+        rfq = rfq_with_details(Rfq.objects.filter(pk=rfq.pk)).get()
     requester = Viewer(rfq.firm_id, 0, Audience.REQUESTER)
     drafts = [
         Draft(rfq.firm_id, Audience.REQUESTER, type_, {"rfq": rfq_render(rfq, requester, now)})
@@ -280,7 +286,8 @@ def rfq_create(
     named = _resolve_counterparties(caller, counterparties)
 
     try:
-        with transaction.atomic():
+        # A savepoint only where a unique violation can happen (a concurrent client_rfq_id).
+        with transaction.atomic() if client_rfq_id else contextlib.nullcontext():
             rfq = Rfq.objects.create(
                 firm=firm,
                 requester=caller.participant,
@@ -297,17 +304,25 @@ def rfq_create(
         # A concurrent request with the same client_rfq_id committed first.
         existing = Rfq.objects.get(firm=firm, client_rfq_id=client_rfq_id)
         return _replayed(existing, request_hash, "client_rfq_id"), False
-    RfqLeg.objects.bulk_create(
-        RfqLeg(
-            rfq=rfq,
-            leg_no=n,
-            instrument=instruments[leg.instrument],
-            side=leg.side,
-            ratio=leg.ratio,
-        )
-        for n, leg in enumerate(legs, start=1)
+    leg_rows = RfqLeg.objects.bulk_create(
+        [
+            RfqLeg(
+                rfq=rfq,
+                leg_no=n,
+                instrument=instruments[leg.instrument],
+                side=leg.side,
+                ratio=leg.ratio,
+            )
+            for n, leg in enumerate(legs, start=1)
+        ]
     )
-    RfqCounterparty.objects.bulk_create(RfqCounterparty(rfq=rfq, firm=f) for f in named)
+    links = RfqCounterparty.objects.bulk_create([RfqCounterparty(rfq=rfq, firm=f) for f in named])
+    # The RFQ as rfq_with_details would load it, from what is in memory (no read-back).
+    rfq.firm, rfq.requester = firm, caller.participant
+    rfq._prefetched_objects_cache = {"legs": leg_rows, "counterparty_links": links}
+    drafts = _rfq_drafts(
+        rfq, "rfq.created", now, _maker_firm_ids(rfq, [f.pk for f in named]), detailed=True
+    )
     audit_record(
         event="rfq.created",
         actor=caller.actor,
@@ -319,7 +334,7 @@ def rfq_create(
         anonymous=anonymous,
         expires_at=rfq.expires_at,
     )
-    events_append(_rfq_drafts(rfq, "rfq.created", now, _maker_firm_ids(rfq, [f.pk for f in named])))
+    events_append(drafts)
     return rfq, True
 
 
@@ -351,11 +366,11 @@ def rfq_cancel(*, caller: Caller, rfq_id: UUID | str) -> Rfq:
     rfq.state, rfq.state_reason, rfq.closed_at = Rfq.State.CANCELLED, "cancelled_by_requester", now
     rfq.save(update_fields=["state", "state_reason", "closed_at"])
     closed = _close_quotes(rfq, Quote.State.CANCELLED, "rfq_cancelled", now)
-    audit_record(event="rfq.cancelled", actor=caller.actor, target=rfq, quotes_closed=len(closed))
-    events_append(
-        _rfq_drafts(rfq, "rfq.cancelled", now, _maker_firm_ids(rfq))
-        + _quote_drafts(closed, "quote.cancelled", now, requester=False)
+    drafts = _rfq_drafts(rfq, "rfq.cancelled", now, _maker_firm_ids(rfq)) + _quote_drafts(
+        closed, "quote.cancelled", now, requester=False
     )
+    audit_record(event="rfq.cancelled", actor=caller.actor, target=rfq, quotes_closed=len(closed))
+    events_append(drafts)
     return rfq
 
 
@@ -535,8 +550,9 @@ def quote_create(*, caller: Caller, rfq_id: UUID | str, data: QuoteIn) -> tuple[
     rfq = rfq_get(caller.viewer, rfq_id, for_update=True)
     quote, created = _quote_insert(caller=caller, rfq=rfq, data=data, now=now)
     if created:
+        drafts = _quote_drafts([quote], "quote.created", now)
         _audit_quote("quote.created", caller, quote)
-        events_append(_quote_drafts([quote], "quote.created", now))
+        events_append(drafts)
     return quote, created
 
 
@@ -572,10 +588,11 @@ def quote_replace(*, caller: Caller, quote_id: UUID | str, data: QuoteIn) -> tup
     Quote.objects.filter(pk=old.pk).update(
         state=Quote.State.REPLACED, state_reason="replaced", closed_at=now
     )
-    _audit_quote("quote.replaced", caller, new, replaces=old.pk)
-    events_append(
-        _quote_drafts([old], "quote.replaced", now) + _quote_drafts([new], "quote.created", now)
+    drafts = _quote_drafts([old], "quote.replaced", now) + _quote_drafts(
+        [new], "quote.created", now
     )
+    _audit_quote("quote.replaced", caller, new, replaces=old.pk)
+    events_append(drafts)
     return new, True
 
 
@@ -587,8 +604,9 @@ def quote_cancel(*, caller: Caller, quote_id: UUID | str) -> Quote:
     Quote.objects.filter(pk=quote.pk).update(
         state=Quote.State.CANCELLED, state_reason="cancelled_by_maker", closed_at=now
     )
+    drafts = _quote_drafts([quote], "quote.cancelled", now)
     audit_record(event="quote.cancelled", actor=caller.actor, target=quote, rfq_id=quote.rfq_id)
-    events_append(_quote_drafts([quote], "quote.cancelled", now))
+    events_append(drafts)
     quote.refresh_from_db()
     return quote
 
@@ -612,6 +630,7 @@ def quote_cancel_all(*, caller: Caller, rfq_id: UUID | str | None = None) -> lis
     Quote.objects.filter(pk__in=[q.pk for q in quotes]).update(
         state=Quote.State.CANCELLED, state_reason="cancel_all", closed_at=now
     )
+    drafts = _quote_drafts(quotes, "quote.cancelled", now)
     audit_record_many(
         [
             AuditEntry(
@@ -620,7 +639,7 @@ def quote_cancel_all(*, caller: Caller, rfq_id: UUID | str | None = None) -> lis
             for q in quotes
         ]
     )
-    events_append(_quote_drafts(quotes, "quote.cancelled", now))
+    events_append(drafts)
     return quotes
 
 
@@ -722,19 +741,6 @@ def rfq_accept(
     losers = _close_quotes(rfq, Quote.State.TRADED_AWAY, "traded_away", now)
     rfq.state, rfq.state_reason, rfq.closed_at = Rfq.State.FILLED, "accepted", now
     rfq.save(update_fields=["state", "state_reason", "closed_at"])
-    audit_record(
-        event="trade.executed",
-        actor=caller.actor,
-        target=trade,
-        rfq_id=rfq.pk,
-        quote_id=quote.pk,
-        side=side,
-        quantity=quantity,
-        price=price,
-        requester_serial=caller.serial,
-        maker_serial=quote.certificate_serial,
-        quotes_traded_away=[q.pk for q in losers],
-    )
     trade = trade_with_details(Trade.objects.filter(pk=trade.pk)).get()
     drafts = [
         Draft(
@@ -753,6 +759,19 @@ def rfq_accept(
     drafts += _quote_drafts([quote], "quote.accepted", now, requester=False)
     drafts += _quote_drafts(losers, "quote.traded_away", now, requester=False)
     drafts += _rfq_drafts(rfq, "rfq.filled", now, _maker_firm_ids(rfq))
+    audit_record(
+        event="trade.executed",
+        actor=caller.actor,
+        target=trade,
+        rfq_id=rfq.pk,
+        quote_id=quote.pk,
+        side=side,
+        quantity=quantity,
+        price=price,
+        requester_serial=caller.serial,
+        maker_serial=quote.certificate_serial,
+        quotes_traded_away=[q.pk for q in losers],
+    )
     events_append(drafts)
     return trade
 

@@ -164,7 +164,8 @@ class RfqListCreateApi(APIView):
             expires_in=data.get("expires_in"),
             client_rfq_id=data["client_rfq_id"],
         )
-        rfq = rfq_with_details(Rfq.objects.filter(pk=rfq.pk)).get()
+        if not created:  # a replay: the original, as stored
+            rfq = rfq_with_details(Rfq.objects.filter(pk=rfq.pk)).get()
         return ok(request, rfq_render(rfq, caller.viewer, timezone.now()), 201 if created else 200)
 
 
