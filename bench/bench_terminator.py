@@ -68,7 +68,9 @@ def render(conf: Path, prefix: Path, ports: dict, run_dir: Path, files: dict, oc
     call_command(*args, stdout=open("/dev/null", "w"))  # noqa: SIM115
     text = conf.read_text()
     ok = 'location = /__ok { default_type text/plain; return 200 "ok"; }\n        '
-    text = text.replace("location /api/ {", ok + "location /api/ {", 1)
+    # The API server is the one that asks for a certificate; the portal one serves /static/.
+    anchor = "ssl_verify_client on;\n"
+    text = text.replace(anchor, anchor + "        " + ok, 1)
     text = text.replace("location /static/ {", ok + "location /static/ {", 1)
     conf.write_text(text)
 

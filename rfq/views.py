@@ -26,7 +26,9 @@ from rfq.selectors import (
     quote_visible,
     quote_with_details,
     rfq_get,
-    rfq_visible,
+    rfq_page,
+    rfq_page_ids,
+    rfq_state_filter,
     rfq_with_details,
     trade_visible,
     trade_with_details,
@@ -125,24 +127,25 @@ class RfqListCreateApi(APIView):
         params = _input(s.RfqListIn, request.query_params)
         caller = _caller(request)
         viewer = caller.viewer
-        queryset = rfq_visible(viewer)
-        if params.get("role") and params["role"] != viewer.audience:
-            queryset = queryset.none()
         now = timezone.now()
-        state = params.get("state")
-        if state == Rfq.State.OPEN:
-            queryset = queryset.filter(state=state, expires_at__gt=now)
-        elif state == Rfq.State.EXPIRED:
-            queryset = queryset.filter(state__in=[Rfq.State.OPEN, Rfq.State.EXPIRED]).exclude(
-                state=Rfq.State.OPEN, expires_at__gt=now
+        limit = params["limit"]
+        if params.get("role") and params["role"] != viewer.audience:
+            ids = []
+        else:
+            ids = rfq_page_ids(
+                viewer,
+                where=rfq_state_filter(params.get("state"), now),
+                before=_cursor_decode(params.get("cursor")),
+                limit=limit + 1,
             )
-        elif state:
-            queryset = queryset.filter(state=state)
-        queryset = rfq_with_details(queryset, counterparties=viewer.is_requester)
-        rows, next_cursor = _page(queryset, params)
+        more, ids = len(ids) > limit, ids[:limit]
+        rows = rfq_page(viewer, ids)
         return ok(
             request,
-            {"results": [rfq_render(r, viewer, now) for r in rows], "next_cursor": next_cursor},
+            {
+                "results": [rfq_render(r, viewer, now) for r in rows],
+                "next_cursor": _cursor_encode(ids[-1]) if more else None,
+            },
         )
 
     @extend_schema(
