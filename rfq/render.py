@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from rfq.models import Quote, Rfq, Side, Trade
-from rfq.selectors import Viewer
+from rfq.selectors import RfqRow, Viewer
 
 
 def dec(value: Decimal | None) -> str | None:
@@ -29,16 +29,16 @@ def _firm(firm) -> dict:
     return {"lei": firm.lei, "legal_name": firm.legal_name}
 
 
-def effective_state(obj: Rfq | Quote, now: datetime) -> tuple[str, str]:
+def effective_state(obj: "Rfq | Quote | RfqRow", now: datetime) -> tuple[str, str]:
     """An open RFQ or active quote past its time is expired, whether or not the sweep has
     written it yet."""
-    live = obj.State.OPEN if isinstance(obj, Rfq) else obj.State.ACTIVE
+    live = obj.State.OPEN if obj.State is Rfq.State else obj.State.ACTIVE
     if obj.state == live and obj.expires_at <= now:
         return obj.State.EXPIRED, "expired"
     return obj.state, obj.state_reason
 
 
-def rfq_render(rfq: Rfq, viewer: Viewer, now: datetime) -> dict:
+def rfq_render(rfq: "Rfq | RfqRow", viewer: Viewer, now: datetime) -> dict:
     owner = viewer.is_requester and rfq.firm_id == viewer.firm_id
     state, reason = effective_state(rfq, now)
     legs = list(rfq.legs.all())

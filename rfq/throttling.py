@@ -2,11 +2,21 @@
 
 Each view names a scope; ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]`` sets its rate. A refusal
 is 429 ``rate_limited`` with ``Retry-After``.
+
+With Redis the count is a fixed window: one pipelined ``INCR`` + ``EXPIRE`` on the raw client
+(one round trip; DRF's own throttle reads and rewrites a list of timestamps through Django's
+cache, which builds a Redis client per call). A fixed window admits up to twice the rate across
+a window's edge, which is acceptable for a protective limit. Without Redis, DRF's sliding log
+in the (database) cache.
 """
 
 import logging
+import time
 
+import redis
 from rest_framework.throttling import SimpleRateThrottle
+
+from rfq.events import _redis
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +35,38 @@ class CertificateRateThrottle(SimpleRateThrottle):
     def allow_request(self, request, view) -> bool:
         # The limits protect the venue; they must not take it down. If the shared cache is
         # unreachable the request goes on (logged) rather than failing with a 500.
+        client = _redis() if self.rate is not None else None
+        if client is not None:
+            return self._allow_fixed_window(client, request, view)
         try:
             return super().allow_request(request, view)
         except Exception:
             logger.warning("rate limit %s unchecked: no cache", self.scope, exc_info=True)
             return True
+
+    def _allow_fixed_window(self, client: redis.Redis, request, view) -> bool:
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return True
+        now = time.time()
+        window = int(now // self.duration)
+        name = f"{key}:{window}"
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.incr(name)
+            pipe.expire(name, self.duration + 1)
+            count, _ = pipe.execute()
+        except redis.RedisError:
+            logger.warning("rate limit %s unchecked: no cache", self.scope, exc_info=True)
+            return True
+        if count <= self.num_requests:
+            return True
+        self._retry_after = (window + 1) * self.duration - now
+        return False
+
+    def wait(self) -> float | None:
+        retry_after = getattr(self, "_retry_after", None)
+        return retry_after if retry_after is not None else super().wait()
 
 
 def throttles(scope: str):

@@ -61,16 +61,21 @@ def test_create_quote_accept_trade(world):
     ]
 
 
-def test_rate_limits_fail_open_when_the_cache_is_down(world, monkeypatch, caplog):
+@pytest.mark.parametrize("store", ["redis", "django cache"])
+def test_rate_limits_fail_open_when_the_cache_is_down(world, monkeypatch, caplog, store):
+    import redis
+
+    from rfq import throttling
+
     class DownCache:
         def get(self, *args, **kwargs):
             raise ConnectionError("cache down")
 
         set = get
 
-    from rfq.throttling import CertificateRateThrottle
-
-    monkeypatch.setattr(CertificateRateThrottle, "cache", DownCache())
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    monkeypatch.setattr(throttling, "_redis", lambda: dead if store == "redis" else None)
+    monkeypatch.setattr(throttling.CertificateRateThrottle, "cache", DownCache())
     response = world["a"].get("instruments/")
     assert response.status_code == 200, response.content
     assert "unchecked: no cache" in caplog.text
