@@ -27,6 +27,7 @@ from rfq.models import (
     RfqCounterparty,
     RfqLeg,
     Trade,
+    TradeLeg,
 )
 
 
@@ -63,7 +64,7 @@ def rfq_with_details(queryset: QuerySet[Rfq], *, counterparties: bool = True) ->
     """Everything the RFQ output renders, in a fixed number of queries (the counterparty
     list only for the requester's firm, the only one shown it)."""
     queryset = queryset.select_related("firm", "requester").prefetch_related(
-        Prefetch("legs", queryset=_legs())
+        Prefetch("legs", queryset=RfqLeg.objects.select_related("instrument").order_by("leg_no"))
     )
     if counterparties:
         queryset = queryset.prefetch_related(
@@ -73,12 +74,6 @@ def rfq_with_details(queryset: QuerySet[Rfq], *, counterparties: bool = True) ->
             )
         )
     return queryset
-
-
-def _legs():
-    from rfq.models import RfqLeg
-
-    return RfqLeg.objects.select_related("instrument").order_by("leg_no")
 
 
 def rfq_state_filter(state: str | None, now: datetime) -> Q:
@@ -245,8 +240,6 @@ def trade_visible(viewer: Viewer) -> QuerySet[Trade]:
 
 
 def trade_with_details(queryset: QuerySet[Trade]) -> QuerySet[Trade]:
-    from rfq.models import TradeLeg
-
     return queryset.select_related(
         "rfq", "quote", "requester_firm", "maker_firm", "requester", "maker"
     ).prefetch_related(
