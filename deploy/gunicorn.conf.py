@@ -11,10 +11,12 @@ bind = [os.environ.get("KEYLINE_GUNICORN_BIND", "unix:/run/keyline/gunicorn.sock
 # The socket is group-writable for nginx (www-data is in the keyline group), nobody else.
 umask = 0o007
 workers = int(os.environ.get("KEYLINE_GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-# Threads, not sync workers: events/ long-polls hold a thread for up to 25 s
-# (KEYLINE_EVENTS_MAX_WAIT), so workers x threads bounds concurrent long-polls plus requests.
-worker_class = "gthread"
-threads = int(os.environ.get("KEYLINE_GUNICORN_THREADS", 8))
+# The portal and the API: sync workers (bench/bench_rfq.py: 177 against 137 RFQ creates/s for
+# gthread). The event feed (long-polls up to 25 s, SSE streams up to 5 min) runs in a second
+# pool (keyline-events.service) with KEYLINE_GUNICORN_WORKER_CLASS=gthread and threads: each
+# waiting client holds a thread, so workers x threads bounds the connected feeds.
+worker_class = os.environ.get("KEYLINE_GUNICORN_WORKER_CLASS", "sync")
+threads = int(os.environ.get("KEYLINE_GUNICORN_THREADS", 1))
 timeout = 30
 graceful_timeout = 20
 keepalive = 5  # nginx keeps upstream connections (keepalive 16)

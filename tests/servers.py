@@ -143,6 +143,7 @@ class Gunicorn(Server):
         return [
             sys.executable, "-m", "gunicorn", "portal.wsgi:application", *binds,
             "--workers", str(self.workers), "--timeout", "30", "--no-control-socket",
+            "--access-logfile", "-",
             *(["--worker-class", "gthread", "--threads", str(self.threads)]
               if self.threads > 1 else []),
         ]  # fmt: skip
@@ -186,7 +187,14 @@ def app_server(django_db_setup, django_db_blocker):
 class Nginx:
     """Our own nginx (never the system one) from ``render_nginx_conf``, on loopback ports."""
 
-    def __init__(self, directory: Path, *, app_socket: Path, server: dict[str, Path]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        app_socket: Path,
+        server: dict[str, Path],
+        events_socket: Path | None = None,
+    ) -> None:
         from django.core.management import call_command
 
         self.prefix = directory
@@ -196,6 +204,7 @@ class Nginx:
             "render_nginx_conf",
             "--out", str(self.conf),
             "--app-upstream", f"unix:{app_socket}",
+            "--events-upstream", f"unix:{events_socket or app_socket}",
             "--server-cert", str(server["fullchain"]),
             "--server-key", str(server["key"]),
             "--api-listen", f"127.0.0.1:{self.api_port}",
@@ -267,19 +276,19 @@ def terminator(django_db_setup, django_db_blocker, tmp_path_factory):
     # traverse (pytest's own are 0700), as deploy/ does with a group.
     run_dir = Path(tempfile.mkdtemp(prefix="keyline-run-"))
     run_dir.chmod(0o711)
-    app_socket = run_dir / "gunicorn.sock"
-    app = Gunicorn(
-        workers=2,
-        threads=4,  # as deployed (gthread): events/ long-polls hold a thread
-        socket=app_socket,
-        KEYLINE_CA_PASSPHRASE="",
-        KEYLINE_CA_PASSPHRASE_FILE="",
+    app_socket, events_socket = run_dir / "gunicorn.sock", run_dir / "events.sock"
+    no_ca = {"KEYLINE_CA_PASSPHRASE": "", "KEYLINE_CA_PASSPHRASE_FILE": ""}
+    # As deployed: sync workers for the API, a pool with threads for the event feed.
+    app = Gunicorn(workers=2, socket=app_socket, **no_ca)
+    events = Gunicorn(workers=1, threads=8, socket=events_socket, **no_ca)
+    nginx = Nginx(
+        directory / "nginx", app_socket=app_socket, events_socket=events_socket, server=server
     )
-    nginx = Nginx(directory / "nginx", app_socket=app_socket, server=server)
-    nginx.app = app
+    nginx.app, nginx.events = app, events
     nginx.root_pem = directory / "root.pem"
     nginx.root_pem.write_text(issued.root_pem)
     yield nginx
     nginx.stop()
     app.stop()
+    events.stop()
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -203,3 +203,11 @@ def test_event_stream_through_nginx_delivers_and_ends_on_revocation(terminator, 
         assert not listener.is_alive(), "the stream did not end after the revocation"
         assert "event: error" in frames, frames
         assert any('"certificate_revoked"' in f for f in frames), frames
+    # nginx sent the feed to its own pool (threads), the rest to the API's sync workers. (The
+    # access log line of a stream is written when it ends, just after the client saw it end.)
+    deadline = time.monotonic() + 5
+    while "GET /api/v1/events/stream/" not in terminator.events.output():
+        assert time.monotonic() < deadline, terminator.events.output()[-2000:]
+        time.sleep(0.05)
+    assert "GET /api/v1/events/stream/" not in terminator.app.output()
+    assert "POST /api/v1/rfqs/" in terminator.app.output()

@@ -38,6 +38,10 @@ class Command(KeylineCommand):
         parser.add_argument(
             "--ocsp-upstream", help="the OCSP responder (pki.ocsp_asgi); default: the app"
         )
+        parser.add_argument(
+            "--events-upstream",
+            help="gunicorn with threads for /api/v1/events/ (long-polls, SSE); default: the app",
+        )
         parser.add_argument("--server-cert", type=Path, required=True, help="full chain PEM")
         parser.add_argument("--server-key", type=Path, required=True)
         parser.add_argument(
@@ -89,6 +93,7 @@ class Command(KeylineCommand):
             worker_processes=options["workers"],
             app_upstream=options["app_upstream"],
             ocsp_upstream=options["ocsp_upstream"] or options["app_upstream"],
+            events_upstream=options["events_upstream"] or options["app_upstream"],
             server_certificate=options["server_cert"].resolve(),
             server_key=options["server_key"].resolve(),
             client_ca_chain=options["client_ca_chain"].resolve(),
