@@ -44,7 +44,7 @@ def expiry_reminders_send(*, now: datetime | None = None) -> int:
         .select_related("participant__firm")
         .order_by("not_after")
     )
-    sent = 0
+    sent, failed = 0, []
     for certificate in due_certificates:
         days_left = (certificate.not_after - now) / timedelta(days=1)
         due = min(t for t in thresholds if days_left <= t)
@@ -78,7 +78,14 @@ def expiry_reminders_send(*, now: datetime | None = None) -> int:
                 )
         except IntegrityError:
             continue  # another run sent it
+        except Exception as exc:  # one undeliverable reminder must not hold up the others
+            logger.warning("expiry reminder for %s failed", certificate.serial, exc_info=True)
+            failed.append(exc)
+            continue
         sent += 1
+    if failed:
+        # Rolled back, so not recorded: the task's retry (and tomorrow's run) sends them.
+        raise failed[0]
     return sent
 
 

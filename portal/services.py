@@ -310,6 +310,17 @@ def application_prepare(*, application_id: int, user) -> Application:
     return application
 
 
+def took_part(application: Application, user) -> bool:
+    """Whether the officer prepared the case or contributed to it (a check, a document, a
+    call-back): four eyes means the decision comes from someone who did none of these."""
+    return (
+        application.prepared_by_id == user.pk
+        or application.checks.filter(performed_by=user).exists()
+        or application.documents.filter(uploaded_by=user).exists()
+        or application.callbacks.filter(created_by=user).exists()
+    )
+
+
 @transaction.atomic(durable=True)
 def application_decide(*, application_id: int, approve: bool, reason: str, user) -> Application:
     """Four eyes: a second officer approves or rejects a prepared case, with a reason.
@@ -320,12 +331,9 @@ def application_decide(*, application_id: int, approve: bool, reason: str, user)
         raise Conflict(
             "application_not_prepared", "Only a prepared, undecided case can be decided."
         )
-    if (
-        application.prepared_by_id == user.pk
-        or application.checks.filter(performed_by=user).exists()
-    ):
+    if took_part(application, user):
         raise PermissionDenied(
-            "four_eyes", "An officer who prepared or checked this case cannot decide it."
+            "four_eyes", "An officer who prepared or worked on this case cannot decide it."
         )
     if not reason.strip():
         raise Invalid("reason_required", "Give the reason for the decision.")

@@ -190,6 +190,11 @@ def verify(request: HttpRequest) -> HttpResponse:
                 ):
                     target = reverse("portal:officer")
                 return redirect(target)
+            audit_record(
+                event="officer.second_factor_failed",
+                actor=Actor.user(request.user),
+                target=request.user,
+            )
             form.add_error("token", "That code is not valid (or too many tries; wait a minute).")
     return render(request, "portal/verify.html", {"form": form, "device": device}, status=status)
 
@@ -284,8 +289,7 @@ def officer_case(request: HttpRequest, pk: int) -> HttpResponse:
             "code": request.session.pop(f"callback_code_{pk}", None),
             "can_decide": application.prepared_at is not None
             and application.decided_at is None
-            and application.prepared_by_id != request.user.pk
-            and not application.checks.filter(performed_by=request.user).exists(),
+            and not services.took_part(application, request.user),
         },
     )
 

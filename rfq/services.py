@@ -484,7 +484,10 @@ def _quote_hash(rfq_id: UUID, data: QuoteIn, replaces: UUID | None = None) -> st
             ],
             "legs": None
             if data.legs is None
-            else sorted([leg.leg_no, dec(leg.bid_price), dec(leg.ask_price)] for leg in data.legs),
+            else sorted(
+                ([leg.leg_no, dec(leg.bid_price), dec(leg.ask_price)] for leg in data.legs),
+                key=lambda row: (row[0], row[1] or "", row[2] or ""),
+            ),
             "expires_in": data.expires_in,
         }
     )
@@ -573,9 +576,11 @@ def quote_replace(*, caller: Caller, quote_id: UUID | str, data: QuoteIn) -> tup
     """Replace an active quote of the caller's firm: a new quote, the old one ``replaced``."""
     _require(caller, Audience.MAKER)
     now = timezone.now()
+    # The RFQ's lock first, then the replay check: a retry that waited behind its own first
+    # attempt must find the replacement it made, not a quote that is now "replaced".
+    old = quote_get(caller.viewer, quote_id)
+    list(Rfq.objects.select_for_update().filter(pk=old.rfq_id).values_list("pk"))
     if data.client_quote_id:
-        # A replayed replace returns the replacement it made, whatever the old quote is now.
-        old = quote_get(caller.viewer, quote_id)
         existing = Quote.objects.filter(
             firm_id=caller.viewer.firm_id, client_quote_id=data.client_quote_id
         ).first()

@@ -14,6 +14,8 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
+from pki import trust
+from pki.authentication import FORBIDDEN, MESSAGES
 from portal.api import ApiError, ok
 from rfq import serializers as s
 from rfq import services
@@ -391,6 +393,13 @@ class EventsApi(APIView):
         caller = _caller(request)
         wait = min(params["wait"], settings.KEYLINE_RFQ["EVENTS_MAX_WAIT"])
         events = events_wait(caller.viewer, since=params["since"], wait=wait, limit=params["limit"])
+        if wait:
+            # The wait may have outlived the certificate (or the firm): ask again before
+            # handing over what arrived meanwhile.
+            decision = trust.certificate_decide(request.user.decision.fingerprint_sha256)
+            if not decision.ok:
+                status = 403 if decision.code in FORBIDDEN else 401
+                raise ApiError(decision.code, MESSAGES[decision.code], status)
         return ok(
             request,
             {

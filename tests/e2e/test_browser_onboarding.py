@@ -226,7 +226,7 @@ def test_onboarding_in_the_browser(live_server, cas, settings, tmp_path, context
     expect(a.locator("#prepared")).to_contain_text("by alice")
     # Four eyes: A is shown no decision form, only why.
     expect(a.locator("#four-eyes")).to_have_text(
-        "Waiting for a second officer: you prepared or checked this case."
+        "Waiting for a second officer: you prepared or worked on this case."
     )
     expect(a.locator("#decide-form")).to_have_count(0)
     shot(a, "05-four-eyes-waiting")
@@ -251,7 +251,7 @@ def test_onboarding_in_the_browser(live_server, cas, settings, tmp_path, context
     )
     expect(a.locator("#error-code")).to_have_text("four_eyes")
     expect(a.locator("p.error")).to_have_text(
-        "An officer who prepared or checked this case cannot decide it."
+        "An officer who prepared or worked on this case cannot decide it."
     )
 
     # --- officer B approves ------------------------------------------------------------------

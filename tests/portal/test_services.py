@@ -139,6 +139,35 @@ def test_four_eyes_holds_when_one_officer_checked_everything_and_another_prepare
     )
 
 
+@pytest.mark.parametrize("contribution", ["started the call-back", "uploaded a document"])
+def test_four_eyes_an_officer_who_contributed_material_cannot_decide(db, contribution):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    helper, checker, decider = officer("helper"), officer("checker"), officer("decider")
+    application, token = submit()
+    if contribution == "started the call-back":
+        confirm_callback(application, token, helper)
+    else:
+        confirm_callback(application, token, checker)
+        services.document_add(
+            application_id=application.pk,
+            title="Register extract",
+            upload=SimpleUploadedFile("x.pdf", b"%PDF-1.7 extract", "application/pdf"),
+            user=helper,
+        )
+    for kind in KINDS:
+        record(application, kind, checker)
+    services.application_prepare(application_id=application.pk, user=checker)
+    with pytest.raises(PermissionDenied) as refused:
+        services.application_decide(
+            application_id=application.pk, approve=True, reason="ok", user=helper
+        )
+    assert refused.value.code == "four_eyes"
+    services.application_decide(
+        application_id=application.pk, approve=True, reason="ok", user=decider
+    )
+
+
 # --- preparing ------------------------------------------------------------------------------
 
 

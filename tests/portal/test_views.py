@@ -49,3 +49,13 @@ def test_sign_ins_failures_and_lockouts_are_audited(db):
     assert events.count("login.failed") == 6  # five wrong passwords, then the locked-out one
     assert "login.locked_out" in events
     assert "login.succeeded" not in events
+
+
+def test_a_wrong_second_factor_code_is_audited(make_officer):
+    from portal.models import AuditRecord
+
+    client, user = make_officer("wrongcode", verified=False)
+    response = client.post("/accounts/verify/", {"token": "000000"})
+    assert response.status_code == 400
+    record = AuditRecord.objects.get(event="officer.second_factor_failed")
+    assert record.actor_id == str(user.pk)

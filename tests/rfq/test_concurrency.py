@@ -368,3 +368,23 @@ def test_cancel_all_and_accept_race_stay_consistent(server, desk, instruments):
             assert str(quote.pk) in cancelled
     swept = Quote.objects.filter(state_reason="cancel_all").values_list("pk", flat=True)
     assert set(cancelled) == {str(pk) for pk in swept}
+
+
+def test_concurrent_replays_of_one_replace_return_the_replacement(desk, instruments):
+    """A client that times out and retries a replace while the first attempt still holds the
+    RFQ's lock gets the replacement that attempt made, not "the quote is replaced"."""
+    requester, maker = desk("requester"), desk("maker")
+    rfq = _rfq(requester)
+    old = _quote(maker, rfq)
+    data = services.QuoteIn(bid_price=Decimal("99998"), client_quote_id="retry-me")
+
+    def replace():
+        participant = Participant.objects.select_related("firm").get(pk=maker.participant.pk)
+        caller = services.Caller(participant, maker.certificate.serial)
+        return services.quote_replace(caller=caller, quote_id=old.pk, data=data)
+
+    results = race_in_process([replace for _ in range(6)])
+
+    assert all(isinstance(r, tuple) for r in results), results
+    assert len({quote.pk for quote, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False] * 5 + [True]

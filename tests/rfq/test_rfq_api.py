@@ -1326,6 +1326,37 @@ def test_a_long_poll_is_woken_by_a_new_event(world):
     assert result["elapsed"] < 4.0, result["elapsed"]
 
 
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the poller needs a second connection that sees the committed revocation",
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_long_poll_outlived_by_its_certificate_hands_over_nothing(world):
+    from pki.revocation import certificate_revoke
+    from portal.audit import Actor
+
+    a, lp = world["a"], world["lp"]
+    since = ok(lp.get("events/"))["next_since"]
+    result: dict = {}
+
+    def poll() -> None:
+        try:
+            result["response"] = lp.get("events/", since=since, wait=5)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.3)  # waiting, already authenticated
+    certificate_revoke(certificate=lp.certificate, reason="keyCompromise", actor=Actor.system("t"))
+    create(a, one_leg("1", counterparties=[lp.firm.lei]))  # wakes the poll
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    response = result["response"]
+    assert response.status_code == 401, response.content
+    assert response.json()["code"] == "certificate_revoked"
+
+
 @pytest.mark.parametrize(
     ("ratio", "quantity"),
     [("9999999999999999", "9999999999999999.99999999"), ("100000000", "100000000.1")],
@@ -1350,5 +1381,23 @@ def test_derived_leg_price_beyond_numeric_24_8_is_refused(world):
         },
     ).json()
     response = lp.post(f"rfqs/{rfq['id']}/quotes/", {"ask_price": "9999999999999999"})
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "INVALID_PRICE"
+
+
+def test_a_quote_leg_listed_twice_is_400_not_500(world):
+    a, lp = world["a"], world["lp"]
+    rfq = a.post(
+        "rfqs/",
+        {
+            "legs": [
+                {"instrument": "BTC-PERPETUAL", "side": "buy"},
+                {"instrument": "BTC-FUT", "side": "sell"},
+            ],
+            "quantity": "1",
+        },
+    ).json()
+    body = {"bid_price": "2", "legs": [{"leg_no": 1, "bid_price": "2"}, {"leg_no": 1}]}
+    response = lp.post(f"rfqs/{rfq['id']}/quotes/", body)
     assert response.status_code == 400, response.content
     assert response.json()["code"] == "INVALID_PRICE"
