@@ -6,4 +6,4 @@ class RfqConfig(AppConfig):
     verbose_name = "Keyline RFQ"
 
     def ready(self) -> None:
-        from rfq import schema  # noqa: F401 - registers the OpenAPI authentication extension
+        from rfq import schema, signals  # noqa: F401 - the OpenAPI extension, signal receivers

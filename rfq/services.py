@@ -848,3 +848,52 @@ def rfq_expire_due(*, now: datetime | None = None, batch: int = 500) -> tuple[in
             rfqs_closed += len(rfqs)
             audit_record_many(entries)
             events_append(drafts)
+
+
+def firm_trading_stop(*, firm_id: int, reason: str) -> tuple[int, int]:
+    """A firm was suspended or offboarded: cancel its open RFQs and its active quotes, so no
+    maker keeps pricing a firm that cannot trade and no requester sees its quotes. Returns
+    (rfqs, quotes) closed. RFQs are locked in id order, as everywhere."""
+    now = timezone.now()
+    actor = Actor.system(f"firm {reason}")
+    with transaction.atomic(durable=True):
+        rfq_ids = sorted(
+            set(
+                Rfq.objects.filter(firm_id=firm_id, state=Rfq.State.OPEN).values_list(
+                    "pk", flat=True
+                )
+            )
+            | set(
+                Quote.objects.filter(firm_id=firm_id, state=Quote.State.ACTIVE).values_list(
+                    "rfq_id", flat=True
+                )
+            )
+        )
+        locked = list(Rfq.objects.select_for_update().filter(pk__in=rfq_ids).order_by("pk"))
+        entries, drafts, closed_rfqs, closed_quotes = [], [], 0, []
+        for rfq in locked:
+            if rfq.firm_id == firm_id and rfq.state == Rfq.State.OPEN:
+                rfq.state, rfq.state_reason, rfq.closed_at = Rfq.State.CANCELLED, reason, now
+                rfq.save(update_fields=["state", "state_reason", "closed_at"])
+                quotes = _close_quotes(rfq, Quote.State.CANCELLED, "rfq_cancelled", now)
+                drafts += _rfq_drafts(rfq, "rfq.cancelled", now, _maker_firm_ids(rfq))
+                drafts += _quote_drafts(quotes, "quote.cancelled", now, requester=False)
+                entries.append(AuditEntry("rfq.cancelled", actor, rfq, "", "", {"reason": reason}))
+                closed_rfqs += 1
+        own = list(
+            Quote.objects.select_for_update().filter(
+                firm_id=firm_id, state=Quote.State.ACTIVE, rfq_id__in=rfq_ids
+            )
+        )
+        Quote.objects.filter(pk__in=[q.pk for q in own]).update(
+            state=Quote.State.CANCELLED, state_reason=reason, closed_at=now
+        )
+        closed_quotes = own
+        drafts += _quote_drafts(own, "quote.cancelled", now)
+        entries += [
+            AuditEntry("quote.cancelled", actor, q, "", "", {"reason": reason}) for q in own
+        ]
+        if entries:
+            audit_record_many(entries)
+            events_append(drafts)
+    return closed_rfqs, len(closed_quotes)

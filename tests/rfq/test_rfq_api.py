@@ -933,7 +933,10 @@ def test_accepting_a_quote_of_an_unavailable_maker_is_counterparty_unavailable(
             lp.participant.is_active = False
             lp.participant.save()
     before = counts()
-    refused(accept(a, rfq["id"], q["id"]), 409, "COUNTERPARTY_UNAVAILABLE")
+    # A suspended firm's quotes are cancelled at once (rfq.signals); a disabled trader's
+    # quote stays, and accept refuses it.
+    code = "QUOTE_NOT_ACTIVE" if what == "firm suspended" else "COUNTERPARTY_UNAVAILABLE"
+    refused(accept(a, rfq["id"], q["id"]), 409, code)
     assert counts() == before
     assert Rfq.objects.get(pk=rfq["id"]).state == "open"
     # The maker's own certificate is refused as well.
@@ -1401,3 +1404,32 @@ def test_a_quote_leg_listed_twice_is_400_not_500(world):
     response = lp.post(f"rfqs/{rfq['id']}/quotes/", body)
     assert response.status_code == 400, response.content
     assert response.json()["code"] == "INVALID_PRICE"
+
+
+def test_suspending_a_firm_cancels_its_open_rfqs_and_active_quotes(
+    world, django_capture_on_commit_callbacks
+):
+    from portal.models import Firm
+
+    a, lp, other = world["a"], world["lp"], world["other_lp"]
+    rfq = create(a, one_leg("1", counterparties=[lp.firm.lei, other.firm.lei]))
+    kept = create(a, one_leg("2", counterparties=[other.firm.lei]))
+    lp_quote = ok(lp.post(f"rfqs/{rfq['id']}/quotes/", {"bid_price": "1", "ask_price": "2"}), 201)
+    other_quote = ok(other.post(f"rfqs/{rfq['id']}/quotes/", {"ask_price": "3"}), 201)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        lp.firm.status = Firm.Status.SUSPENDED
+        lp.firm.save()
+    assert Quote.objects.get(pk=lp_quote["id"]).state_reason == "firm_suspended"
+    assert Quote.objects.get(pk=other_quote["id"]).state == "active"
+    assert Rfq.objects.get(pk=rfq["id"]).state == "open"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        a.firm.status = Firm.Status.OFFBOARDED
+        a.firm.save()
+    assert {r.state_reason for r in Rfq.objects.filter(pk__in=[rfq["id"], kept["id"]])} == {
+        "firm_offboarded"
+    }
+    assert Quote.objects.get(pk=other_quote["id"]).state == "cancelled"
+    types = set(Event.objects.filter(firm=other.firm).values_list("type", flat=True))
+    assert {"rfq.cancelled", "quote.cancelled"} <= types
