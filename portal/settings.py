@@ -227,6 +227,8 @@ KEYLINE_RFQ = {
     "EVENTS_MAX_WAIT": env.int("KEYLINE_EVENTS_MAX_WAIT", default=25),
     # The life of one events/stream/ connection (SSE clients reconnect by themselves).
     "EVENTS_STREAM_SECONDS": env.int("KEYLINE_EVENTS_STREAM_SECONDS", default=300),
+    # Concurrent events/stream/ connections per certificate (each holds an event-pool thread).
+    "EVENTS_STREAMS_PER_CERTIFICATE": env.int("KEYLINE_EVENTS_STREAMS_PER_CERTIFICATE", default=2),
     "PAGE_SIZE_DEFAULT": 50,
     "PAGE_SIZE_MAX": 200,
 }

@@ -13,10 +13,12 @@ there is nothing to say keeps nginx's ``proxy_read_timeout`` and idle proxies ha
 ``X-Accel-Buffering: no`` makes nginx pass each event on as it comes.
 """
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
 
+import redis
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import StreamingHttpResponse
@@ -28,7 +30,7 @@ from rest_framework.views import APIView
 from pki import trust
 from pki.authentication import MESSAGES
 from portal.api import ApiError, request_id
-from rfq.events import events_wait
+from rfq.events import _redis, events_wait
 from rfq.render import ts
 from rfq.selectors import Viewer
 from rfq.serializers import ErrorOut
@@ -80,6 +82,56 @@ def _frames(viewer: Viewer, fingerprint: str, since: int, seconds: float) -> Ite
         since = events[-1].seq
 
 
+class _Stream(StreamingHttpResponse):
+    """Gives the certificate's stream slot back when the server closes the response (end,
+    error or the client going away)."""
+
+    def __init__(self, release, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+def _stream_slot(serial: str):
+    """Take one of the certificate's ``EVENTS_STREAMS_PER_CERTIFICATE`` stream slots (429
+    ``STREAM_LIMIT`` when none is free): a stream holds a thread of the shared event pool for
+    minutes, so one certificate must not be able to take them all. The counter lives in Redis
+    with a TTL (a process that dies cannot leak a slot for long); without Redis there is no
+    cap. Returns the release function."""
+    client = _redis()
+    if client is None:
+        return lambda: None
+    limit = settings.KEYLINE_RFQ["EVENTS_STREAMS_PER_CERTIFICATE"]
+    key = f"keyline:sse:{serial}"
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, settings.KEYLINE_RFQ["EVENTS_STREAM_SECONDS"] + 60)
+        count, _ = pipe.execute()
+    except redis.RedisError:
+        return lambda: None
+    if count > limit:
+        client.decr(key)
+        raise ApiError(
+            "STREAM_LIMIT",
+            f"At most {limit} event streams per certificate; close one or use events/.",
+            429,
+        )
+
+    def release() -> None:
+        with contextlib.suppress(redis.RedisError):  # else the TTL frees it
+            client.decr(key)
+
+    return release
+
+
 class EventStreamApi(APIView):
     throttle_classes = throttles("read")
     renderer_classes = [JSONRenderer, EventStreamRenderer]
@@ -120,7 +172,9 @@ class EventStreamApi(APIView):
 
         since = _since(request)
         viewer = Caller(request.user.participant, request.user.serial).viewer
-        response = StreamingHttpResponse(
+        release = _stream_slot(request.user.serial)
+        response = _Stream(
+            release,
             _frames(
                 viewer,
                 request.user.decision.fingerprint_sha256,

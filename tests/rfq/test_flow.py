@@ -79,3 +79,24 @@ def test_rate_limits_fail_open_when_the_cache_is_down(world, monkeypatch, caplog
     response = world["a"].get("instruments/")
     assert response.status_code == 200, response.content
     assert "unchecked: no cache" in caplog.text
+
+
+def test_a_certificate_holds_at_most_two_event_streams(world, settings):
+    if not settings.REDIS_URL:
+        pytest.skip("the stream cap counts in Redis; without Redis there is no cap")
+    # Streams that end at once when read (a held slot is an unread stream here).
+    settings.KEYLINE_RFQ = {**settings.KEYLINE_RFQ, "EVENTS_STREAM_SECONDS": 0}
+    lp = world["lp"]
+    first = lp.get("events/stream/", HTTP_ACCEPT="text/event-stream")
+    second = lp.get("events/stream/", HTTP_ACCEPT="text/event-stream")
+    assert first.status_code == second.status_code == 200
+    third = lp.get("events/stream/", HTTP_ACCEPT="text/event-stream")
+    assert third.status_code == 429, third.content
+    assert third.json()["code"] == "STREAM_LIMIT"
+    assert third["Content-Type"] == "application/json"
+    assert world["other_lp"].get("events/stream/").status_code == 200  # per certificate
+    assert b"".join(first.streaming_content) == b"retry: 1000\n\n"  # ends, and is closed
+    fourth = lp.get("events/stream/", HTTP_ACCEPT="text/event-stream")
+    assert fourth.status_code == 200
+    for response in (second, fourth):
+        b"".join(response.streaming_content)
