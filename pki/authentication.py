@@ -17,6 +17,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from typing import NoReturn
 from urllib.parse import unquote
 
 from django.conf import settings
@@ -99,46 +100,58 @@ class TerminatorCertificateAuthentication(BaseAuthentication):
     def authenticate(self, request):
         secret = settings.KEYLINE_TERMINATOR_SECRET
         if not secret:
-            self._refuse(request, "terminator_not_configured", 503)
+            _refuse(request, "terminator_not_configured", 503)
         given = _header(request, settings.KEYLINE_HEADER_SECRET)
         if not hmac.compare_digest(given.encode(), secret.encode()):
-            self._refuse(request, "terminator_secret_invalid", 401)
+            _refuse(request, "terminator_secret_invalid", 401)
         verify = _header(request, settings.KEYLINE_HEADER_VERIFY)
         if verify in ("", "NONE"):
-            self._refuse(request, "client_certificate_missing", 401)
+            _refuse(request, "client_certificate_missing", 401)
         if verify != "SUCCESS":
-            self._refuse(request, "client_certificate_unverified", 401, {"verify": verify[:200]})
+            _refuse(request, "client_certificate_unverified", 401, {"verify": verify[:200]})
         der = _pem_to_der(unquote(_header(request, settings.KEYLINE_HEADER_CERT)))
         if der is None:
-            self._refuse(request, "client_certificate_invalid", 401)
+            _refuse(request, "client_certificate_invalid", 401)
         # Only the fingerprint matters: it is looked up among the certificates we issued, so
         # anything else (garbage included) is simply unknown. No X.509 parse on the hot path.
         decision = trust.certificate_decide(hashlib.sha256(der).hexdigest())
         if not decision.ok:
-            status = 403 if decision.code in FORBIDDEN else 401
-            self._refuse(request, decision.code, status, {"serial": decision.serial}, decision)
+            _refuse_decision(request, decision)
         return ApiPrincipal(decision), decision
 
-    def _refuse(
-        self,
-        request,
-        code: str,
-        status: int,
-        details: dict | None = None,
-        decision: trust.TrustDecision | None = None,
-    ):
-        actor = (
-            Actor(AuditRecord.ActorType.CERTIFICATE, decision.serial, decision.serial)
-            if decision is not None and decision.serial
-            else Actor.anonymous("API client")
-        )
-        audit_record(
-            event="api.authentication_refused",
-            actor=actor,
-            code=code,
-            method=request.method,
-            path=request.path[:200],
-            request_id=request_id(request),
-            **(details or {}),
-        )
-        raise ApiError(code, MESSAGES[code], status, details)
+
+def recheck(request) -> None:
+    """Decide again for the certificate this request authenticated with: a request that waits
+    (a long-poll) may outlive a revocation. Refuses exactly as authentication does."""
+    decision = trust.certificate_decide(request.user.decision.fingerprint_sha256)
+    if not decision.ok:
+        _refuse_decision(request, decision)
+
+
+def _refuse_decision(request, decision: trust.TrustDecision) -> NoReturn:
+    status = 403 if decision.code in FORBIDDEN else 401
+    _refuse(request, decision.code, status, {"serial": decision.serial}, decision)
+
+
+def _refuse(
+    request,
+    code: str,
+    status: int,
+    details: dict | None = None,
+    decision: trust.TrustDecision | None = None,
+) -> NoReturn:
+    actor = (
+        Actor(AuditRecord.ActorType.CERTIFICATE, decision.serial, decision.serial)
+        if decision is not None and decision.serial
+        else Actor.anonymous("API client")
+    )
+    audit_record(
+        event="api.authentication_refused",
+        actor=actor,
+        code=code,
+        method=request.method,
+        path=request.path[:200],
+        request_id=request_id(request),
+        **(details or {}),
+    )
+    raise ApiError(code, MESSAGES[code], status, details)

@@ -19,8 +19,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from pki import services as pki_services
+from pki.keystore import atomic_write
 from pki.models import Certificate, CertificateRequest
 from pki.revocation import certificate_revoke, certificates_revoke_for_firm
+from pki.selectors import ca_get_active
 from portal.audit import Actor, audit_record
 from portal.errors import Conflict, Invalid, NotFound, PermissionDenied
 from portal.models import (
@@ -213,8 +215,6 @@ def document_add(*, application_id: int, title: str, upload, user) -> Document:
     digest = hashlib.sha256(data).hexdigest()
     directory = Path(settings.KEYLINE_DOCUMENTS_DIR)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    from pki.keystore import atomic_write
-
     atomic_write(directory / digest, data, mode=0o600)
     _start_review(application, actor)
     document = Document.objects.create(
@@ -578,8 +578,6 @@ def certificate_for(user, certificate_id: int) -> Certificate:
 def certificate_download(*, user, certificate_id: int, kind: str) -> tuple[str, bytes]:
     """(filename, PEM bytes) of the certificate, its chain, or the CA bundle; audited."""
     certificate = certificate_for(user, certificate_id)
-    from pki.selectors import ca_get_active
-
     root = ca_get_active("root")
     trader = certificate.participant.trader_id
     if kind == "cert":

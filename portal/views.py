@@ -294,18 +294,20 @@ def officer_case(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _invalid(form) -> DomainError:
-    first = next(iter(form.errors.values()))[0]
-    return Invalid("invalid_form", str(first), {"fields": form.errors.get_json_data()})
+def _posted(form_class, request) -> dict:
+    """The POSTed form's cleaned data, or 400 ``invalid_form`` naming the first problem."""
+    form = form_class(request.POST, request.FILES)
+    if not form.is_valid():
+        first = next(iter(form.errors.values()))[0]
+        raise Invalid("invalid_form", str(first), {"fields": form.errors.get_json_data()})
+    return form.cleaned_data
 
 
 @require_POST
 @officer_required
 def officer_check(request, pk):
-    form = forms.CheckForm(request.POST)
-    if not form.is_valid():
-        raise _invalid(form)
-    services.check_record(application_id=pk, user=request.user, **form.cleaned_data)
+    data = _posted(forms.CheckForm, request)
+    services.check_record(application_id=pk, user=request.user, **data)
     messages.success(request, "Check recorded.")
     return redirect("portal:officer-case", pk=pk)
 
@@ -313,13 +315,11 @@ def officer_check(request, pk):
 @require_POST
 @officer_required
 def officer_document(request, pk):
-    form = forms.DocumentForm(request.POST, request.FILES)
-    if not form.is_valid():
-        raise _invalid(form)
+    data = _posted(forms.DocumentForm, request)
     services.document_add(
         application_id=pk,
-        title=form.cleaned_data["title"],
-        upload=form.cleaned_data["file"],
+        title=data["title"],
+        upload=data["file"],
         user=request.user,
     )
     messages.success(request, "Document kept with the case.")
@@ -343,10 +343,8 @@ def officer_document_download(request, pk, doc):
 @require_POST
 @officer_required
 def officer_callback(request, pk):
-    form = forms.CallbackStartForm(request.POST)
-    if not form.is_valid():
-        raise _invalid(form)
-    code = services.callback_start(application_id=pk, user=request.user, **form.cleaned_data)
+    data = _posted(forms.CallbackStartForm, request)
+    code = services.callback_start(application_id=pk, user=request.user, **data)
     request.session[f"callback_code_{pk}"] = code  # shown once, on the next page
     return redirect("portal:officer-case", pk=pk)
 
@@ -362,13 +360,11 @@ def officer_prepare(request, pk):
 @require_POST
 @officer_required
 def officer_decide(request, pk):
-    form = forms.DecisionForm(request.POST)
-    if not form.is_valid():
-        raise _invalid(form)
+    data = _posted(forms.DecisionForm, request)
     services.application_decide(
         application_id=pk,
-        approve=form.cleaned_data["decision"] == "approve",
-        reason=form.cleaned_data["reason"],
+        approve=data["decision"] == "approve",
+        reason=data["reason"],
         user=request.user,
     )
     messages.success(request, "Decision recorded.")
@@ -378,15 +374,13 @@ def officer_decide(request, pk):
 @require_POST
 @officer_required
 def officer_firm_suspend(request, firm_id, action):
-    form = forms.ReasonForm(request.POST)
-    if not form.is_valid():
-        raise _invalid(form)
+    data = _posted(forms.ReasonForm, request)
     if action not in ("suspend", "offboard"):
         raise NotFound("not_found", "No such action.")
     services.firm_suspend(
         firm_id=firm_id,
         offboard=action == "offboard",
-        reason=form.cleaned_data["reason"],
+        reason=data["reason"],
         user=request.user,
     )
     messages.success(request, f"Firm {action}ed; its certificates are revoked.")
@@ -542,11 +536,9 @@ def certificate_connect(request, pk):
 @require_POST
 @firm_user_required
 def certificate_revoke(request, pk):
-    form = forms.RevokeForm(request.POST)
-    if not form.is_valid():
-        raise _invalid(form)
+    data = _posted(forms.RevokeForm, request)
     certificate = services.certificate_revoke_by(
-        user=request.user, certificate_id=pk, reason=form.cleaned_data["reason"]
+        user=request.user, certificate_id=pk, reason=data["reason"]
     )
     messages.success(request, f"Certificate {certificate.serial} revoked.")
     return redirect("portal:certificate", pk=pk)

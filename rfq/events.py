@@ -67,7 +67,9 @@ def events_append(drafts: list[Draft]) -> int:
 _clients: dict[str, redis.Redis] = {}
 
 
-def _redis() -> redis.Redis | None:
+def redis_client() -> redis.Redis | None:
+    """The raw Redis client of this process (None without REDIS_URL): event wake-ups, rate
+    limits and stream slots."""
     url = settings.REDIS_URL
     if not url:
         return None
@@ -77,7 +79,7 @@ def _redis() -> redis.Redis | None:
 
 
 def _publish(seq: int) -> None:
-    client = _redis()
+    client = redis_client()
     if client is None:
         return
     try:
@@ -91,7 +93,7 @@ def events_wait(viewer: Viewer, *, since: int, wait: float, limit: int) -> list[
     """Events after ``since`` for the viewer, waiting up to ``wait`` seconds for the first
     one. Subscribes before the first read, so an event committed in between still wakes us."""
     deadline = time.monotonic() + wait
-    client = _redis() if wait > 0 else None
+    client = redis_client() if wait > 0 else None
     pubsub = None
     if client is not None:
         try:

@@ -19,6 +19,10 @@ class Side(models.TextChoices):
     SELL = "sell", _("Sell")
 
 
+def opposite(side: str) -> str:
+    return Side.SELL if side == Side.BUY else Side.BUY
+
+
 class Instrument(models.Model):
     """Reference data. Symbols follow Deribit's shape: ``BTC-PERPETUAL``, ``BTC-26MAR27``,
     ``BTC-26MAR27-100000-C``."""

@@ -8,7 +8,7 @@ makers; a trade's sides are the viewer's own. Decimals are strings, times UTC IS
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from rfq.models import Quote, Rfq, Side, Trade
+from rfq.models import Quote, Rfq, Trade, opposite
 from rfq.selectors import RfqRow, Viewer
 
 
@@ -100,10 +100,6 @@ def quote_render(quote: Quote, viewer: Viewer, now: datetime) -> dict:
     return data
 
 
-def _flip(side: str) -> str:
-    return Side.SELL if side == Side.BUY else Side.BUY
-
-
 def trade_render(trade: Trade, viewer: Viewer) -> dict:
     as_requester = viewer.is_requester
     data = {
@@ -111,14 +107,14 @@ def trade_render(trade: Trade, viewer: Viewer) -> dict:
         "rfq_id": str(trade.rfq_id),
         "quote_id": str(trade.quote_id),
         "role": "requester" if as_requester else "maker",
-        "side": trade.side if as_requester else _flip(trade.side),
+        "side": trade.side if as_requester else opposite(trade.side),
         "quantity": dec(trade.quantity),
         "price": dec(trade.price),
         "legs": [
             {
                 "leg_no": leg.leg_no,
                 "instrument": leg.instrument.symbol,
-                "side": leg.side if as_requester else _flip(leg.side),
+                "side": leg.side if as_requester else opposite(leg.side),
                 "quantity": dec(leg.quantity),
                 "price": dec(leg.price),
             }

@@ -253,8 +253,11 @@ def event_feed(viewer: Viewer, *, since: int) -> QuerySet[Event]:
     ).order_by("seq")
 
 
-def instrument_list() -> QuerySet[Instrument]:
-    return Instrument.objects.filter(is_active=True).order_by("symbol")
+def instrument_list(now: datetime) -> QuerySet[Instrument]:
+    """Tradable instruments: active and not expired."""
+    return Instrument.objects.filter(
+        Q(expiry__isnull=True) | Q(expiry__gt=now), is_active=True
+    ).order_by("symbol")
 
 
 def is_uuid(value: UUID | str) -> bool:

@@ -35,10 +35,13 @@ from rfq.models import (
     Side,
     Trade,
     TradeLeg,
+    opposite,
 )
 from rfq.render import dec, effective_state, quote_render, rfq_render, trade_render
 from rfq.selectors import (
     Viewer,
+    instrument_list,
+    is_uuid,
     quote_get,
     quote_with_details,
     rfq_get,
@@ -120,11 +123,7 @@ def _multiple_of(value: Decimal, step: Decimal) -> bool:
 
 def _resolve_instruments(legs: list[LegIn], now: datetime) -> dict[str, Instrument]:
     symbols = {leg.instrument for leg in legs}
-    found = {
-        i.symbol: i
-        for i in Instrument.objects.filter(symbol__in=symbols, is_active=True)
-        if i.expiry is None or i.expiry > now
-    }
+    found = {i.symbol: i for i in instrument_list(now).filter(symbol__in=symbols)}
     missing = sorted(symbols - found.keys())
     if missing:
         raise Invalid(
@@ -563,12 +562,16 @@ def _locked_own_quote(caller: Caller, quote_id: UUID | str, now: datetime) -> tu
     quote = quote_get(caller.viewer, quote_id)
     rfq = Rfq.objects.select_for_update().get(pk=quote.rfq_id)
     quote = Quote.objects.select_for_update().get(pk=quote.pk)
+    _require_active(quote, now)
+    return rfq, quote
+
+
+def _require_active(quote: Quote, now: datetime) -> None:
     state, _ = effective_state(quote, now)
     if state == Quote.State.EXPIRED:
         raise Conflict("QUOTE_EXPIRED", "The quote has expired.", {"state": state})
     if state != Quote.State.ACTIVE:
         raise Conflict("QUOTE_NOT_ACTIVE", f"The quote is {state}.", {"state": state})
-    return rfq, quote
 
 
 @transaction.atomic(durable=True)
@@ -670,16 +673,12 @@ def rfq_accept(
     _require_open(rfq, now)
     quote = (
         Quote.objects.select_for_update().filter(pk=quote_id, rfq=rfq).first()
-        if _uuid_or_none(quote_id)
+        if is_uuid(quote_id)
         else None
     )
     if quote is None:
         raise NotFound("UNKNOWN_QUOTE", "No such quote on this RFQ.")
-    state, _ = effective_state(quote, now)
-    if state == Quote.State.EXPIRED:
-        raise Conflict("QUOTE_EXPIRED", "The quote has expired.", {"state": state})
-    if state != Quote.State.ACTIVE:
-        raise Conflict("QUOTE_NOT_ACTIVE", f"The quote is {state}.", {"state": state})
+    _require_active(quote, now)
     if quote.firm_id == rfq.firm_id:
         raise Conflict("SELF_TRADE", "A firm cannot trade with itself.")
     maker = Participant.objects.select_related("firm").get(pk=quote.maker_id)
@@ -730,9 +729,7 @@ def rfq_accept(
             trade=trade,
             leg_no=leg.leg_no,
             instrument=leg.instrument,
-            side=leg.side
-            if side == Side.BUY
-            else (Side.SELL if leg.side == Side.BUY else Side.BUY),
+            side=leg.side if side == Side.BUY else opposite(leg.side),
             quantity=leg.ratio * quantity,
             price=quote_legs[leg.leg_no].ask_price
             if side == Side.BUY
@@ -779,13 +776,6 @@ def rfq_accept(
     )
     events_append(drafts)
     return trade
-
-
-def _uuid_or_none(value: UUID | str) -> UUID | None:
-    try:
-        return value if isinstance(value, UUID) else UUID(str(value))
-    except ValueError:
-        return None
 
 
 # --- expiry ------------------------------------------------------------------------------------

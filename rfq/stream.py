@@ -30,7 +30,7 @@ from rest_framework.views import APIView
 from pki import trust
 from pki.authentication import MESSAGES
 from portal.api import ApiError, request_id
-from rfq.events import _redis, events_wait
+from rfq.events import events_wait, redis_client
 from rfq.render import ts
 from rfq.selectors import Viewer
 from rfq.serializers import ErrorOut
@@ -105,7 +105,7 @@ def _stream_slot(serial: str):
     minutes, so one certificate must not be able to take them all. The counter lives in Redis
     with a TTL (a process that dies cannot leak a slot for long); without Redis there is no
     cap. Returns the release function."""
-    client = _redis()
+    client = redis_client()
     if client is None:
         return lambda: None
     limit = settings.KEYLINE_RFQ["EVENTS_STREAMS_PER_CERTIFICATE"]

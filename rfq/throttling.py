@@ -16,7 +16,7 @@ import time
 import redis
 from rest_framework.throttling import SimpleRateThrottle
 
-from rfq.events import _redis
+from rfq.events import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class CertificateRateThrottle(SimpleRateThrottle):
     def allow_request(self, request, view) -> bool:
         # The limits protect the venue; they must not take it down. If the shared cache is
         # unreachable the request goes on (logged) rather than failing with a 500.
-        client = _redis() if self.rate is not None else None
+        client = redis_client() if self.rate is not None else None
         if client is not None:
             return self._allow_fixed_window(client, request, view)
         try:

@@ -14,8 +14,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
-from pki import trust
-from pki.authentication import FORBIDDEN, MESSAGES
+from pki.authentication import recheck
 from portal.api import ApiError, ok
 from rfq import serializers as s
 from rfq import services
@@ -23,6 +22,7 @@ from rfq.events import events_wait
 from rfq.models import Instrument, Rfq
 from rfq.render import dec, quote_render, rfq_render, trade_render, ts
 from rfq.selectors import (
+    instrument_list,
     is_uuid,
     quote_get,
     quote_visible,
@@ -104,12 +104,8 @@ class InstrumentListApi(APIView):
     @extend_schema(responses={200: s.InstrumentListOut, **_errors()}, tags=["reference data"])
     def get(self, request):
         """Tradable instruments (active and not expired)."""
-        now = timezone.now()
-        rows = Instrument.objects.filter(is_active=True).order_by("symbol")
-        return ok(
-            request,
-            {"results": [_instrument(i) for i in rows if i.expiry is None or i.expiry > now]},
-        )
+        rows = instrument_list(timezone.now())
+        return ok(request, {"results": [_instrument(i) for i in rows]})
 
 
 class RfqListCreateApi(APIView):
@@ -396,10 +392,7 @@ class EventsApi(APIView):
         if wait:
             # The wait may have outlived the certificate (or the firm): ask again before
             # handing over what arrived meanwhile.
-            decision = trust.certificate_decide(request.user.decision.fingerprint_sha256)
-            if not decision.ok:
-                status = 403 if decision.code in FORBIDDEN else 401
-                raise ApiError(decision.code, MESSAGES[decision.code], status)
+            recheck(request)
         return ok(
             request,
             {

@@ -52,10 +52,15 @@ def test_sign_ins_failures_and_lockouts_are_audited(db):
 
 
 def test_a_wrong_second_factor_code_is_audited(make_officer):
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
     from portal.models import AuditRecord
+    from tests.portal.conftest import totp_now
 
     client, user = make_officer("wrongcode", verified=False)
-    response = client.post("/accounts/verify/", {"token": "000000"})
+    valid = totp_now(TOTPDevice.objects.get(user=user))
+    wrong = f"{(int(valid) + 500_000) % 1_000_000:06d}"  # never today's code, nor a neighbour's
+    response = client.post("/accounts/verify/", {"token": wrong})
     assert response.status_code == 400
     record = AuditRecord.objects.get(event="officer.second_factor_failed")
     assert record.actor_id == str(user.pk)

@@ -74,7 +74,7 @@ def test_rate_limits_fail_open_when_the_cache_is_down(world, monkeypatch, caplog
         set = get
 
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    monkeypatch.setattr(throttling, "_redis", lambda: dead if store == "redis" else None)
+    monkeypatch.setattr(throttling, "redis_client", lambda: dead if store == "redis" else None)
     monkeypatch.setattr(throttling.CertificateRateThrottle, "cache", DownCache())
     response = world["a"].get("instruments/")
     assert response.status_code == 200, response.content

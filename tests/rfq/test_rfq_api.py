@@ -1290,12 +1290,6 @@ def test_events_with_wait_0_return_at_once_and_a_wait_holds(world):
     assert time.monotonic() - started >= 0.3
 
 
-@pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="the poller needs a second connection that sees the committed event, so a "
-    "transactional test; its flush DELETEs the audit log, which SQLite's append-only trigger "
-    "refuses (PostgreSQL's TRUNCATE does not fire it)",
-)
 @pytest.mark.django_db(transaction=True)
 def test_a_long_poll_is_woken_by_a_new_event(world):
     a, lp = world["a"], world["lp"]
@@ -1329,10 +1323,6 @@ def test_a_long_poll_is_woken_by_a_new_event(world):
     assert result["elapsed"] < 4.0, result["elapsed"]
 
 
-@pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="the poller needs a second connection that sees the committed revocation",
-)
 @pytest.mark.django_db(transaction=True)
 def test_a_long_poll_outlived_by_its_certificate_hands_over_nothing(world):
     from pki.revocation import certificate_revoke
@@ -1358,6 +1348,10 @@ def test_a_long_poll_outlived_by_its_certificate_hands_over_nothing(world):
     response = result["response"]
     assert response.status_code == 401, response.content
     assert response.json()["code"] == "certificate_revoked"
+    # Refused as authentication refuses: audited with the certificate's serial.
+    refusal = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
+    assert refusal.actor_id == lp.certificate.serial
+    assert refusal.details["code"] == "certificate_revoked"
 
 
 @pytest.mark.parametrize(
