@@ -336,9 +336,14 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 KEYLINE_REMINDER_DAYS = (30, 14, 7, 1)
 
 # --- PKI (validated in pki/conf.py, checked by pki/checks.py) -------------------------------
-# Base URL that relying parties use to fetch CRLs, OCSP and issuer certificates. It is written
-# into every certificate, so set it before issuing anything.
-KEYLINE_PKI_BASE_URL = env.str("KEYLINE_PKI_BASE_URL", default="http://127.0.0.1:8000/pki")
+# The PKI's public address (plain http by RFC 5280 convention): the base of the CRL, OCSP and
+# caIssuers URLs that init_ca records on each CA (certificates carry the CA's URLs, never the
+# signing process's), and of the links the portal shows. KEYLINE_PKI_BASE_URL is its old name.
+KEYLINE_PKI_URL = env.str(
+    "KEYLINE_PKI_URL",
+    default=env.str("KEYLINE_PKI_BASE_URL", default="http://127.0.0.1:8080/pki"),
+).rstrip("/")
+KEYLINE_PKI_BASE_URL = KEYLINE_PKI_URL
 KEYLINE_CRL_BASE_URL = env.str("KEYLINE_CRL_BASE_URL", default=f"{KEYLINE_PKI_BASE_URL}/crl")
 KEYLINE_OCSP_URL = env.str("KEYLINE_OCSP_URL", default=f"{KEYLINE_PKI_BASE_URL}/ocsp")
 KEYLINE_CA_ISSUERS_BASE_URL = env.str(
