@@ -2,12 +2,16 @@
 
 The module fails closed: without ``DJANGO_DEBUG=1`` a ``DJANGO_SECRET_KEY`` (or
 ``DJANGO_SECRET_KEY_FILE``) and ``DJANGO_ALLOWED_HOSTS`` are required. Defaults suit one
-machine with nothing installed: SQLite under ``var/`` and Celery tasks run eagerly in-process.
-PostgreSQL and Redis come from ``DATABASE_URL`` and ``REDIS_URL``. A ``.env`` file at the
+machine with nothing installed (a migrations check, a quick shell): SQLite under ``var/`` and
+Celery tasks run eagerly in-process. The platform itself runs on PostgreSQL and Redis, from
+``DATABASE_URL`` and ``REDIS_URL``: ``bin/run`` and ``bin/test`` start private ones under ``var/``
+when those are unset (bin/_services.sh). A ``.env`` file at the
 project root is read only if it exists; see ``.env.example`` for every variable.
 """
 
+import os
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import environ
 from celery.schedules import crontab
@@ -49,7 +53,23 @@ ALLOWED_HOSTS = env.list(
 )
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is required when DJANGO_DEBUG is off")
-CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# The public addresses of the three faces of the platform. Every link, e-mail, page and curl
+# recipe is derived from these (bin/run sets them from its ports), as are the CSRF trusted
+# origins below: the portal's own origin is always trusted.
+KEYLINE_PORTAL_URL = env.str("KEYLINE_PORTAL_URL", default="https://127.0.0.1:8444").rstrip("/")
+KEYLINE_API_URL = env.str("KEYLINE_API_URL", default="https://127.0.0.1:8443").rstrip("/")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+CSRF_TRUSTED_ORIGINS = [
+    _origin(KEYLINE_PORTAL_URL),
+    *env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[]),
+]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -91,6 +111,11 @@ AUTHENTICATION_BACKENDS = [
 ]
 # Portal logins (never the API): 5 failures lock the user name for an hour (whatever address
 # they come from), and an address that failed 5 times is locked for every user name.
+# The address is the one nginx saw: it sets X-Real-IP on every request it forwards (replacing a
+# client's copy), and the app is reachable only through nginx (a unix socket). django-ipware
+# reads that header alone; X-Forwarded-For and the like, which a client can write, are ignored.
+# Without nginx (tests, runserver) REMOTE_ADDR is the client.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_REAL_IP", "REMOTE_ADDR")
 AXES_FAILURE_LIMIT = env.int("KEYLINE_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 1  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own
@@ -123,8 +148,21 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'keyline.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # SQLite serialises writers; wait for the lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # Only for tooling on a bare machine (the platform runs on PostgreSQL). Still: WAL so readers
+    # never block the writer, BEGIN IMMEDIATE so a writer takes the lock up front instead of
+    # failing "database is locked" halfway, a busy timeout, and a file only its owner can read
+    # (it would hold sessions and second-factor seeds).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+    _sqlite = Path(DATABASES["default"]["NAME"])
+    if DATABASES["default"]["NAME"] != ":memory:" and not _sqlite.exists():
+        _sqlite.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(_sqlite, os.O_CREAT | os.O_WRONLY, 0o600))
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 
@@ -148,6 +186,18 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static"))
+# collectstatic names each file by its content hash, so nginx may let browsers cache it for a
+# year. Off where nothing was collected (the test suite, DJANGO_DEBUG).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"
+            if env.bool("KEYLINE_STATIC_MANIFEST", default=not DEBUG)
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "portal:home"
@@ -174,7 +224,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["pki.authentication.TerminatorCertificateAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["portal.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -255,26 +305,27 @@ CACHES = {
 }
 
 # --- Celery ----------------------------------------------------------------------------------
-# Without a broker the tasks run eagerly in the calling process, so a fresh machine needs no
-# server. Tasks that need a CA key are routed to the "signing" queue, which only the
-# key-holding worker consumes (DESIGN.md: web processes never load a CA key).
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://localhost/")
+# The broker is Redis. Without one the tasks run eagerly in the calling process (unit tests,
+# tooling). Tasks that need a CA key are routed to the "signing" queue, which only the
+# key-holding worker consumes: web processes never load a CA key.
+
+
+def _broker_url(redis_url: str) -> str:
+    """kombu spells a unix-socket Redis ``redis+socket:///path?virtual_host=N``, redis-py
+    ``unix:///path?db=N``: one REDIS_URL serves both."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "unix":
+        return redis_url
+    db = parse_qs(parts.query).get("db", ["0"])[0]
+    return f"redis+socket://{parts.path}?virtual_host={db}"
+
+
+CELERY_BROKER_URL = env.str(
+    "CELERY_BROKER_URL", default=_broker_url(REDIS_URL) if REDIS_URL else "memory://localhost/"
+)
 CELERY_TASK_ALWAYS_EAGER = env.bool(
     "CELERY_TASK_ALWAYS_EAGER", default=CELERY_BROKER_URL.startswith("memory://")
 )
-# The embedded broker for one machine without Redis (bin/run sets filesystem://): messages are
-# files under var/broker, shared by the web processes and the worker.
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "store_processed": False,
-        "polling_interval": 0.1,  # seconds between looks at the queue folder
-    }
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -319,12 +370,11 @@ EMAIL_HOST_USER = env.str("DJANGO_EMAIL_HOST_USER", default="")
 EMAIL_HOST_PASSWORD = _secret("DJANGO_EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env.bool("DJANGO_EMAIL_USE_TLS", default=True)
 EMAIL_TIMEOUT = 20
+# DJANGO_EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend writes each message as a
+# file here (bin/run: var/mail/).
+EMAIL_FILE_PATH = env.str("DJANGO_EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
 
 # --- onboarding portal ------------------------------------------------------------------------
-# The portal's public address, written into e-mailed links (case page, invitations).
-KEYLINE_PORTAL_URL = env.str("KEYLINE_PORTAL_URL", default="https://127.0.0.1:8444")
-# The RFQ API's address, for the "connect" page's curl line.
-KEYLINE_API_URL = env.str("KEYLINE_API_URL", default="https://127.0.0.1:8443")
 # Sign participants' CSRs at once when their firm is approved; otherwise an officer decides.
 KEYLINE_AUTO_SIGN = env.bool("KEYLINE_AUTO_SIGN", default=False)
 # Case documents (kept by SHA-256, 0600, never under a served path).

@@ -13,9 +13,27 @@ from pki.conf import pki_settings
 from portal.audit import Actor
 from tests import session_ca
 from tests.factories import FirmFactory, ParticipantFactory
+from tests.platform import platform  # noqa: F401 - fixture
 from tests.servers import app_server, ocsp_server, terminator  # noqa: F401 - fixtures
 
 VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """bin/test brings up everything the tests need (PostgreSQL, Redis, nginx, Chromium), so
+    there a skip means a test did not run that should have: it fails the run."""
+    if os.environ.get("KEYLINE_FORBID_SKIPS") != "1" or exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        reporter.write_line(
+            f"KEYLINE_FORBID_SKIPS: {len(skipped)} test(s) skipped; nothing may be skipped here:",
+            red=True,
+        )
+        for report in skipped[:20]:
+            reporter.write_line(f"  {report.nodeid}: {report.longrepr}")
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

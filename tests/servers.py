@@ -34,9 +34,14 @@ def free_port() -> int:
 
 
 def database_url() -> str:
+    """The test database as a URL for another process: over TCP, or over the unix socket of
+    the private cluster bin/test starts (``?host=/dir``)."""
     db = settings.DATABASES["default"]
     user = db.get("USER") or "postgres"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    socket_dir = db.get("OPTIONS", {}).get("host")
+    if socket_dir and not db.get("HOST"):
+        return f"postgres://{user}{password}@/{db['NAME']}?host={socket_dir}"
     host = db.get("HOST") or "127.0.0.1"
     return f"postgres://{user}{password}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
 

@@ -56,7 +56,9 @@ def start_worker(tmp_path):
                 ],
                 cwd=ROOT,
                 env=server_env(
-                    CELERY_TASK_ALWAYS_EAGER="0", CELERY_BROKER_URL=settings.REDIS_URL, **env
+                    CELERY_TASK_ALWAYS_EAGER="0",
+                    CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+                    **env,
                 ),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -12,6 +12,8 @@ from pki.keystore import atomic_write
 from pki.management.commands._base import KeylineCommand
 
 TEMPLATE = Path(settings.BASE_DIR) / "deploy" / "nginx" / "keyline.conf.template"
+MIME_TYPES = Path("/etc/nginx/mime.types")  # Debian's nginx-common
+API_MAX_BODY_BYTES = 1_048_576  # the largest body nginx forwards (the portal has its own)
 
 
 class Command(KeylineCommand):
@@ -24,8 +26,19 @@ class Command(KeylineCommand):
     def add_arguments(self, parser):
         ca = pki_settings().ca_dir
         parser.add_argument("--out", required=True, type=Path)
+        parser.add_argument("--prefix", type=Path, help="pid and logs (default: beside --out)")
         parser.add_argument(
-            "--prefix", type=Path, help="pid, logs and temp files (default: beside --out)"
+            "--temp-dir",
+            type=Path,
+            help="request bodies and proxy buffers, written by nginx's (unprivileged) workers; "
+            "default: PREFIX/tmp",
+        )
+        parser.add_argument(
+            "--mime-types",
+            type=Path,
+            default=MIME_TYPES,
+            help="nginx's MIME type table (without it stylesheets are served as text/plain, and "
+            "browsers ignore them)",
         )
         parser.add_argument("--api-listen", default="127.0.0.1:8443")
         parser.add_argument("--portal-listen", default="127.0.0.1:8444")
@@ -69,9 +82,10 @@ class Command(KeylineCommand):
             )
         out: Path = options["out"].resolve()
         prefix: Path = (options["prefix"] or out.parent).resolve()
-        for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
-            (prefix / sub).mkdir(parents=True, exist_ok=True)
-        for name in ("server_cert", "server_key", "client_ca_chain", "crl_bundle"):
+        temp: Path = (options["temp_dir"] or prefix / "tmp").resolve()
+        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (temp / sub).mkdir(parents=True, exist_ok=True)
+        for name in ("server_cert", "server_key", "client_ca_chain", "crl_bundle", "mime_types"):
             if not options[name].is_file():
                 raise ImproperlyConfigured(f"--{name.replace('_', '-')}: no file {options[name]}")
         ocsp_path = urlsplit(pki_settings().ocsp_url).path.rstrip("/")
@@ -90,6 +104,9 @@ class Command(KeylineCommand):
             )
         text = Template(TEMPLATE.read_text()).substitute(
             prefix=prefix,
+            temp_dir=temp,
+            api_max_body_bytes=API_MAX_BODY_BYTES,
+            mime_types=options["mime_types"].resolve(),
             worker_processes=options["workers"],
             app_upstream=options["app_upstream"],
             ocsp_upstream=options["ocsp_upstream"] or options["app_upstream"],
