@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from portal import views
+from rfq.views import NotFoundApi
 
 portal_patterns = [
     path("", views.home, name="home"),
@@ -49,6 +50,8 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("pki/", include("pki.urls")),
     path("api/v1/", include("rfq.urls")),
+    # Any other path under /api/ (a typo, another version) answers in the API's JSON shape.
+    re_path(r"^api/", NotFoundApi.as_view(), name="api-not-found"),
     path("admin/", admin.site.urls),
     # The RFQ API's contract, readable in a browser without a client certificate.
     path(

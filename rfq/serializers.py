@@ -5,9 +5,11 @@ code renders the event feed). The ``*Out`` serializers below describe those resp
 OpenAPI schema; Schemathesis checks every response against them (tests/rfq/test_schema.py).
 """
 
+import re
 from decimal import Decimal
 
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from rfq.models import PRICE, Quote, Rfq, Side
@@ -16,24 +18,56 @@ CLIENT_ID = RegexValidator(r"^[A-Za-z0-9_.:-]{1,32}$", "1-32 of A-Z a-z 0-9 _ . 
 TINY = Decimal("0.00000001")
 
 
+# The one grammar of a decimal on the API: ASCII digits, an optional leading "-", an optional
+# fraction. No "+", exponent, separator, surrounding space, NaN or Infinity: "1e2" must not
+# quietly become 100 on a trading API.
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+_DECIMAL = re.compile(DECIMAL_PATTERN)
+
+
+@extend_schema_field(
+    {"type": "string", "format": "decimal", "pattern": DECIMAL_PATTERN, "example": "1.5"}
+)
 class DecimalString(serializers.DecimalField):
     """Decimals travel as JSON strings ("1.5"): a JSON number is a binary float to most
-    clients, and a price must not be rounded on the way in."""
+    clients, and a price must not be rounded on the way in. Every decimal of the API's input
+    goes through this field, so the grammar is checked in one place."""
 
-    default_error_messages = {"not_string": 'Send decimals as strings, e.g. "1.5".'}
+    default_error_messages = {
+        "not_string": 'Send decimals as strings, e.g. "1.5".',
+        "grammar": 'Not a decimal: ASCII digits with an optional "-" and fraction, e.g. "-12.5" '
+        '(no "+", exponent, separator or spaces).',
+    }
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs) -> None:
         super().__init__(
             max_digits=PRICE["max_digits"], decimal_places=PRICE["decimal_places"], **kwargs
         )
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data) -> Decimal:
+        """Refuse anything but the strict grammar before DRF's (lenient) decimal parsing."""
         if not isinstance(data, str):
             self.fail("not_string")
+        if _DECIMAL.fullmatch(data) is None:
+            self.fail("grammar")
         return super().to_internal_value(data)
 
-    def to_representation(self, value):
-        return value
+    def to_representation(self, value) -> str:
+        """As a string, as on the wire (the schema shows defaults through this)."""
+        return str(value)
+
+
+class JsonBoolean(serializers.BooleanField):
+    """A JSON ``true`` or ``false`` only: DRF's field also takes "yes", "1", 1 and the like,
+    and a flag such as ``anonymous`` must not be set by a guess."""
+
+    default_error_messages = {"not_boolean": "Send true or false (a JSON boolean)."}
+
+    def to_internal_value(self, data) -> bool:
+        """The value itself, when it is a JSON boolean."""
+        if not isinstance(data, bool):
+            self.fail("not_boolean")
+        return data
 
 
 class LegIn(serializers.Serializer):
@@ -52,7 +86,7 @@ class RfqCreateIn(serializers.Serializer):
         default=list,
         help_text="LEIs of liquidity-provider firms; empty sends the RFQ to every eligible one.",
     )
-    anonymous = serializers.BooleanField(required=False, default=False)
+    anonymous = JsonBoolean(required=False, default=False)
     expires_in = serializers.IntegerField(required=False, help_text="Seconds; default 300, 5-600.")
     client_rfq_id = serializers.CharField(
         required=False, default="", validators=[CLIENT_ID], max_length=32

@@ -12,6 +12,7 @@ from uuid import UUID
 from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.exceptions import NotFound
 from rest_framework.views import APIView
 
 from pki.authentication import recheck
@@ -98,7 +99,38 @@ def _instrument(instrument: Instrument) -> dict:
     }
 
 
-class InstrumentListApi(APIView):
+# Methods whose body is parsed before the handler runs (Api.initial).
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class Api(APIView):
+    """Every endpoint of the API. A body is parsed before the handler runs, also where the
+    handler reads none, so a malformed or hostile body (``malformed_request``,
+    ``json_too_deep``) is refused alike everywhere, and before anything is written."""
+
+    def initial(self, request, *args, **kwargs) -> None:
+        """After authentication and throttling (a stranger's body is never read), before the
+        handler: parsing is what refuses the body."""
+        super().initial(request, *args, **kwargs)
+        if request.method in BODY_METHODS:
+            _ = request.data
+
+
+class NotFoundApi(APIView):
+    """Any other path under ``/api/``: the API's 404 in its JSON shape, not Django's HTML page.
+    Nothing is asked of the caller first; that a path does not exist is no secret."""
+
+    authentication_classes = []
+    permission_classes = []
+    throttle_classes = []
+    schema = None  # not an endpoint of the contract
+
+    def initial(self, request, *args, **kwargs) -> None:
+        """Every method, before anything else: there is nothing here to authenticate for."""
+        raise NotFound("No such endpoint (every path ends with a slash; see /api/v1/schema/).")
+
+
+class InstrumentListApi(Api):
     throttle_classes = throttles("read")
 
     @extend_schema(responses={200: s.InstrumentListOut, **_errors()}, tags=["reference data"])
@@ -108,7 +140,7 @@ class InstrumentListApi(APIView):
         return ok(request, {"results": [_instrument(i) for i in rows]})
 
 
-class RfqListCreateApi(APIView):
+class RfqListCreateApi(Api):
     def get_throttles(self):
         scope = "rfq_create" if self.request.method == "POST" else "read"
         return [t() for t in throttles(scope)]
@@ -170,7 +202,7 @@ class RfqListCreateApi(APIView):
         return ok(request, rfq_render(rfq, caller.viewer, timezone.now()), 201 if created else 200)
 
 
-class RfqDetailApi(APIView):
+class RfqDetailApi(Api):
     throttle_classes = throttles("read")
 
     @extend_schema(responses={200: s.RfqOut, **_errors(404)}, tags=["rfqs"])
@@ -184,10 +216,12 @@ class RfqDetailApi(APIView):
         return ok(request, rfq_render(rfq, viewer, timezone.now()))
 
 
-class RfqCancelApi(APIView):
+class RfqCancelApi(Api):
     throttle_classes = throttles("cancel")
 
-    @extend_schema(request=None, responses={200: s.RfqOut, **_errors(403, 404, 409)}, tags=["rfqs"])
+    @extend_schema(
+        request=None, responses={200: s.RfqOut, **_errors(400, 403, 404, 409)}, tags=["rfqs"]
+    )
     def post(self, request, rfq_id):
         """Cancel an open RFQ of your firm; its active quotes are cancelled with it."""
         caller = _caller(request)
@@ -216,7 +250,7 @@ def _quote_response(request, caller, quote, status: int = 200):
     return ok(request, quote_render(quote, caller.viewer, timezone.now()), status)
 
 
-class RfqQuotesApi(APIView):
+class RfqQuotesApi(Api):
     def get_throttles(self):
         scope = "quote" if self.request.method == "POST" else "read"
         return [t() for t in throttles(scope)]
@@ -255,7 +289,7 @@ class RfqQuotesApi(APIView):
         return _quote_response(request, caller, quote, 201 if created else 200)
 
 
-class RfqAcceptApi(APIView):
+class RfqAcceptApi(Api):
     throttle_classes = throttles("accept")
 
     @extend_schema(
@@ -281,7 +315,7 @@ class RfqAcceptApi(APIView):
         return ok(request, trade_render(trade, caller.viewer), 201)
 
 
-class QuoteDetailApi(APIView):
+class QuoteDetailApi(Api):
     throttle_classes = throttles("read")
 
     @extend_schema(responses={200: s.QuoteOut, **_errors(404)}, tags=["quotes"])
@@ -290,7 +324,7 @@ class QuoteDetailApi(APIView):
         return _quote_response(request, caller, quote_get(caller.viewer, quote_id))
 
 
-class QuoteReplaceApi(APIView):
+class QuoteReplaceApi(Api):
     throttle_classes = throttles("quote")
 
     @extend_schema(
@@ -308,11 +342,11 @@ class QuoteReplaceApi(APIView):
         return _quote_response(request, caller, quote, 201 if created else 200)
 
 
-class QuoteCancelApi(APIView):
+class QuoteCancelApi(Api):
     throttle_classes = throttles("quote")
 
     @extend_schema(
-        request=None, responses={200: s.QuoteOut, **_errors(403, 404, 409)}, tags=["quotes"]
+        request=None, responses={200: s.QuoteOut, **_errors(400, 403, 404, 409)}, tags=["quotes"]
     )
     def post(self, request, quote_id):
         caller = _caller(request)
@@ -321,7 +355,7 @@ class QuoteCancelApi(APIView):
         )
 
 
-class QuoteCancelAllApi(APIView):
+class QuoteCancelAllApi(Api):
     throttle_classes = throttles("quote")
 
     @extend_schema(
@@ -337,7 +371,7 @@ class QuoteCancelAllApi(APIView):
         return ok(request, {"cancelled": [str(q.pk) for q in quotes]})
 
 
-class TradeListApi(APIView):
+class TradeListApi(Api):
     throttle_classes = throttles("read")
 
     @extend_schema(
@@ -357,7 +391,7 @@ class TradeListApi(APIView):
         )
 
 
-class TradeDetailApi(APIView):
+class TradeDetailApi(Api):
     throttle_classes = throttles("read")
 
     @extend_schema(responses={200: s.TradeOut, **_errors(404)}, tags=["trades"])
@@ -373,7 +407,7 @@ class TradeDetailApi(APIView):
         return ok(request, trade_render(trade, caller.viewer))
 
 
-class EventsApi(APIView):
+class EventsApi(Api):
     throttle_classes = throttles("read")
 
     @extend_schema(
@@ -405,7 +439,7 @@ class EventsApi(APIView):
         )
 
 
-class WhoAmIView(APIView):
+class WhoAmIView(Api):
     """``GET /api/v1/whoami/``: who the platform thinks the caller is. The first call every
     integrator makes."""
 
