@@ -65,7 +65,8 @@ def _mail(subject: str, body: str, to: list[str]) -> None:
     )
 
 
-def _portal_url(path: str) -> str:
+def portal_url(path: str) -> str:
+    """An absolute link into the portal, at its public address (KEYLINE_PORTAL_URL)."""
     return settings.KEYLINE_PORTAL_URL.rstrip("/") + path
 
 
@@ -84,7 +85,7 @@ def application_submit(*, fields: dict, actor: Actor) -> tuple[Application, str]
     _mail(
         f"Keyline RFQ: your application for {firm.legal_name}",
         "We have your application. Follow it, and enter the call-back code when an officer "
-        f"calls you, at:\n\n{_portal_url(f'/apply/case/{token}/')}\n\nKeep this link private.",
+        f"calls you, at:\n\n{portal_url(f'/apply/case/{token}/')}\n\nKeep this link private.",
         [firm.contact_email],
     )
     return application, token
@@ -376,7 +377,7 @@ def _invite(*, firm: Firm, email: str, role: str, actor: Actor, participant=None
     _mail(
         f"Keyline RFQ: your {firm.legal_name} account",
         f"Create your account (the link works once, for {INVITATION_DAYS} days):\n\n"
-        f"{_portal_url(f'/invite/{token}/')}",
+        f"{portal_url(f'/invite/{token}/')}",
         [email],
     )
     return invitation

@@ -102,7 +102,10 @@ def apply(request: HttpRequest) -> HttpResponse:
         return render(
             request,
             "portal/applied.html",
-            {"firm": application.firm, "case_url": reverse("portal:case", args=[token])},
+            {
+                "firm": application.firm,
+                "case_url": services.portal_url(reverse("portal:case", args=[token])),
+            },
             status=201,
         )
     return render(request, "portal/apply.html", {"form": form}, status=400 if form.errors else 200)
