@@ -85,7 +85,7 @@ class Command(KeylineCommand):
         temp: Path = (options["temp_dir"] or prefix / "tmp").resolve()
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (temp / sub).mkdir(parents=True, exist_ok=True)
-        for name in ("server_cert", "server_key", "client_ca_chain", "crl_bundle", "mime_types"):
+        for name in ("server_cert", "server_key", "client_ca_chain", "crl_bundle"):
             if not options[name].is_file():
                 raise ImproperlyConfigured(f"--{name.replace('_', '-')}: no file {options[name]}")
         ocsp_path = urlsplit(pki_settings().ocsp_url).path.rstrip("/")
@@ -106,7 +106,7 @@ class Command(KeylineCommand):
             prefix=prefix,
             temp_dir=temp,
             api_max_body_bytes=API_MAX_BODY_BYTES,
-            mime_types=options["mime_types"].resolve(),
+            mime_types=options["mime_types"],  # read by nginx, maybe on another host
             worker_processes=options["workers"],
             app_upstream=options["app_upstream"],
             ocsp_upstream=options["ocsp_upstream"] or options["app_upstream"],
