@@ -2,10 +2,12 @@
 
 import stat
 
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 
-from pki.conf import pki_settings
+from pki.conf import pki_settings, url_path
+from pki.models import CertificateAuthority
 
 
 @register("pki")
@@ -37,3 +39,35 @@ def pki_configuration(app_configs, **kwargs):
                 )
             )
     return errors
+
+
+@register(Tags.database)
+def ca_ocsp_urls_served(app_configs, databases=None, **kwargs):
+    """Each active CA's OCSP URL is on the path this deployment answers at (``pki.W002``).
+
+    The CA rows decide what certificates carry; KEYLINE_OCSP_URL decides where the responder
+    and nginx listen. ``set_ca_urls`` keeps them together, but moving the setting afterwards
+    would leave new certificates naming a path nobody answers. A database check: run by
+    ``migrate`` and ``check --database default``, and silent before the tables exist.
+    """
+    if "default" not in (databases or ()):
+        return []
+    try:
+        served = pki_settings().ocsp_path
+        rows = list(
+            CertificateAuthority.objects.filter(is_active=True)
+            .exclude(ocsp_url="")
+            .values_list("slug", "ocsp_url")
+        )
+    except (ImproperlyConfigured, DatabaseError):
+        return []  # pki.E001 reports the settings; migrate creates the columns
+    return [
+        Warning(
+            f"CA {slug} writes the OCSP URL {url} into its certificates, but the responder "
+            f"answers at {served} (the path of KEYLINE_OCSP_URL).",
+            hint=f"manage.py set_ca_urls --ca all --ocsp-url <URL with the path {served}>",
+            id="pki.W002",
+        )
+        for slug, url in rows
+        if url_path(url) != served
+    ]

@@ -2,6 +2,12 @@
 
 Read through :func:`pki_settings`, which rebuilds the object whenever a ``KEYLINE_*`` setting
 changes (``override_settings`` in tests works as expected).
+
+The CRL, OCSP and caIssuers URL settings are defaults, not what certificates carry: ``init_ca``
+records them on each CA row and every signature reads the issuing CA's row
+(``pki.services.ca_urls_plan`` changes them), so no signing process's environment can put
+another address into a certificate. The OCSP URL's path is also where this deployment's
+responder listens (``ocsp_path``).
 """
 
 import functools
@@ -18,8 +24,10 @@ from django.dispatch import receiver
 @dataclass(frozen=True)
 class PkiSettings:
     ca_dir: Path
+    # Defaults that init_ca records on new CA rows; signing reads the issuing CA's row.
     crl_base_url: str
     ocsp_url: str
+    ocsp_path: str  # where the responder answers (portal.wsgi, pki.ocsp_asgi, nginx)
     ca_issuers_base_url: str
     organization: str
     country: str
@@ -33,26 +41,51 @@ class PkiSettings:
     ocsp_validity_seconds: int
     redis_url: str
 
-    def crl_url(self, slug: str) -> str:
-        return f"{self.crl_base_url.rstrip('/')}/{slug}.crl"
 
-    def ca_issuers_url(self, slug: str) -> str:
-        return f"{self.ca_issuers_base_url.rstrip('/')}/{slug}.crt"
+MAX_URL_LENGTH = 400  # CertificateAuthority's URL columns
 
 
-def _check_url(name: str, value: str) -> str:
-    parts = urlsplit(value)
-    # RFC 5280 §4.2.1.13 / §4.2.2.1: relying parties fetch these over plain HTTP.
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ImproperlyConfigured(f"{name} must be an absolute http(s) URL, got {value!r}")
-    return value
+def url_problem(value: str, *, own_path: bool = False) -> str | None:
+    """Why ``value`` cannot be a distribution URL (or the base of one), or None when it can.
+
+    Shared by the settings and ``set_ca_urls``, so a URL refused in one is refused in the
+    other. Certificates hold these as IA5String URIs that relying parties fetch over plain
+    HTTP (RFC 5280 §4.2.1.13, §4.2.2.1): ASCII only, an absolute http(s) URL with a host, no
+    credentials, and nothing after the path, since bases get ``/<slug>.crl`` appended.
+    ``own_path``: the OCSP URL, whose path the responder takes every request under (a GET
+    carries the request after it), so it cannot be the site's root.
+    """
+    if not value.isascii() or any(c.isspace() or not c.isprintable() for c in value):
+        return "must be ASCII without spaces or control characters"
+    if len(value) > MAX_URL_LENGTH:
+        return f"must be at most {MAX_URL_LENGTH} characters"
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "is not a URL"
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        return "has a port that is not one (1-65535)"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an absolute http(s) URL"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials"
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        return "must not have a query or a fragment"
+    if own_path and parts.path.strip("/") == "":
+        return "needs a path of its own"
+    return None
 
 
-def _check_ocsp_url(value: str) -> str:
-    _check_url("KEYLINE_OCSP_URL", value)
-    if urlsplit(value).path.strip("/") == "":
-        # The responder takes every request under this path (GET puts the request in it).
-        raise ImproperlyConfigured(f"KEYLINE_OCSP_URL needs a path of its own, got {value!r}")
+def url_path(value: str) -> str:
+    """The path of an OCSP URL as the responder matches it (no trailing slash)."""
+    return urlsplit(value).path.rstrip("/") or "/"
+
+
+def _check_url(name: str, value: str, *, own_path: bool = False) -> str:
+    if problem := url_problem(value, own_path=own_path):
+        raise ImproperlyConfigured(f"{name} {problem}, got {value!r}")
     return value
 
 
@@ -77,10 +110,12 @@ def pki_settings() -> PkiSettings:
         raise ImproperlyConfigured(
             f"KEYLINE_OCSP_VALIDITY_SECONDS must be 600..604800, got {ocsp_validity}"
         )
+    ocsp_url = _check_url("KEYLINE_OCSP_URL", settings.KEYLINE_OCSP_URL, own_path=True)
     return PkiSettings(
         ca_dir=Path(settings.KEYLINE_CA_DIR),
         crl_base_url=_check_url("KEYLINE_CRL_BASE_URL", settings.KEYLINE_CRL_BASE_URL),
-        ocsp_url=_check_ocsp_url(settings.KEYLINE_OCSP_URL),
+        ocsp_url=ocsp_url,
+        ocsp_path=url_path(ocsp_url),
         ca_issuers_base_url=_check_url(
             "KEYLINE_CA_ISSUERS_BASE_URL", settings.KEYLINE_CA_ISSUERS_BASE_URL
         ),
@@ -131,6 +166,3 @@ def ocsp_key_passphrase() -> bytes:
 def _reset(*, setting: str, **kwargs: object) -> None:
     if setting.startswith("KEYLINE_") or setting == "REDIS_URL":
         pki_settings.cache_clear()
-        from pki.ocsp_http import ocsp_path
-
-        ocsp_path.cache_clear()

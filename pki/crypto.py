@@ -100,12 +100,15 @@ def name(*, common_name: str, organization: str, country: str = "") -> x509.Name
 
 @dataclass(frozen=True)
 class Issuer:
-    """What a builder needs to know about the issuing CA (never its private key)."""
+    """What a builder needs to know about the issuing CA (never its private key), including
+    the distribution URLs it writes: a certificate carries its issuer's URLs (each profile
+    picks which), so callers fill them from the CA's record and never from elsewhere."""
 
     name: x509.Name
     public_key: PublicKey
     not_after: datetime
     crl_url: str | None = None
+    ocsp_url: str | None = None
     ca_issuers_url: str | None = None
 
 
@@ -247,12 +250,12 @@ def build_client(
     san_uri: str,
     public_key: PublicKey,
     issuer: Issuer,
-    ocsp_url: str,
     not_before: datetime,
     not_after: datetime,
     serial: int,
 ) -> x509.CertificateBuilder:
-    """A participant's certificate. Nothing here comes from the CSR but the public key."""
+    """A participant's certificate. Nothing here comes from the CSR but the public key; the
+    CRL, OCSP and caIssuers URLs are the issuer's."""
     return (
         _builder(
             subject=subject,
@@ -270,7 +273,8 @@ def build_client(
             critical=False,
         )
         .add_extension(
-            _aia(ocsp_url=ocsp_url, ca_issuers_url=issuer.ca_issuers_url), critical=False
+            _aia(ocsp_url=issuer.ocsp_url, ca_issuers_url=issuer.ca_issuers_url),
+            critical=False,
         )
     )
 

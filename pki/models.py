@@ -11,6 +11,15 @@ from django.utils.translation import gettext_lazy as _
 
 
 class CertificateAuthority(models.Model):
+    """One CA of the hierarchy, with the distribution URLs it writes into what it signs.
+
+    The URLs belong to the CA, not to the process that signs: every certificate the CA issues
+    is built from this row alone (CRL distribution point, AIA OCSP and caIssuers), whatever
+    that process's settings or environment say. ``init_ca`` records them from the settings;
+    ``set_ca_urls`` changes them (audited). Certificates already issued keep the URLs they
+    were signed with until they are renewed.
+    """
+
     class Kind(models.TextChoices):
         ROOT = "root", _("Root CA")
         CLIENT = "client", _("Client issuing CA")
@@ -29,6 +38,25 @@ class CertificateAuthority(models.Model):
     not_before = models.DateTimeField()
     not_after = models.DateTimeField()
     certificate_pem = models.TextField()
+    crl_url = models.URLField(
+        "CRL URL",
+        max_length=400,
+        help_text="Where this CA's CRL is published: the CRL distribution point of every "
+        "certificate it issues.",
+    )
+    ocsp_url = models.URLField(
+        "OCSP URL",
+        max_length=400,
+        blank=True,
+        help_text="The OCSP responder for the certificates this CA issues (AIA OCSP of its "
+        "trader certificates); blank when no responder answers for them.",
+    )
+    ca_issuers_url = models.URLField(
+        "caIssuers URL",
+        max_length=400,
+        help_text="Where this CA's own certificate is published (DER): the AIA caIssuers of "
+        "every certificate it issues.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

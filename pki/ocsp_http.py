@@ -9,8 +9,7 @@ Django for servers that do not use ``portal.wsgi`` (e.g. the test client).
 import base64
 import binascii
 from collections.abc import Callable, Iterable
-from functools import cache
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from django.db import close_old_connections
 
@@ -43,10 +42,16 @@ def get_request_bytes(tail: str) -> bytes:
         return b""
 
 
-@cache
 def ocsp_path() -> str:
-    """The path of the OCSP URL written into certificates (``KEYLINE_OCSP_URL``)."""
-    return urlsplit(pki_settings().ocsp_url).path.rstrip("/") or "/"
+    """The path this deployment answers OCSP at: ``KEYLINE_OCSP_URL``'s, like nginx's route.
+
+    Certificates carry their CA's OCSP URL (``CertificateAuthority.ocsp_url``), not this
+    setting; ``set_ca_urls`` refuses a CA OCSP URL with another path, so a CA whose host or
+    port moved is still answered here, and the ``pki.W002`` check flags a CA left on a path
+    after the setting moved. Only the path matters: a request is answered whatever host or
+    port it was sent to. (``pki_settings()`` is cached, so this costs no parsing per request.)
+    """
+    return pki_settings().ocsp_path
 
 
 def application(environ: dict, start_response: Callable) -> Iterable[bytes]:

@@ -11,17 +11,18 @@ import ipaddress
 import logging
 import re
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from pki import crypto
-from pki.conf import ca_passphrase, pki_settings
+from pki.conf import ca_passphrase, pki_settings, url_path, url_problem
 from pki.csr import (
     CSR_ALREADY_SUBMITTED,
     CSR_KEY_COMPROMISED,
@@ -40,7 +41,7 @@ from pki.keystore import (
 )
 from pki.lint import Finding, lint_certificate_der
 from pki.models import Certificate, CertificateAuthority, CertificateRequest
-from pki.selectors import ca_get_active, certificate_key_history
+from pki.selectors import ca_get_active, ca_list_active, certificate_key_history
 from portal.audit import Actor, AuditEntry, audit_record, audit_record_many
 from portal.errors import Conflict, DomainError, Invalid, NotFound
 from portal.models import Participant
@@ -54,7 +55,15 @@ CERT_FILES = {
     CertificateAuthority.Kind.CLIENT: "client-ca.pem",
     CertificateAuthority.Kind.SERVER: "server-ca.pem",
 }
+CA_SLUGS = {
+    CertificateAuthority.Kind.ROOT: "root",
+    CertificateAuthority.Kind.CLIENT: "client-ca",
+    CertificateAuthority.Kind.SERVER: "server-ca",
+}
 OCSP_RESPONDER_FILE = "ocsp-responder.pem"
+# The CAs whose certificates name an OCSP responder: pki.ocsp answers for the client CA only
+# (the server CA's and the root's certificates are checked by CRL).
+OCSP_KINDS = frozenset({CertificateAuthority.Kind.CLIENT})
 
 
 class CertificateLintFailed(DomainError):
@@ -88,12 +97,17 @@ def _key_type_of(key: crypto.CaPrivateKey) -> str:
     return {"EC-secp256r1": "ec-p256", "EC-secp384r1": "ec-p384"}.get(description, "rsa-3072")
 
 
+def _lint_findings(builder: x509.CertificateBuilder, key_type: str) -> list[Finding]:
+    """pkilint's findings on ``builder`` signed by a throwaway key of ``key_type``."""
+    candidate = crypto.sign(builder, _throwaway_key(key_type))
+    return lint_certificate_der(candidate.public_bytes(serialization.Encoding.DER))
+
+
 def _sign_linted(builder: x509.CertificateBuilder, key: crypto.CaPrivateKey) -> x509.Certificate:
     """Lint the to-be-signed certificate (signed by a throwaway key of the same type, as
     Boulder does), and sign with the real key only if it is clean."""
     if pki_settings().lint_before_signing:
-        candidate = crypto.sign(builder, _throwaway_key(_key_type_of(key)))
-        findings = lint_certificate_der(candidate.public_bytes(serialization.Encoding.DER))
+        findings = _lint_findings(builder, _key_type_of(key))
         if findings:
             logger.error("pre-issuance lint refused a certificate: %s", findings)
             raise CertificateLintFailed(findings)
@@ -109,16 +123,74 @@ def ca_certificate(ca: CertificateAuthority) -> x509.Certificate:
     return _parsed_ca(ca.fingerprint_sha256, ca.certificate_pem)
 
 
-def _issuer(ca: CertificateAuthority) -> crypto.Issuer:
-    cert = ca_certificate(ca)
+def _crl_url(base: str, slug: str) -> str:
+    return f"{base.rstrip('/')}/{slug}.crl"
+
+
+def _ca_issuers_url(base: str, slug: str) -> str:
+    return f"{base.rstrip('/')}/{slug}.crt"
+
+
+@dataclass(frozen=True)
+class CaUrls:
+    """The distribution URLs one CA writes into the certificates it issues, as on its row."""
+
+    crl_url: str
+    ocsp_url: str  # "" for a CA that no OCSP responder answers for
+    ca_issuers_url: str
+
+    @classmethod
+    def of(cls, ca: CertificateAuthority) -> "CaUrls":
+        return cls(crl_url=ca.crl_url, ocsp_url=ca.ocsp_url, ca_issuers_url=ca.ca_issuers_url)
+
+    @classmethod
+    def derive(
+        cls, *, kind: str, slug: str, crl_base_url: str, ocsp_url: str, ca_issuers_base_url: str
+    ) -> "CaUrls":
+        """The URLs of the CA ``slug`` under these bases (the settings' layout: ``<CRL
+        base>/<slug>.crl``, ``<caIssuers base>/<slug>.crt``, the OCSP URL for the client CA)."""
+        return cls(
+            crl_url=_crl_url(crl_base_url, slug),
+            ocsp_url=ocsp_url if kind in OCSP_KINDS else "",
+            ca_issuers_url=_ca_issuers_url(ca_issuers_base_url, slug),
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    def written(self) -> frozenset[str]:
+        """Every URL that a certificate of this CA may carry."""
+        return frozenset(url for url in (self.crl_url, self.ocsp_url, self.ca_issuers_url) if url)
+
+
+def _urls_from_settings(kind: str) -> CaUrls:
+    """What ``init_ca`` records on a new CA: the settings of the process that creates it."""
     conf = pki_settings()
+    return CaUrls.derive(
+        kind=kind,
+        slug=CA_SLUGS[kind],
+        crl_base_url=conf.crl_base_url,
+        ocsp_url=conf.ocsp_url,
+        ca_issuers_base_url=conf.ca_issuers_base_url,
+    )
+
+
+def _issuer_of(cert: x509.Certificate, urls: CaUrls) -> crypto.Issuer:
     return crypto.Issuer(
         name=cert.subject,
         public_key=cert.public_key(),  # type: ignore[arg-type]
         not_after=cert.not_valid_after_utc,
-        crl_url=conf.crl_url(ca.slug),
-        ca_issuers_url=conf.ca_issuers_url(ca.slug),
+        crl_url=urls.crl_url,
+        ocsp_url=urls.ocsp_url or None,
+        ca_issuers_url=urls.ca_issuers_url,
     )
+
+
+def _issuer(ca: CertificateAuthority) -> crypto.Issuer:
+    """The issuing CA as the certificate builders see it: its certificate and the URLs on its
+    row. Never the settings: a signing process's environment (a shell without the platform's
+    port, say) must not decide where relying parties look for revocation data."""
+    return _issuer_of(ca_certificate(ca), CaUrls.of(ca))
 
 
 def _certificate_fields(cert: x509.Certificate) -> dict:
@@ -159,11 +231,15 @@ def _ca_row(
     key_type: str,
     key_file: str,
     parent: CertificateAuthority | None,
+    urls: CaUrls,
 ) -> CertificateAuthority:
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     return CertificateAuthority.objects.create(
         kind=kind,
         slug=slug,
+        crl_url=urls.crl_url,
+        ocsp_url=urls.ocsp_url,
+        ca_issuers_url=urls.ca_issuers_url,
         name=cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value,
         parent=parent,
         key_type=key_type,
@@ -198,6 +274,9 @@ def ca_init(*, key_type: str = "ec-p256", force: bool = False, actor: Actor) -> 
 
     Refuses (409 ``ca_exists``) when a CA is active, unless ``force``: then the old CAs are
     deactivated (kept for their certificates and CRLs) and a new hierarchy replaces them.
+    Each new CA records its distribution URLs from this process's settings; from then on they
+    are the CA's (``ca_urls_plan`` / ``ca_urls_apply`` change them), and the intermediates
+    are signed with the root's, exactly as its row records them.
     """
     if key_type not in crypto.KEY_TYPES:
         raise Invalid("ca_key_type", f"key type must be one of {', '.join(crypto.KEY_TYPES)}")
@@ -208,6 +287,7 @@ def ca_init(*, key_type: str = "ec-p256", force: bool = False, actor: Actor) -> 
     org, country = conf.organization, conf.country
     now = timezone.now()
     generation = uuid.uuid4().hex[:12]
+    urls = {kind: _urls_from_settings(kind) for kind in CA_SLUGS}
 
     root_key = crypto.generate_key(key_type)
     root_cert = _sign_linted(
@@ -219,13 +299,7 @@ def ca_init(*, key_type: str = "ec-p256", force: bool = False, actor: Actor) -> 
         ),
         root_key,
     )
-    root_issuer = crypto.Issuer(
-        name=root_cert.subject,
-        public_key=root_key.public_key(),
-        not_after=root_cert.not_valid_after_utc,
-        crl_url=conf.crl_url("root"),
-        ca_issuers_url=conf.ca_issuers_url("root"),
-    )
+    root_issuer = _issuer_of(root_cert, urls[CertificateAuthority.Kind.ROOT])
     intermediates = {}
     for kind, label, purposes in (
         (
@@ -266,20 +340,22 @@ def ca_init(*, key_type: str = "ec-p256", force: bool = False, actor: Actor) -> 
         CertificateAuthority.objects.filter(is_active=True).update(is_active=False)
         root = _ca_row(
             kind=CertificateAuthority.Kind.ROOT,
-            slug="root",
+            slug=CA_SLUGS[CertificateAuthority.Kind.ROOT],
             cert=root_cert,
             key_type=key_type,
             key_file=key_files[CertificateAuthority.Kind.ROOT],
             parent=None,
+            urls=urls[CertificateAuthority.Kind.ROOT],
         )
         rows = {
             kind: _ca_row(
                 kind=kind,
-                slug=f"{kind}-ca",
+                slug=CA_SLUGS[kind],
                 cert=cert,
                 key_type=key_type,
                 key_file=key_files[kind],
                 parent=root,
+                urls=urls[kind],
             )
             for kind, (_key, cert) in intermediates.items()
         }
@@ -293,10 +369,289 @@ def ca_init(*, key_type: str = "ec-p256", force: bool = False, actor: Actor) -> 
                 "root": root.fingerprint_sha256,
                 **{k: r.fingerprint_sha256 for k, r in rows.items()},
             },
+            urls={ca.slug: CaUrls.of(ca).as_dict() for ca in (root, *rows.values())},
         )
     ca_export_files()
     ocsp_responder_renew(actor=actor, force=True)
     return CaSet(root=root, client=rows["client"], server=rows["server"])
+
+
+# --- the CAs' distribution URLs ------------------------------------------------------------
+
+CA_CHOICES = ("root", "client", "server", "all")
+URL_CHECK_NAME = "URL check"
+
+
+@dataclass(frozen=True)
+class StaleCertificate:
+    """A live certificate that carries URLs its CA no longer writes (until it is renewed)."""
+
+    serial: str
+    subject: str
+    not_after: datetime
+    urls: tuple[str, ...]  # the URLs it carries that are not among the CA's new ones
+
+
+@dataclass(frozen=True)
+class CaUrlsChange:
+    """What setting new URLs on one CA does: its URLs before and after, and the live
+    certificates it issued that will keep pointing elsewhere (``stale_count`` in all, the
+    first ``stale`` of them listed, those that stay valid longest first)."""
+
+    ca: CertificateAuthority
+    before: CaUrls
+    after: CaUrls
+    stale_count: int
+    stale: tuple[StaleCertificate, ...]
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def _carried_urls(pem: str) -> frozenset[str]:
+    """The CRL distribution point and AIA (OCSP, caIssuers) URLs written in a certificate."""
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    urls: set[str] = set()
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        points = x509.CRLDistributionPoints([])
+    for point in points:
+        urls.update(
+            n.value for n in point.full_name or [] if isinstance(n, x509.UniformResourceIdentifier)
+        )
+    try:
+        access = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        access = x509.AuthorityInformationAccess([])
+    urls.update(
+        d.access_location.value
+        for d in access
+        if isinstance(d.access_location, x509.UniformResourceIdentifier)
+    )
+    return frozenset(urls)
+
+
+def _stale_certificates(
+    ca: CertificateAuthority, urls: CaUrls, sample: int
+) -> tuple[int, tuple[StaleCertificate, ...]]:
+    """The live certificates issued by ``ca`` that carry a URL other than ``urls``: for the
+    root, the active intermediates; otherwise its leaves (OCSP delegates carry no URL). Each
+    certificate is read, not assumed: one signed before by a misconfigured process shows up
+    with whatever it carries."""
+    now = timezone.now()
+    rows: QuerySet
+    if ca.kind == CertificateAuthority.Kind.ROOT:
+        rows = CertificateAuthority.objects.filter(
+            parent=ca, is_active=True, not_before__lte=now, not_after__gt=now
+        ).values_list("serial", "subject", "not_after", "certificate_pem")
+    else:
+        rows = (
+            Certificate.objects.live(now)
+            .filter(issuer=ca)
+            .exclude(kind=Certificate.Kind.OCSP_RESPONDER)
+            .values_list("serial", "subject", "not_after", "pem")
+        )
+    written = urls.written()
+    count, listed = 0, []
+    rows = rows.order_by("-not_after", "pk")
+    for serial, subject, not_after, pem in rows.iterator(chunk_size=2000):
+        other = _carried_urls(pem) - written
+        if other:
+            count += 1
+            if len(listed) < sample:
+                listed.append(StaleCertificate(serial, subject, not_after, tuple(sorted(other))))
+    return count, tuple(listed)
+
+
+def _lint_urls(ca: CertificateAuthority, urls: CaUrls) -> list[Finding]:
+    """pkilint's findings on a certificate of the kind ``ca`` issues, carrying ``urls``:
+    checked when the URLs change, so that a URL pkilint refuses is refused then, not by every
+    issuance afterwards (``certificate_lint_failed``)."""
+    conf = pki_settings()
+    issuer = _issuer_of(ca_certificate(ca), urls)
+    subject = crypto.name(
+        common_name=URL_CHECK_NAME, organization=conf.organization, country=conf.country
+    )
+    public_key = _throwaway_key("ec-p256").public_key()
+    now = timezone.now()
+    until = now + timedelta(days=1)
+    if ca.kind == CertificateAuthority.Kind.ROOT:
+        builder = crypto.build_intermediate(
+            subject=subject,
+            public_key=public_key,
+            issuer=issuer,
+            not_before=now,
+            not_after=until,
+            purposes=[ExtendedKeyUsageOID.SERVER_AUTH],
+        )
+    elif ca.kind == CertificateAuthority.Kind.CLIENT:
+        builder = crypto.build_client(
+            subject=subject,
+            san_uri="urn:keyline:firm:00000000000000000000:trader:url-check",
+            public_key=public_key,
+            issuer=issuer,
+            not_before=now,
+            not_after=until,
+            serial=crypto.random_serial(),
+        )
+    else:
+        builder = crypto.build_server(
+            subject=subject,
+            dns_names=["localhost"],
+            ip_addresses=[],
+            public_key=public_key,
+            issuer=issuer,
+            not_before=now,
+            not_after=until,
+            serial=crypto.random_serial(),
+        )
+    return _lint_findings(builder, ca.key_type)
+
+
+def _check_new_urls(ca: CertificateAuthority, before: CaUrls, after: CaUrls) -> None:
+    """Refuse (``Invalid``) URLs that cannot go into ``ca``'s certificates."""
+    for label, value in (
+        ("CRL URL", after.crl_url),
+        ("OCSP URL", after.ocsp_url),
+        ("caIssuers URL", after.ca_issuers_url),
+    ):
+        if value and (problem := url_problem(value)):
+            raise Invalid("ca_url_invalid", f"{ca.slug}: the {label} {problem}, got {value!r}")
+    served = pki_settings().ocsp_path
+    if after.ocsp_url != before.ocsp_url and url_path(after.ocsp_url) != served:
+        # Serving is this deployment's configuration (portal.wsgi, pki.ocsp_asgi and nginx
+        # route KEYLINE_OCSP_URL's path): a CA URL on another path would go unanswered.
+        raise Invalid(
+            "ca_ocsp_url_not_served",
+            f"{ca.slug}: the OCSP responder answers at {served} (the path of KEYLINE_OCSP_URL), "
+            f"so {after.ocsp_url!r} would go unanswered; keep that path, or move "
+            "KEYLINE_OCSP_URL and nginx first",
+        )
+    if pki_settings().lint_before_signing and (findings := _lint_urls(ca, after)):
+        raise Invalid(
+            "ca_url_invalid",
+            f"{ca.slug}: pkilint refuses a certificate with these URLs: "
+            + "; ".join(map(str, findings)),
+        )
+
+
+def ca_urls_plan(
+    *,
+    ca: str = "all",
+    pki_url: str | None = None,
+    crl_base_url: str | None = None,
+    ocsp_url: str | None = None,
+    ca_issuers_base_url: str | None = None,
+    sample: int = 10,
+) -> list[CaUrlsChange]:
+    """What giving the active CA ``ca`` (or all of them) new distribution URLs would change,
+    without changing anything: validated like the settings, then checked against the
+    certificates already out there.
+
+    ``pki_url`` is the PKI's public base and gives every URL in the settings' layout
+    (``<pki>/crl/<slug>.crl``, ``<pki>/ocsp``, ``<pki>/ca/<slug>.crt``); ``crl_base_url``,
+    ``ocsp_url`` and ``ca_issuers_base_url`` override one part each; what is not given stays.
+    Raises ``Invalid`` for a bad URL (nothing changes), ``NotFound`` before ``init_ca``.
+    """
+    if ca not in CA_CHOICES:
+        raise Invalid("ca_unknown", f"unknown CA {ca!r}; use one of {', '.join(CA_CHOICES)}")
+    given = (
+        ("PKI URL", pki_url, False),
+        ("CRL base URL", crl_base_url, False),
+        ("OCSP URL", ocsp_url, True),
+        ("caIssuers base URL", ca_issuers_base_url, False),
+    )
+    if all(value is None for _label, value, _own in given):
+        raise Invalid(
+            "ca_urls_missing", "give the PKI URL or a CRL base, OCSP or caIssuers base URL"
+        )
+    for label, value, own_path in given:
+        if value is not None and (problem := url_problem(value, own_path=own_path)):
+            raise Invalid("ca_url_invalid", f"the {label} {problem}, got {value!r}")
+    base = pki_url.rstrip("/") if pki_url is not None else None
+    crl_base = crl_base_url or (f"{base}/crl" if base else None)
+    ocsp = ocsp_url or (f"{base}/ocsp" if base else None)
+    issuers_base = ca_issuers_base_url or (f"{base}/ca" if base else None)
+
+    cas = [c for c in ca_list_active() if ca in ("all", c.kind)]
+    if not cas:
+        raise NotFound("ca_not_initialised", "No active CA; run 'manage.py init_ca'.")
+    if ocsp_url is not None and not any(c.kind in OCSP_KINDS for c in cas):
+        raise Invalid(
+            "ca_url_invalid",
+            "only the client CA's certificates name an OCSP responder; "
+            "an OCSP URL applies to the client CA (or all)",
+        )
+    planned = []
+    for authority in cas:
+        before = CaUrls.of(authority)
+        slug = authority.slug
+        after = CaUrls(
+            crl_url=_crl_url(crl_base, slug) if crl_base else before.crl_url,
+            ocsp_url=(ocsp or before.ocsp_url) if authority.kind in OCSP_KINDS else "",
+            ca_issuers_url=(
+                _ca_issuers_url(issuers_base, slug) if issuers_base else before.ca_issuers_url
+            ),
+        )
+        if after != before:
+            _check_new_urls(authority, before, after)
+        planned.append((authority, before, after))
+    changes = []
+    for authority, before, after in planned:
+        count, stale = _stale_certificates(authority, after, sample) if after != before else (0, ())
+        changes.append(CaUrlsChange(authority, before, after, count, stale))
+    return changes
+
+
+def ca_urls_apply(changes: list[CaUrlsChange], *, actor: Actor) -> list[CaUrlsChange]:
+    """Record the planned URLs on their CA rows, each change audited (``ca.urls_changed``:
+    before, after, and how many live certificates keep other URLs), all or none. Every
+    certificate signed after the commit carries them, in every process: signing reads the
+    row each time. Returns the changes applied (those that changed anything).
+
+    Raises ``Conflict`` (``ca_urls_changed_concurrently``, nothing changes) when a row no
+    longer has the URLs the plan started from."""
+    applied = [change for change in changes if change.changed]
+    if not applied:
+        return []
+    with transaction.atomic():
+        rows = {
+            row.pk: row
+            for row in CertificateAuthority.objects.select_for_update()
+            .filter(pk__in=[change.ca.pk for change in applied])
+            .order_by("pk")
+        }
+        for change in applied:
+            row = rows.get(change.ca.pk)
+            if row is None or not row.is_active or CaUrls.of(row) != change.before:
+                raise Conflict(
+                    "ca_urls_changed_concurrently",
+                    f"{change.ca.slug} changed while this ran; nothing was changed, run it again",
+                )
+            row.crl_url = change.after.crl_url
+            row.ocsp_url = change.after.ocsp_url
+            row.ca_issuers_url = change.after.ca_issuers_url
+            row.save(update_fields=["crl_url", "ocsp_url", "ca_issuers_url"])
+        audit_record_many(
+            [
+                AuditEntry(
+                    "ca.urls_changed",
+                    actor,
+                    rows[change.ca.pk],
+                    details={
+                        "ca": change.ca.slug,
+                        "before": change.before.as_dict(),
+                        "after": change.after.as_dict(),
+                        "live_certificates_with_other_urls": change.stale_count,
+                        "listed": [stale.serial for stale in change.stale],
+                    },
+                )
+                for change in applied
+            ]
+        )
+    return applied
 
 
 # --- OCSP delegate -------------------------------------------------------------------------
@@ -561,7 +916,6 @@ def _certificates_issue(
                 san_uri=participant.san_uri,
                 public_key=x509.load_pem_x509_csr(request.csr_pem.encode()).public_key(),  # type: ignore[arg-type]
                 issuer=issuer,
-                ocsp_url=conf.ocsp_url,
                 not_before=now - crypto.BACKDATE,
                 not_after=not_after,
                 serial=crypto.random_serial(),

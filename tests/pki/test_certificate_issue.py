@@ -85,14 +85,17 @@ def test_profile_comes_from_records_and_ignores_requested_extensions(participant
         x509.AuthorityKeyIdentifier
     ).value.key_identifier == bytes.fromhex(cas["client"].ski)
     assert ext.get_extension_for_class(x509.SubjectKeyIdentifier)
+    # The distribution URLs are the issuing CA's, as recorded on its row.
     cdp = ext.get_extension_for_class(x509.CRLDistributionPoints).value[0].full_name[0].value
+    assert cdp == cas["client"].crl_url
     assert cdp.endswith("/crl/client-ca.crl")
     aia = {
         d.access_method: d.access_location.value
         for d in ext.get_extension_for_class(x509.AuthorityInformationAccess).value
     }
-    assert aia[x509.AuthorityInformationAccessOID.OCSP].endswith("/ocsp")
-    assert aia[x509.AuthorityInformationAccessOID.CA_ISSUERS].endswith("/ca/client-ca.crt")
+    assert aia[x509.AuthorityInformationAccessOID.OCSP] == cas["client"].ocsp_url
+    assert aia[x509.AuthorityInformationAccessOID.CA_ISSUERS] == cas["client"].ca_issuers_url
+    assert cas["client"].ca_issuers_url.endswith("/ca/client-ca.crt")
     assert cert.signature_hash_algorithm.name == "sha256"
     # The request keeps what was asked for, for the officer to see.
     request = CertificateRequest.objects.get(certificate=certificate)

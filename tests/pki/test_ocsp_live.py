@@ -12,9 +12,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp as x509_ocsp
-from django.test import override_settings
 
 from pki.revocation import certificate_revoke, crl_publish
+from pki.services import ca_urls_apply, ca_urls_plan
 from tests.conftest import run
 from tests.factories import ParticipantFactory
 from tests.keys import ec_key, make_csr
@@ -38,13 +38,12 @@ def files(tmp_path, cas) -> dict[str, Path]:
 
 
 @pytest.fixture
-def live_leaf(app_server, firm, issue, tmp_path):
-    """A certificate whose CRL DP and OCSP URLs point at the live server."""
-    with override_settings(
-        KEYLINE_OCSP_URL=f"{app_server.url}/pki/ocsp",
-        KEYLINE_CRL_BASE_URL=f"{app_server.url}/pki/crl",
-    ):
-        cert = issue(ParticipantFactory(firm=firm), make_csr(ec_key()))
+def live_leaf(app_server, firm, issue, tmp_path, system_actor):
+    """A certificate whose CRL DP and OCSP URLs point at the live server: its CA's URLs are
+    moved there first (host and port; the path stays the one the server answers at). The
+    session's CA rows come back with the flush that ends the test."""
+    ca_urls_apply(ca_urls_plan(ca="client", pki_url=f"{app_server.url}/pki"), actor=system_actor)
+    cert = issue(ParticipantFactory(firm=firm), make_csr(ec_key()))
     path = tmp_path / f"{cert.serial}.pem"
     path.write_text(cert.pem)
     return cert, path

@@ -9,7 +9,8 @@ from pki.services import ca_init, command_actor
 class Command(KeylineCommand):
     help = (
         "Create the root CA, the client issuing CA, the server CA and the OCSP responder "
-        "delegate. Keys go to the CA directory, encrypted with the CA passphrase."
+        "delegate. Keys go to the CA directory, encrypted with the CA passphrase. Each CA "
+        "records the CRL, OCSP and caIssuers URLs of the settings (KEYLINE_PKI_URL) as its own."
     )
 
     def add_arguments(self, parser):
@@ -36,6 +37,9 @@ class Command(KeylineCommand):
         crls = crl_publish(actor=actor)  # nginx needs a CRL for every CA from the start
         for ca in (cas.root, cas.client, cas.server):
             self.stdout.write(f"{ca.name}: serial {ca.serial}, sha256 {ca.fingerprint_sha256}")
+            urls = [ca.crl_url, ca.ocsp_url, ca.ca_issuers_url]
+            self.stdout.write(f"  writes {', '.join(u for u in urls if u)}")
+        self.stdout.write("These URLs are the CAs' now; change them with set_ca_urls.")
         self.stdout.write(f"Published CRLs: {', '.join(f'{r.ca.slug} #{r.number}' for r in crls)}")
         self.stdout.write(
             f"Certificates in {ca_dir() / 'certs'}; keys (0600) in {ca_dir() / 'keys'}"
