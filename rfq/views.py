@@ -112,7 +112,8 @@ class Api(APIView):
         """After authentication and throttling (a stranger's body is never read), before the
         handler: parsing is what refuses the body."""
         super().initial(request, *args, **kwargs)
-        if request.method in BODY_METHODS:
+        # Only where the method has a handler: otherwise the answer is 405, whatever the body.
+        if request.method in BODY_METHODS and hasattr(self, request.method.lower()):
             _ = request.data
 
 
