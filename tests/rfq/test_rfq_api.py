@@ -1096,6 +1096,10 @@ def _query_count(desk: Desk, path: str, rows: int) -> int:
 
 
 def test_list_query_counts_do_not_grow_with_the_rows(world):
+    # Without Redis the trust decisions and rate logs are rows of the database cache, which
+    # culls (extra queries on a write) once it holds more than its MAX_ENTRIES; rows left by
+    # earlier transactional tests must not decide that.
+    cache.clear()
     a, lp, other_lp = world["a"], world["lp"], world["other_lp"]
     target = create(a, one_leg("1", counterparties=[lp.firm.lei, other_lp.firm.lei]))["id"]
 
@@ -1251,6 +1255,28 @@ def test_rfq_creation_is_rate_limited_per_certificate(world, desk, monkeypatch):
     # Another scope of the same certificate, and another certificate of the same firm, are not.
     ok(a.get("rfqs/"))
     create(desk("requester", firm=a.firm), one_leg("1"))
+
+
+def test_the_rate_log_without_redis_still_counts_across_a_second_boundary(world, monkeypatch):
+    """DRF's sliding log in the database cache, which rounds an expiry down to the second:
+    requests just before a whole second still count just after it."""
+    from rfq import throttling
+
+    monkeypatch.setattr(throttling, "redis_client", lambda: None)
+    monkeypatch.setattr(
+        SimpleRateThrottle,
+        "THROTTLE_RATES",
+        {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "read": "2/s"},
+    )
+    cache.clear()
+    a = world["a"]
+    with time_machine.travel(int(time.time()) + 2.9, tick=False) as traveller:
+        ok(a.get("rfqs/"))
+        ok(a.get("rfqs/"))
+        traveller.shift(0.2)  # past the second boundary, still within the window
+        refused(a.get("rfqs/"), 429, "rate_limited")
+        traveller.shift(1)
+        ok(a.get("rfqs/"))
 
 
 # --- the event feed ----------------------------------------------------------------------------
