@@ -1,5 +1,6 @@
-"""The trust contract on the app side (DESIGN.md): a DRF authentication class for requests
-that came through the nginx mTLS terminator.
+"""The trust contract on the app side (docs/architecture.md, "The trust contract between nginx
+and the app"): a DRF authentication class for requests that came through the nginx mTLS
+terminator.
 
 nginx verified the client certificate in the TLS handshake and forwards, with
 ``proxy_set_header`` (so a client's own copies are replaced, never passed on):

@@ -1,4 +1,4 @@
-"""Pure ``cryptography`` builders for the certificate profiles in DESIGN.md.
+"""Pure ``cryptography`` builders for the certificate profiles in docs/pki.md.
 
 No ORM and no file access here: every function takes keys, names and dates and returns
 ``cryptography`` objects, so the profiles can be tested directly against openssl and pkilint.

@@ -2,9 +2,10 @@
 
 The upload is checked on its raw bytes first: ``cryptography`` silently ignores a private key
 pasted after a CSR and every PEM block after the first, so size, private keys and block count
-are decided before any parser sees the input (PKI-SECURITY.md §3). Only a single, well-formed
-CSR of an allowed key type, signed with an allowed algorithm by the key it carries, comes out
-as a :class:`ParsedCsr`; everything else raises :class:`CsrRejected` with a stable code.
+are decided before any parser sees the input (docs/pki.md, "CSR validation"). Only a single,
+well-formed CSR of an allowed key type, signed with an allowed algorithm by the key it carries,
+comes out as a :class:`ParsedCsr`; everything else raises :class:`CsrRejected` with a stable
+code.
 
 Requested extensions (basicConstraints CA:TRUE, extra SANs, other EKUs, ...) are **ignored**,
 never rejected: the certificate profile takes only the public key from the CSR, and the

@@ -1,4 +1,4 @@
-"""The app's per-certificate trust decision (DESIGN.md, trust contract).
+"""The app's per-certificate trust decision (docs/architecture.md, the trust contract).
 
 A client certificate is trusted when it was issued by the active client CA, is inside its
 validity, is not revoked, and its participant and firm are active. The decision is cached by

@@ -1,4 +1,4 @@
-"""Who may see what: the one place the RFQ visibility rules live (DESIGN.md, "Visibility").
+"""Who may see what: the one place the RFQ visibility rules live (docs/api.md, "Visibility").
 
 A caller is a :class:`Viewer`: a firm and the desk its participant works on. A requester sees
 its firm's RFQs, every quote on them and its firm's trades. A liquidity provider sees the RFQs

@@ -1,4 +1,4 @@
-"""init_ca: the hierarchy of DESIGN.md, keys encrypted at rest with mode 0600 and never in the
+"""init_ca: the hierarchy of docs/pki.md, keys encrypted at rest with mode 0600 and never in the
 database, no silent overwrite."""
 
 import stat

@@ -1,4 +1,4 @@
-"""The client certificate profile (DESIGN.md): subject and SAN from the verified records, the
+"""The client certificate profile (docs/pki.md): subject and SAN from the verified records, the
 CSR contributing only its public key."""
 
 from datetime import timedelta

@@ -64,7 +64,7 @@ def test_openssl_ocsp_good_then_revoked(files, live_leaf, system_actor, nonce):
     url = _aia_ocsp_url(cert.pem)
     rc, lines = _openssl_ocsp(files, "-cert", str(path), url=url, nonce=nonce)
     # openssl exits 0 whatever the status, and prints "good" even when verification fails
-    # (PKI-SECURITY.md): require all of rc, the verify line, the exact status line and no warning.
+    # (docs/pki.md): require all of rc, the verify line, the exact status line and no warning.
     assert rc == 0, lines
     assert "Response verify OK" in lines
     assert f"{path}: good" in lines

@@ -1,4 +1,4 @@
-"""Who sees what (DESIGN.md, "Visibility"): every endpoint against every kind of caller.
+"""Who sees what (docs/api.md, "Visibility"): every endpoint against every kind of caller.
 
 Callers: requester A (owns the RFQs), requester B (another client firm), the invited LP (named
 counterparty) and an uninvited LP. What a caller may not see does not exist for it: a

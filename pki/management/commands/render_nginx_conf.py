@@ -98,7 +98,7 @@ class Command(KeylineCommand):
                     f"        ssl_ocsp_responder http://{options['pki_listen']}{ocsp_path};",
                     "        ssl_ocsp_cache shared:keyline_ocsp:10m;",
                     "        # ssl_ocsp has no timeout of its own: a hanging responder holds the",
-                    "        # handshake until client_header_timeout (NGINX-MTLS.md).",
+                    "        # handshake until client_header_timeout (deploy/README.md).",
                     "        client_header_timeout 10s;",
                 ]
             )
