@@ -182,7 +182,7 @@ class Certificate(models.Model):
         constraints = [
             # RFC 5280 §4.1.2.2: serials are unique per issuer; ours are unique outright.
             models.UniqueConstraint(fields=["serial"], name="pki_certificate_serial_unique"),
-            # DESIGN.md: no public key is ever certified twice for a participant.
+            # No public key is ever certified twice (docs/architecture.md, the certificate profile).
             models.UniqueConstraint(
                 fields=["spki_sha256"],
                 condition=Q(kind="client"),

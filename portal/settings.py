@@ -220,7 +220,8 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- REST framework ------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    # Identity on the API comes only from the client certificate nginx verified (DESIGN.md).
+    # Identity on the API comes only from the client certificate nginx verified
+    # (docs/architecture.md, the trust contract).
     "DEFAULT_AUTHENTICATION_CLASSES": ["pki.authentication.TerminatorCertificateAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -264,7 +265,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- RFQ ---------------------------------------------------------------------------------------
 KEYLINE_RFQ = {
-    # Server-bounded lifetimes, in seconds (DESIGN.md: 5 s - 10 min; quotes 10-120 s as OKX and
+    # Server-bounded lifetimes, in seconds (RFQs 5 s - 10 min; quotes 10-120 s as OKX and
     # Bybit do, and never past their RFQ).
     "RFQ_EXPIRY_DEFAULT": env.int("KEYLINE_RFQ_EXPIRY_DEFAULT", default=300),
     "RFQ_EXPIRY_MIN": env.int("KEYLINE_RFQ_EXPIRY_MIN", default=5),
