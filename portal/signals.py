@@ -8,7 +8,10 @@ from portal.audit import Actor, audit_record
 
 
 def _where(request) -> dict:
-    return {"path": request.path[:200]} if request is not None else {}
+    """The path and the client's address as django-axes resolved it (nginx's X-Real-IP)."""
+    if request is None:
+        return {}
+    return {"path": request.path[:200], "address": getattr(request, "axes_ip_address", None) or ""}
 
 
 @receiver(user_logged_in, dispatch_uid="keyline_login_audit")
@@ -30,5 +33,5 @@ def lockout_audit(sender, request, username, ip_address, **kwargs) -> None:
         event="login.locked_out",
         actor=Actor.anonymous(str(username or "")[:150]),
         username=username or "",
-        **_where(request),
+        **(_where(request) | {"address": ip_address or ""}),
     )

@@ -3,6 +3,7 @@ through nginx (styles, CSRF), login lockout counts the address nginx saw (and no
 writes), hostile input through nginx is a JSON 4xx, 50 concurrent accepts make one trade, and
 a certificate carries its CA's URLs whatever the environment of the process that signed it."""
 
+import json
 import re
 import ssl
 import subprocess
@@ -117,6 +118,14 @@ def test_password_spraying_from_one_address_is_locked_out(platform: Platform):
             # Even the right password, from that address.
             right = _login(client, platform, "officer", platform.officer_password())
             assert right.status_code == 429
+        # The lockout is audited with the address nginx saw.
+        audited = platform.manage(
+            "shell", "-c",
+            "from portal.models import AuditRecord as A; import json; print(json.dumps([r.details"
+            " for r in A.objects.filter(event='login.locked_out').order_by('sequence')]))",
+        )  # fmt: skip
+        lockouts = json.loads(audited.strip().splitlines()[-1])
+        assert {(r["username"], r["address"]) for r in lockouts} >= {("spray-4", sprayer)}
         with _from(platform, bystander) as client:
             assert _login(client, platform, "spray-y", "wrong password 1").status_code == 200
             # Forging the sprayer's address from elsewhere does not lock this one either.
