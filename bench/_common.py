@@ -25,7 +25,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 def bench_env(database_url: str, ca_dir: str, redis_url: str = "", **extra: str) -> dict:
     """The environment of the bench process and of every server it starts."""
     env = {
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DJANGO_SETTINGS_MODULE": "keyline.settings",
         "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production-use",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "DJANGO_LOG_LEVEL": "WARNING",
@@ -69,10 +69,10 @@ def prepare_firm(key_type: str = "ec-p256", participants: int = 1) -> list:
     ``participants`` requesters (bench-0, bench-1, ...)."""
     from django.core.management import call_command
 
+    from kernel.audit import Actor
+    from kernel.lei import lei_with_check_digits
+    from kernel.models import Firm, Participant
     from pki.services import ca_init
-    from portal.audit import Actor
-    from portal.lei import lei_with_check_digits
-    from portal.models import Firm, Participant
 
     call_command("migrate", verbosity=0)
     ca_init(key_type=key_type, force=True, actor=Actor.system("bench"))
@@ -111,8 +111,8 @@ def issue_with_key(participant, name: str = "bench-leaf"):
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    from kernel.audit import Actor
     from pki.services import certificate_issue, csr_submit
-    from portal.audit import Actor
 
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
@@ -158,7 +158,13 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def start_gunicorn(env: dict, port: int, log: Path) -> subprocess.Popen:
-    args = [str(VENV_BIN / "gunicorn"), "portal.wsgi:application", "-w", "2", "--no-control-socket"]
+    args = [
+        str(VENV_BIN / "gunicorn"),
+        "keyline.wsgi:application",
+        "-w",
+        "2",
+        "--no-control-socket",
+    ]
     return start([*args, "-b", f"127.0.0.1:{port}"], env, log)
 
 

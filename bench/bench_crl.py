@@ -62,11 +62,11 @@ def measure(repeat: int) -> dict:
     from cryptography.hazmat.primitives import serialization
     from django.utils import timezone
 
+    from kernel.audit import Actor
     from pki import revocation
     from pki.keystore import ca_dir, ca_key_load
     from pki.models import CertificateAuthority
     from pki.revocation import crl_build, crl_publish
-    from portal.audit import Actor
 
     ca = CertificateAuthority.objects.get(kind="client", is_active=True)
     key = ca_key_load(ca.key_file)

@@ -132,7 +132,7 @@ def main() -> None:
         ours = f"http://127.0.0.1:{ours_port}{_common.OCSP_PATH}"
         theirs = f"http://127.0.0.1:{ossl_port}/"
         responder = "keyline responder (uvicorn -w 2, pki.ocsp_asgi)"
-        keyline, openssl_ocsp = "keyline site (gunicorn -w 2, portal.wsgi)", "openssl ocsp"
+        keyline, openssl_ocsp = "keyline site (gunicorn -w 2, keyline.wsgi)", "openssl ocsp"
         for url, proc in zip((asgi, ours, theirs), servers, strict=True):
             for der in (req.read_bytes(), req_nonce.read_bytes()):
                 check_answer(_common.wait_ocsp(url, der, proc, log), leaf.serial_int, signer_pem)

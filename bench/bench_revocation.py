@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_revocation.py             # 20 revocations, PostgreSQL, Redis
     .venv/bin/python bench/bench_revocation.py --count 20 --broker-db 9
 
-Starts `celery -A portal worker -Q signing,default -c 1 --pool solo` and the OCSP responder
+Starts `celery -A keyline worker -Q signing,default -c 1 --pool solo` and the OCSP responder
 (`uvicorn pki.ocsp_asgi:application --workers 2`) on the bench database, then, for each of
 --count freshly issued certificates (the responder is first seen answering "good" and the
 broker is idle), calls ``pki.revocation.certificate_revoke`` from this process
@@ -82,10 +82,10 @@ def revoke_once(participant, ca, url: str, bundle: Path) -> tuple[float, float, 
     from cryptography import x509
     from django.core.cache import cache
 
+    from kernel.audit import Actor
     from pki.models import Certificate
     from pki.revocation import certificate_revoke
     from pki.trust import CERTIFICATE_REVOKED, certificate_decide, decision_cache_key
-    from portal.audit import Actor
 
     cert = _common.issue(participant)
     der = ocsp_request(cert.pem, ca.certificate_pem)
@@ -147,17 +147,17 @@ def main() -> None:
     servers: list[subprocess.Popen] = []
     log = workdir / "servers.log"
     try:
+        from kernel.audit import Actor
+        from keyline.celery import app
         from pki import ocsp
         from pki.models import CertificateAuthority
         from pki.revocation import crl_publish
-        from portal.audit import Actor
-        from portal.celery import app
 
         participant = _common.prepare()
         crl_publish(actor=Actor.system("bench"))  # bundle.pem exists before the first revoke
         ocsp.presign()
         ca = CertificateAuthority.objects.get(kind="client", is_active=True)
-        worker = [str(_common.VENV_BIN / "celery"), "-A", "portal", "worker", "-Q",
+        worker = [str(_common.VENV_BIN / "celery"), "-A", "keyline", "worker", "-Q",
                   "signing,default", "-c", "1", "--pool", "solo", "-l", "warning",
                   "--without-gossip", "--without-mingle"]  # fmt: skip
         servers.append(_common.start(worker, env, log))

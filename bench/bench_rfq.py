@@ -103,8 +103,8 @@ class Desk:
 
 
 def firm(n: int, name: str, role: str):
-    from portal.lei import lei_with_check_digits
-    from portal.models import Firm
+    from kernel.lei import lei_with_check_digits
+    from kernel.models import Firm
 
     return Firm.objects.create(
         legal_name=name,
@@ -116,7 +116,7 @@ def firm(n: int, name: str, role: str):
 
 
 def desk(firm_row, trader_id: str, workdir: Path) -> Desk:
-    from portal.models import Firm, Participant
+    from kernel.models import Firm, Participant
 
     role = (
         Participant.Role.REQUESTER
@@ -204,7 +204,7 @@ class Servers:
 
     def start_gunicorn(self, **env_changes: str) -> None:
         sock = self.run_dir / "gunicorn.sock"
-        args = [str(_common.VENV_BIN / "gunicorn"), "portal.wsgi:application",
+        args = [str(_common.VENV_BIN / "gunicorn"), "keyline.wsgi:application",
                 "-w", str(self.args.workers), "-k", self.args.worker_class,
                 "--bind", f"unix:{sock}", "--no-control-socket"]  # fmt: skip
         if self.args.worker_class == "gthread":
@@ -676,7 +676,7 @@ def section_list(args, workdir: Path) -> None:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from portal.models import Firm
+    from kernel.models import Firm
     from rfq.models import Instrument, Rfq
     from rfq.views import _cursor_encode
 
@@ -810,10 +810,10 @@ def main() -> None:
     try:
         from django.core.management import call_command
 
+        from kernel.audit import Actor
+        from kernel.models import Firm
         from pki.revocation import crl_publish
         from pki.services import ca_init, server_certificate_issue
-        from portal.audit import Actor
-        from portal.models import Firm
 
         actor = Actor.system("bench")
         call_command("migrate", verbosity=0)

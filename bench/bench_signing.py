@@ -51,9 +51,9 @@ def _sign_all(participant_id: int, csrs: list[bytes], batch: int = 0, barrier=No
     """batch=0: submit and issue each CSR in turn (the per-request path), timing both.
     batch=N: submit all first (untimed: that is the upload), then time the signing worker's
     certificates_issue over N requests at a time; latency is per batch / N."""
+    from kernel.audit import Actor
+    from kernel.models import Participant
     from pki.services import certificate_issue, certificates_issue, csr_submit
-    from portal.audit import Actor
-    from portal.models import Participant
 
     participant = Participant.objects.select_related("firm").get(pk=participant_id)
     actor = Actor.system("bench")
@@ -96,9 +96,9 @@ def _worker(args: tuple) -> tuple[float, float, list[float]]:
 def _prepare(database_url: str, key_type: str, lint: bool, workdir: str, participants: int):
     from django.db import connection
 
+    from kernel.audit import Actor
+    from kernel.models import Participant
     from pki.services import certificate_issue, csr_submit
-    from portal.audit import Actor
-    from portal.models import Participant
 
     ids = [p.pk for p in _common.prepare_firm(key_type, participants)]
     # Warm up: load the CA key and the linter once, as a long-lived worker would have.

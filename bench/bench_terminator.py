@@ -114,9 +114,9 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     nginx_up = False
     try:
+        from kernel.audit import Actor
         from pki.revocation import crl_publish
         from pki.services import server_certificate_issue
-        from portal.audit import Actor
 
         participant = _common.prepare()
         cert, key_pem = _common.issue_with_key(participant)
@@ -135,7 +135,7 @@ def main() -> None:
         log = workdir / "servers.log"
         procs.append(
             _common.start(
-                [str(_common.VENV_BIN / "gunicorn"), "portal.wsgi:application", "-w", "2",
+                [str(_common.VENV_BIN / "gunicorn"), "keyline.wsgi:application", "-w", "2",
                  "--bind", f"unix:{run_dir / 'gunicorn.sock'}", "--no-control-socket"],
                 env, log,
             )

@@ -5,7 +5,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.urls import urlpatterns as site
+from keyline.urls import urlpatterns as site
 
 
 class Trivial(APIView):

@@ -15,7 +15,7 @@ for secret in django-secret-key ca-passphrase ocsp-passphrase terminator-secret;
     .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(48))' > "$VAR/secrets/$secret"
   fi
 done
-export DJANGO_SETTINGS_MODULE=portal.settings
+export DJANGO_SETTINGS_MODULE=keyline.settings
 export DJANGO_SECRET_KEY_FILE="$VAR/secrets/django-secret-key"
 export KEYLINE_CA_PASSPHRASE_FILE="$VAR/secrets/ca-passphrase"
 export KEYLINE_OCSP_KEY_PASSPHRASE_FILE="$VAR/secrets/ocsp-passphrase"

@@ -26,4 +26,4 @@ control_socket_disable = True
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s'
 errorlog = "-"
-wsgi_app = "portal.wsgi:application"
+wsgi_app = "keyline.wsgi:application"

@@ -24,10 +24,10 @@ from urllib.parse import unquote
 from django.conf import settings
 from rest_framework.authentication import BaseAuthentication
 
+from kernel.api import ApiError, request_id
+from kernel.audit import Actor, AuditRecord, audit_record
+from kernel.models import Participant
 from pki import trust
-from portal.api import ApiError, request_id
-from portal.audit import Actor, AuditRecord, audit_record
-from portal.models import Participant
 
 # Decisions that mean "we know who you are, but you may not come in".
 FORBIDDEN = {trust.PARTICIPANT_DISABLED, trust.FIRM_INACTIVE}

@@ -27,7 +27,7 @@ class PkiSettings:
     # Defaults that init_ca records on new CA rows; signing reads the issuing CA's row.
     crl_base_url: str
     ocsp_url: str
-    ocsp_path: str  # where the responder answers (portal.wsgi, pki.ocsp_asgi, nginx)
+    ocsp_path: str  # where the responder answers (keyline.wsgi, pki.ocsp_asgi, nginx)
     ca_issuers_base_url: str
     organization: str
     country: str

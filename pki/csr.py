@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import SignatureAlgorithmOID
 
+from kernel.errors import Conflict, Invalid
 from pki.crypto import describe_public_key, spki_der
-from portal.errors import Conflict, Invalid
 
 MAX_CSR_BYTES = 64 * 1024
 

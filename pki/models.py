@@ -82,7 +82,7 @@ class CertificateRequest(models.Model):
         REJECTED = "rejected", _("Rejected")
 
     participant = models.ForeignKey(
-        "portal.Participant", on_delete=models.PROTECT, related_name="certificate_requests"
+        "kernel.Participant", on_delete=models.PROTECT, related_name="certificate_requests"
     )
     csr_pem = models.TextField()
     spki_sha256 = models.CharField(max_length=64, db_index=True)
@@ -137,7 +137,7 @@ class Certificate(models.Model):
         CertificateAuthority, on_delete=models.PROTECT, related_name="certificates"
     )
     participant = models.ForeignKey(
-        "portal.Participant",
+        "kernel.Participant",
         null=True,
         blank=True,
         on_delete=models.PROTECT,

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 import django
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "keyline.settings")
 django.setup()
 
 import redis.asyncio as aioredis  # noqa: E402 - after django.setup()

@@ -1,9 +1,9 @@
 """OCSP over HTTP (RFC 6960 Appendix A, RFC 5019): a bare WSGI application.
 
-``portal.wsgi`` routes requests for the OCSP URL's path here before Django, so the responder
+``keyline.wsgi`` routes requests for the OCSP URL's path here before Django, so the responder
 skips Django's middleware, URL resolver and request objects (the lean hot path: a trivial Django
 view manages about 1,700 requests/s here). ``pki.views.ocsp`` serves the same function inside
-Django for servers that do not use ``portal.wsgi`` (e.g. the test client).
+Django for servers that do not use ``keyline.wsgi`` (e.g. the test client).
 """
 
 import base64

@@ -28,15 +28,15 @@ from django.db.models import Max, QuerySet
 from django.db.models.functions import Length
 from django.utils import timezone
 
+from kernel.audit import Actor, AuditEntry, audit_record, audit_record_many
+from kernel.errors import Conflict, DomainError, Invalid
+from kernel.models import Firm, Participant
 from pki import crypto
 from pki.conf import pki_settings
 from pki.keystore import atomic_write, ca_dir, ca_key_load
 from pki.models import Certificate, CertificateAuthority, PublishFailure, RevocationList
 from pki.services import ca_certificate
 from pki.trust import decisions_forget
-from portal.audit import Actor, AuditEntry, audit_record, audit_record_many
-from portal.errors import Conflict, DomainError, Invalid
-from portal.models import Firm, Participant
 
 logger = logging.getLogger(__name__)
 

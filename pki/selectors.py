@@ -2,8 +2,8 @@
 
 from django.db.models import QuerySet
 
+from kernel.errors import NotFound
 from pki.models import Certificate, CertificateAuthority
-from portal.errors import NotFound
 
 
 def ca_get_active(kind: str) -> CertificateAuthority:

@@ -21,6 +21,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from kernel.audit import Actor, AuditEntry, audit_record, audit_record_many
+from kernel.errors import Conflict, DomainError, Invalid, NotFound
+from kernel.models import Participant
 from pki import crypto
 from pki.conf import ca_passphrase, pki_settings, url_path, url_problem
 from pki.csr import (
@@ -42,9 +45,6 @@ from pki.keystore import (
 from pki.lint import Finding, lint_certificate_der
 from pki.models import Certificate, CertificateAuthority, CertificateRequest
 from pki.selectors import ca_get_active, ca_list_active, certificate_key_history
-from portal.audit import Actor, AuditEntry, audit_record, audit_record_many
-from portal.errors import Conflict, DomainError, Invalid, NotFound
-from portal.models import Participant
 
 logger = logging.getLogger(__name__)
 
@@ -521,7 +521,7 @@ def _check_new_urls(ca: CertificateAuthority, before: CaUrls, after: CaUrls) -> 
             raise Invalid("ca_url_invalid", f"{ca.slug}: the {label} {problem}, got {value!r}")
     served = pki_settings().ocsp_path
     if after.ocsp_url != before.ocsp_url and url_path(after.ocsp_url) != served:
-        # Serving is this deployment's configuration (portal.wsgi, pki.ocsp_asgi and nginx
+        # Serving is this deployment's configuration (keyline.wsgi, pki.ocsp_asgi and nginx
         # route KEYLINE_OCSP_URL's path): a CA URL on another path would go unanswered.
         raise Invalid(
             "ca_ocsp_url_not_served",

@@ -9,8 +9,8 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
+from kernel.models import Firm, Participant
 from pki import trust
-from portal.models import Firm, Participant
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from celery import shared_task
 from django.db import DatabaseError
 from redis import RedisError
 
-from portal.audit import Actor
+from kernel.audit import Actor
 
 MAX_RETRIES = 8
 

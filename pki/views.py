@@ -61,7 +61,7 @@ def crl(request: HttpRequest, slug: str) -> HttpResponse:
 
 @csrf_exempt
 def ocsp_responder(request: HttpRequest, tail: str = "") -> HttpResponse:
-    """RFC 6960 over Django, for servers that do not route through ``portal.wsgi``."""
+    """RFC 6960 over Django, for servers that do not route through ``keyline.wsgi``."""
     try:
         length = int(request.headers.get("Content-Length") or 0)
     except ValueError:

@@ -1,3 +1,2 @@
-from portal.celery import app as celery_app
-
-__all__ = ("celery_app",)
+"""The onboarding portal: applications, officers' checks and four-eyes decisions, invitations,
+firm administrators, CSR upload and certificate downloads."""

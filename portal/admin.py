@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django_otp.admin import OTPAdminSite
 
-from portal.models import AuditRecord, Firm, Participant
+from kernel.models import AuditRecord, Firm, Participant
 
 # The admin is officer territory too: it needs the verified second factor, like /officer/.
 admin.site.__class__ = OTPAdminSite

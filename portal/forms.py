@@ -3,8 +3,9 @@
 from django import forms
 from django.contrib.auth.password_validation import validate_password
 
-from portal.lei import validate_lei
-from portal.models import Firm, Participant, VerificationCheck
+from kernel.lei import validate_lei
+from kernel.models import Firm, Participant
+from portal.models import VerificationCheck
 
 MAX_CSR_BYTES = 16 * 1024
 

@@ -18,8 +18,8 @@ from django.core.mail import EmailMessage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from kernel.audit import Actor, audit_record
 from pki.models import Certificate
-from portal.audit import Actor, audit_record
 from portal.models import ExpiryReminder, PortalAccount
 
 logger = logging.getLogger(__name__)

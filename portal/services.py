@@ -18,20 +18,19 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from kernel.audit import Actor, audit_record
+from kernel.errors import Conflict, Invalid, NotFound, PermissionDenied
+from kernel.models import Firm, Participant
 from pki import services as pki_services
 from pki.keystore import atomic_write
 from pki.models import Certificate, CertificateRequest
 from pki.revocation import certificate_revoke, certificates_revoke_for_firm
 from pki.selectors import ca_get_active
-from portal.audit import Actor, audit_record
-from portal.errors import Conflict, Invalid, NotFound, PermissionDenied
 from portal.models import (
     Application,
     CallbackChallenge,
     Document,
-    Firm,
     Invitation,
-    Participant,
     PortalAccount,
     VerificationCheck,
 )

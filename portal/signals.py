@@ -4,7 +4,7 @@ from axes.signals import user_locked_out
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.dispatch import receiver
 
-from portal.audit import Actor, audit_record
+from kernel.audit import Actor, audit_record
 
 
 def _where(request) -> dict:

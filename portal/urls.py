@@ -1,10 +1,8 @@
-from django.contrib import admin
-from django.contrib.auth import views as auth_views
-from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+"""The portal's pages (mounted at the site's root by keyline.urls)."""
+
+from django.urls import path
 
 from portal import views
-from rfq.views import NotFoundApi
 
 portal_patterns = [
     path("", views.home, name="home"),
@@ -42,28 +40,4 @@ portal_patterns = [
     ),
     path("certificates/<int:pk>/connect/", views.certificate_connect, name="certificate-connect"),
     path("certificates/<int:pk>/revoke/", views.certificate_revoke, name="certificate-revoke"),
-]
-
-urlpatterns = [
-    path("", include((portal_patterns, "portal"))),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("pki/", include("pki.urls")),
-    path("api/v1/", include("rfq.urls")),
-    # Any other path under /api/ (a typo, another version) answers in the API's JSON shape.
-    re_path(r"^api/", NotFoundApi.as_view(), name="api-not-found"),
-    path("admin/", admin.site.urls),
-    # The RFQ API's contract, readable in a browser without a client certificate.
-    path(
-        "developers/api/schema/",
-        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
-        name="developers-schema",
-    ),
-    path(
-        "developers/api/",
-        SpectacularSwaggerView.as_view(
-            url_name="developers-schema", authentication_classes=[], permission_classes=[]
-        ),
-        name="developers-api",
-    ),
 ]

@@ -18,12 +18,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from kernel.audit import Actor, audit_record
+from kernel.errors import DomainError, Invalid, NotFound, PermissionDenied
+from kernel.models import AuditRecord, Firm, Participant
 from pki.models import Certificate, CertificateRequest
+from pki.revocation import crl_health, failures_open
 from pki.selectors import ca_list_active
+from pki.services import ocsp_responder_current
 from portal import forms, services
-from portal.audit import Actor, audit_record
-from portal.errors import DomainError, Invalid, NotFound, PermissionDenied
-from portal.models import Application, AuditRecord, Firm, Participant, PortalAccount
+from portal.models import Application, Document, PortalAccount
 
 
 def _error(request: HttpRequest, exc: DomainError) -> HttpResponse:
@@ -251,8 +254,6 @@ def officer_dashboard(request: HttpRequest) -> HttpResponse:
         "audit": AuditRecord.objects.order_by("-sequence")[:15],
         "firms": Firm.objects.filter(status=Firm.Status.APPROVED).annotate(n=Count("participants")),
     }
-    from pki.revocation import crl_health, failures_open
-    from pki.services import ocsp_responder_current
 
     crls, delegate, failures = crl_health(now), ocsp_responder_current(), failures_open()
     ok = all(c.status == "ok" for c in crls) and delegate is not None and not failures
@@ -332,7 +333,6 @@ def officer_document(request, pk):
 @require_GET
 @officer_required
 def officer_document_download(request, pk, doc):
-    from portal.models import Document
 
     document = Document.objects.filter(pk=doc, application_id=pk).first()
     if document is None:

@@ -90,9 +90,9 @@ class Rfq(models.Model):
     # Time-ordered UUIDs: unguessable, no venue-wide counter to leak, and ordering by id is
     # ordering by creation (the list cursor relies on it).
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    firm = models.ForeignKey("portal.Firm", on_delete=models.PROTECT, related_name="rfqs")
+    firm = models.ForeignKey("kernel.Firm", on_delete=models.PROTECT, related_name="rfqs")
     requester = models.ForeignKey(
-        "portal.Participant", on_delete=models.PROTECT, related_name="rfqs"
+        "kernel.Participant", on_delete=models.PROTECT, related_name="rfqs"
     )
     certificate_serial = models.CharField(max_length=64)
     client_rfq_id = models.CharField(max_length=32, blank=True)
@@ -135,7 +135,7 @@ class RfqCounterparty(models.Model):
     """A liquidity-provider firm an RFQ was addressed to."""
 
     rfq = models.ForeignKey(Rfq, on_delete=models.CASCADE, related_name="counterparty_links")
-    firm = models.ForeignKey("portal.Firm", on_delete=models.PROTECT, related_name="+")
+    firm = models.ForeignKey("kernel.Firm", on_delete=models.PROTECT, related_name="+")
 
     class Meta:
         constraints = [
@@ -178,8 +178,8 @@ class Quote(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     rfq = models.ForeignKey(Rfq, on_delete=models.PROTECT, related_name="quotes")
-    firm = models.ForeignKey("portal.Firm", on_delete=models.PROTECT, related_name="quotes")
-    maker = models.ForeignKey("portal.Participant", on_delete=models.PROTECT, related_name="quotes")
+    firm = models.ForeignKey("kernel.Firm", on_delete=models.PROTECT, related_name="quotes")
+    maker = models.ForeignKey("kernel.Participant", on_delete=models.PROTECT, related_name="quotes")
     certificate_serial = models.CharField(max_length=64)
     client_quote_id = models.CharField(max_length=32, blank=True)
     request_hash = models.CharField(max_length=64)
@@ -253,11 +253,11 @@ class Trade(models.Model):
     # One trade per RFQ and per quote, whatever the application does.
     rfq = models.OneToOneField(Rfq, on_delete=models.PROTECT, related_name="trade")
     quote = models.OneToOneField(Quote, on_delete=models.PROTECT, related_name="trade")
-    requester_firm = models.ForeignKey("portal.Firm", on_delete=models.PROTECT, related_name="+")
-    requester = models.ForeignKey("portal.Participant", on_delete=models.PROTECT, related_name="+")
+    requester_firm = models.ForeignKey("kernel.Firm", on_delete=models.PROTECT, related_name="+")
+    requester = models.ForeignKey("kernel.Participant", on_delete=models.PROTECT, related_name="+")
     requester_serial = models.CharField(max_length=64)
-    maker_firm = models.ForeignKey("portal.Firm", on_delete=models.PROTECT, related_name="+")
-    maker = models.ForeignKey("portal.Participant", on_delete=models.PROTECT, related_name="+")
+    maker_firm = models.ForeignKey("kernel.Firm", on_delete=models.PROTECT, related_name="+")
+    maker = models.ForeignKey("kernel.Participant", on_delete=models.PROTECT, related_name="+")
     maker_serial = models.CharField(max_length=64)
     side = models.CharField(max_length=4, choices=Side.choices)
     quantity = models.DecimalField(**PRICE)
@@ -311,7 +311,7 @@ class Event(models.Model):
     """
 
     seq = models.BigIntegerField(primary_key=True)
-    firm = models.ForeignKey("portal.Firm", on_delete=models.CASCADE, related_name="+")
+    firm = models.ForeignKey("kernel.Firm", on_delete=models.CASCADE, related_name="+")
     audience = models.CharField(max_length=16, choices=Audience.choices)
     type = models.CharField(max_length=32)
     data = models.JSONField()

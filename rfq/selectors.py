@@ -15,8 +15,8 @@ from uuid import UUID
 from django.db import connection
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
-from portal.errors import NotFound
-from portal.models import Participant
+from kernel.errors import NotFound
+from kernel.models import Participant
 from rfq.models import (
     Audience,
     Event,

@@ -20,9 +20,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from portal.audit import Actor, AuditEntry, AuditRecord, audit_record, audit_record_many
-from portal.errors import Conflict, Invalid, NotFound, PermissionDenied
-from portal.models import Firm, Participant
+from kernel.audit import Actor, AuditEntry, AuditRecord, audit_record, audit_record_many
+from kernel.errors import Conflict, Invalid, NotFound, PermissionDenied
+from kernel.models import Firm, Participant
 from rfq.events import Draft, events_append
 from rfq.models import (
     Audience,

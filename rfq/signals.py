@@ -6,7 +6,8 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from portal.models import Firm
+from kernel.models import Firm
+from rfq.services import firm_trading_stop
 
 STOPPED = {Firm.Status.SUSPENDED: "firm_suspended", Firm.Status.OFFBOARDED: "firm_offboarded"}
 
@@ -16,7 +17,6 @@ def firm_status_changed(sender, instance: Firm, **kwargs) -> None:
     reason = STOPPED.get(instance.status)
     if reason is None:
         return
-    from rfq.services import firm_trading_stop
 
     firm_id = instance.pk
     # robust: the suspension has committed; a failure here is logged (expiry still closes

@@ -27,13 +27,14 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.views import APIView
 
+from kernel.api import ApiError, request_id
 from pki import trust
 from pki.authentication import MESSAGES
-from portal.api import ApiError, request_id
 from rfq.events import events_wait, redis_client
 from rfq.render import ts
 from rfq.selectors import Viewer
 from rfq.serializers import ErrorOut
+from rfq.services import Caller
 from rfq.throttling import throttles
 
 CHECK_INTERVAL = 5.0
@@ -168,7 +169,6 @@ class EventStreamApi(APIView):
     )
     def get(self, request):
         """Your desk's events as a Server-Sent Events stream (reconnect with Last-Event-ID)."""
-        from rfq.services import Caller
 
         since = _since(request)
         viewer = Caller(request.user.participant, request.user.serial).viewer

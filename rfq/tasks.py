@@ -3,11 +3,12 @@
 from celery import shared_task
 from django.db import DatabaseError
 
+from rfq.services import rfq_expire_due
+
 
 @shared_task(bind=True, acks_late=True, max_retries=3, ignore_result=True)
 def rfq_expire_task(self) -> tuple[int, int]:
     """Close RFQs and quotes past their time. Idempotent: a second run finds nothing due."""
-    from rfq.services import rfq_expire_due
 
     try:
         return rfq_expire_due()

@@ -21,7 +21,7 @@ urlpatterns = [
     path("trades/<str:trade_id>/", views.TradeDetailApi.as_view(), name="trade"),
     path("events/", views.EventsApi.as_view(), name="events"),
     path("events/stream/", stream.EventStreamApi.as_view(), name="events-stream"),
-    # The contract, readable without a certificate on the portal too (portal/urls.py).
+    # The contract, readable without a certificate on the portal too (keyline/urls.py).
     path(
         "schema/",
         SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),

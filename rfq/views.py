@@ -1,5 +1,5 @@
 """The REST API (DRF). Every view authenticates by client certificate
-(``pki.authentication``) and answers errors in one shape (``portal.api``).
+(``pki.authentication``) and answers errors in one shape (``kernel.api``).
 
 Each view does three things: validate the input (``rfq.serializers``), call a service or a
 selector, render what the caller may see (``rfq.render``).
@@ -15,12 +15,12 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.exceptions import NotFound
 from rest_framework.views import APIView
 
+from kernel.api import ApiError, ok
 from pki.authentication import recheck
-from portal.api import ApiError, ok
 from rfq import serializers as s
 from rfq import services
 from rfq.events import events_wait
-from rfq.models import Instrument, Rfq
+from rfq.models import Instrument, Quote, Rfq, Trade
 from rfq.render import dec, quote_render, rfq_render, trade_render, ts
 from rfq.selectors import (
     instrument_list,
@@ -245,7 +245,6 @@ def _quote_in(data) -> services.QuoteIn:
 
 
 def _quote_response(request, caller, quote, status: int = 200):
-    from rfq.models import Quote
 
     quote = quote_with_details(Quote.objects.filter(pk=quote.pk)).get()
     return ok(request, quote_render(quote, caller.viewer, timezone.now()), status)
@@ -310,7 +309,6 @@ class RfqAcceptApi(Api):
             quantity=data.get("quantity"),
             limit_price=data.get("limit_price"),
         )
-        from rfq.models import Trade
 
         trade = trade_with_details(Trade.objects.filter(pk=trade.pk)).get()
         return ok(request, trade_render(trade, caller.viewer), 201)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from kernel.audit import Actor
 from pki.conf import pki_settings
-from portal.audit import Actor
 from tests import session_ca
 from tests.factories import FirmFactory, ParticipantFactory
 from tests.platform import platform  # noqa: F401 - fixture

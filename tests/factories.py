@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import factory
 
+from kernel.lei import lei_with_check_digits
+from kernel.models import Firm, Participant
 from pki.models import Certificate
-from portal.lei import lei_with_check_digits
-from portal.models import Firm, Participant
 
 
 def random_lei() -> str:

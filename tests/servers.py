@@ -1,4 +1,4 @@
-"""Real servers for tests: gunicorn serving ``portal.wsgi`` (the OCSP hot path included) on a
+"""Real servers for tests: gunicorn serving ``keyline.wsgi`` (the OCSP hot path included) on a
 loopback port, pointed at the test database, the session's CA directory and Redis.
 
 A server process can only see committed rows, so tests that use one are transactional and
@@ -60,7 +60,7 @@ def server_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "DJANGO_SETTINGS_MODULE": "keyline.settings",
             "DATABASE_URL": database_url(),
             "DATABASE_CONN_MAX_AGE": "0",
             "KEYLINE_CA_DIR": settings.KEYLINE_CA_DIR,
@@ -128,7 +128,7 @@ class Server:
 
 
 class Gunicorn(Server):
-    """gunicorn serving ``portal.wsgi`` (the whole site, the bare OCSP path included), on a
+    """gunicorn serving ``keyline.wsgi`` (the whole site, the bare OCSP path included), on a
     loopback port, and also on ``socket`` (a unix socket, as behind nginx) when given."""
 
     name = "gunicorn"
@@ -146,7 +146,7 @@ class Gunicorn(Server):
         if self.socket is not None:
             binds += ["--bind", f"unix:{self.socket}"]
         return [
-            sys.executable, "-m", "gunicorn", "portal.wsgi:application", *binds,
+            sys.executable, "-m", "gunicorn", "keyline.wsgi:application", *binds,
             "--workers", str(self.workers), "--timeout", "30", "--no-control-socket",
             "--access-logfile", "-",
             *(["--worker-class", "gthread", "--threads", str(self.threads)]
@@ -180,7 +180,7 @@ def ocsp_server(django_db_setup, django_db_blocker):
 
 @pytest.fixture(scope="session")
 def app_server(django_db_setup, django_db_blocker):
-    """gunicorn with ``portal.wsgi`` on a loopback port for the whole session. Like a web or
+    """gunicorn with ``keyline.wsgi`` on a loopback port for the whole session. Like a web or
     responder host, it has the OCSP key passphrase but not the CA passphrase."""
     if connection.vendor != "postgresql":
         pytest.skip(NEEDS_POSTGRES)
@@ -262,9 +262,9 @@ def terminator(django_db_setup, django_db_blocker, tmp_path_factory):
         pytest.skip(NEEDS_POSTGRES)
     if shutil.which("nginx") is None:
         pytest.skip(NEEDS_NGINX)
+    from kernel.audit import Actor
     from pki.revocation import crl_publish
     from pki.services import server_certificate_issue
-    from portal.audit import Actor
 
     directory = tmp_path_factory.mktemp("terminator")
     with django_db_blocker.unblock():

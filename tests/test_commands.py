@@ -11,9 +11,9 @@ from cryptography import x509
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from kernel.lei import lei_is_valid
+from kernel.models import AuditRecord, Firm, Participant
 from pki.models import Certificate, CertificateRequest
-from portal.lei import lei_is_valid
-from portal.models import AuditRecord, Firm, Participant
 from tests.conftest import key_matches_certificate, openssl_verify
 from tests.keys import ec_key, key_pem, make_csr
 
@@ -160,7 +160,7 @@ def test_settings_fail_closed(extra_env, message):
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         cwd=ROOT,
-        env={**env, "DJANGO_SETTINGS_MODULE": "portal.settings", **extra_env},
+        env={**env, "DJANGO_SETTINGS_MODULE": "keyline.settings", **extra_env},
         capture_output=True,
         text=True,
         check=False,

@@ -121,7 +121,7 @@ def test_password_spraying_from_one_address_is_locked_out(platform: Platform):
         # The lockout is audited with the address nginx saw.
         audited = platform.manage(
             "shell", "-c",
-            "from portal.models import AuditRecord as A; import json; print(json.dumps([r.details"
+            "from kernel.models import AuditRecord as A; import json; print(json.dumps([r.details"
             " for r in A.objects.filter(event='login.locked_out').order_by('sequence')]))",
         )  # fmt: skip
         lockouts = json.loads(audited.strip().splitlines()[-1])

@@ -9,7 +9,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from portal.models import Firm
+from kernel.models import Firm
 from rfq.models import Instrument
 from tests.factories import FirmFactory, ParticipantFactory
 from tests.keys import ec_key, key_pem, make_csr
@@ -165,8 +165,8 @@ def test_the_api_contract_is_served(terminator, desks):
 
 def test_event_stream_through_nginx_delivers_and_ends_on_revocation(terminator, desks):
     """Server-Sent Events pass nginx unbuffered; a certificate revoked mid-stream ends it."""
+    from kernel.audit import Actor
     from pki.revocation import certificate_revoke
-    from portal.audit import Actor
 
     alice, carol = client(terminator, desks["alice"]), client(terminator, desks["carol"])
     frames: list[str] = []

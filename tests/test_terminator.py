@@ -16,8 +16,8 @@ from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
+from kernel.models import Firm
 from pki.revocation import certificate_revoke, crl_publish
-from portal.models import Firm
 from tests.conftest import run
 from tests.factories import ParticipantFactory
 from tests.foreign_ca import foreign_certificate

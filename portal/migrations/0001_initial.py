@@ -2,7 +2,7 @@
 
 import django.core.validators
 import django.db.models.deletion
-import portal.lei
+import kernel.lei
 import re
 from django.db import migrations, models
 
@@ -48,7 +48,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('legal_name', models.CharField(max_length=200)),
-                ('lei', models.CharField(max_length=20, unique=True, validators=[portal.lei.validate_lei], verbose_name='LEI')),
+                ('lei', models.CharField(max_length=20, unique=True, validators=[kernel.lei.validate_lei], verbose_name='LEI')),
                 ('jurisdiction', models.CharField(max_length=2, validators=[django.core.validators.RegexValidator('^[A-Z]{2}$', 'ISO 3166-1 alpha-2 country code')])),
                 ('role', models.CharField(choices=[('client', 'Client (liquidity seeker)'), ('liquidity_provider', 'Liquidity provider'), ('both', 'Client and liquidity provider')], max_length=24)),
                 ('status', models.CharField(choices=[('applied', 'Applied'), ('under_review', 'Under review'), ('approved', 'Approved'), ('rejected', 'Rejected'), ('suspended', 'Suspended'), ('offboarded', 'Offboarded')], default='applied', max_length=16)),

@@ -27,7 +27,7 @@ from urllib.parse import urljoin, urlsplit
 
 from playwright.sync_api import BrowserContext, Error, Page, expect
 
-from portal.lei import lei_with_check_digits
+from kernel.lei import lei_with_check_digits
 from tests.keys import ec_key, key_pem, make_csr
 from tests.platform import Platform, platform_test
 

@@ -9,8 +9,8 @@ import time_machine
 from django.conf import settings
 from django.test import Client, override_settings
 
+from kernel.models import AuditRecord, Firm
 from pki.revocation import certificate_revoke
-from portal.models import AuditRecord, Firm
 from tests.foreign_ca import foreign_certificate
 from tests.keys import ec_key, make_csr
 

@@ -18,6 +18,8 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test import override_settings
 
+from kernel.errors import Conflict
+from kernel.models import AuditRecord
 from pki import ocsp_http
 from pki.checks import ca_ocsp_urls_served
 from pki.models import CertificateAuthority
@@ -30,8 +32,6 @@ from pki.services import (
     ocsp_responder_renew,
     server_certificate_issue,
 )
-from portal.errors import Conflict
-from portal.models import AuditRecord
 from tests.conftest import run
 from tests.factories import ParticipantFactory
 from tests.keys import ec_key, make_csr

@@ -9,12 +9,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from django.db import IntegrityError
 from django.utils import timezone
 
+from kernel.errors import Conflict
+from kernel.models import AuditRecord, Firm
 from pki import crypto
 from pki.csr import CSR_KEY_REUSED, CsrRejected
 from pki.models import Certificate, CertificateRequest
 from pki.services import CertificateLintFailed, _sign_linted, certificate_issue, csr_submit
-from portal.errors import Conflict
-from portal.models import AuditRecord, Firm
 from tests.factories import certificate_row_like
 from tests.keys import ec_key, make_csr
 
@@ -219,8 +219,8 @@ def test_batch_issue_gives_one_outcome_per_request_in_order(firm, system_actor):
     with their codes, and the audit chain stays intact."""
     from django.utils import timezone
 
+    from kernel.audit import audit_verify
     from pki.services import certificates_issue
-    from portal.audit import audit_verify
     from tests.factories import ParticipantFactory
 
     def submit(participant, key=None):

@@ -20,6 +20,7 @@ from django.db import connection
 from django.test import Client, override_settings
 from django.utils import timezone
 
+from kernel.models import AuditRecord
 from pki import keystore, revocation
 from pki.conf import pki_settings
 from pki.models import Certificate, CertificateAuthority, RevocationList
@@ -30,7 +31,6 @@ from pki.revocation import (
     crl_latest,
     crl_publish,
 )
-from portal.models import AuditRecord
 from tests.conftest import openssl_verify, run, tool
 from tests.factories import expire
 from tests.keys import ec_key, make_csr

@@ -11,11 +11,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from kernel.models import AuditRecord
 from pki import csr as codes
 from pki.csr import CsrRejected, csr_parse
 from pki.models import Certificate, CertificateRequest
 from pki.services import csr_submit
-from portal.models import AuditRecord
 from tests.keys import dsa_key, ec_key, key_pem, make_csr, rsa_key
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""The published revocation services over real HTTP (gunicorn serving ``portal.wsgi`` on
+"""The published revocation services over real HTTP (gunicorn serving ``keyline.wsgi`` on
 loopback), checked by openssl's OCSP client and CRL fetcher at the URLs written into the
 certificates."""
 

@@ -10,6 +10,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from kernel.audit import Actor, audit_verify
+from kernel.errors import Conflict, Invalid
+from kernel.models import AuditRecord
 from pki.csr import CSR_KEY_COMPROMISED, CsrKeyRejected
 from pki.models import Certificate, RevocationList
 from pki.revocation import (
@@ -19,9 +22,6 @@ from pki.revocation import (
 )
 from pki.services import csr_submit
 from pki.trust import certificate_decide, decision_cache_key, decision_cached
-from portal.audit import Actor, audit_verify
-from portal.errors import Conflict, Invalid
-from portal.models import AuditRecord
 from tests.factories import FirmFactory, ParticipantFactory, expire
 from tests.keys import ec_key, make_csr
 

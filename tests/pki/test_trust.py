@@ -6,10 +6,10 @@ import pytest
 import time_machine
 from django.test import override_settings
 
+from kernel.models import Firm
 from pki import trust
 from pki.revocation import certificate_revoke, certificates_revoke_for_firm
 from pki.services import ca_init
-from portal.models import Firm
 from tests.factories import ParticipantFactory
 from tests.keys import ec_key, make_csr
 

@@ -13,11 +13,11 @@ from cryptography import x509
 from django.conf import settings
 from django.db import connection
 
+from kernel.models import AuditRecord
+from keyline.celery import app
 from pki import ocsp
 from pki.models import RevocationList
 from pki.revocation import certificate_revoke, crl_health, crl_last_failure, crl_publish
-from portal.celery import app
-from portal.models import AuditRecord
 from tests.keys import ec_key, make_csr
 from tests.servers import ROOT, server_env
 
@@ -50,7 +50,7 @@ def start_worker(tmp_path):
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
                 [
-                    sys.executable, "-m", "celery", "-A", "portal", "worker",
+                    sys.executable, "-m", "celery", "-A", "keyline", "worker",
                     "-Q", queue, "-c", "1", "--pool", "solo", "-l", "INFO",
                     "--without-mingle", "--without-gossip", "--without-heartbeat",
                 ],

@@ -7,8 +7,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from portal.audit import Actor, audit_record, audit_verify
-from portal.models import AuditRecord
+from kernel.audit import Actor, audit_record, audit_verify
+from kernel.models import AuditRecord
 
 pytestmark = pytest.mark.django_db
 

@@ -15,20 +15,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
+from kernel.audit import Actor
+from kernel.lei import lei_with_check_digits
+from kernel.models import AuditRecord, Firm, Participant
 from pki.models import CertificateRequest
 from portal import services
-from portal.audit import Actor
-from portal.lei import lei_with_check_digits
-from portal.models import (
-    Application,
-    AuditRecord,
-    CallbackChallenge,
-    Document,
-    Firm,
-    Invitation,
-    Participant,
-    PortalAccount,
-)
+from portal.models import Application, CallbackChallenge, Document, Invitation, PortalAccount
 from tests.factories import FirmFactory, ParticipantFactory
 from tests.keys import ec_key, key_pem, make_csr
 from tests.portal.conftest import PASSWORD

@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from portal.lei import lei_is_valid, lei_with_check_digits, validate_lei
+from kernel.lei import lei_is_valid, lei_with_check_digits, validate_lei
 
 
 @pytest.mark.parametrize(

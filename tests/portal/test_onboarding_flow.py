@@ -6,8 +6,9 @@ import pytest
 from django.core import mail
 from django.test import Client
 
-from portal.lei import lei_with_check_digits
-from portal.models import Application, Firm, PortalAccount
+from kernel.lei import lei_with_check_digits
+from kernel.models import Firm
+from portal.models import Application, PortalAccount
 from tests.keys import ec_key, make_csr
 
 pytestmark = pytest.mark.django_db(transaction=True)  # e-mail goes out on commit

@@ -20,19 +20,17 @@ from django.urls import URLPattern, resolve
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from kernel.audit import Actor
+from kernel.models import AuditRecord, Firm, Participant
 from pki.models import Certificate, CertificateRequest
 from pki.services import csr_submit
 from portal import services
-from portal.audit import Actor
 from portal.middleware import LAST_SEEN
 from portal.models import (
     Application,
-    AuditRecord,
     CallbackChallenge,
     Document,
-    Firm,
     Invitation,
-    Participant,
     PortalAccount,
     VerificationCheck,
 )

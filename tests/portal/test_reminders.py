@@ -15,10 +15,11 @@ from django.core.mail.backends import locmem
 from django.db import connection
 from django.utils import timezone
 
+from kernel.audit import Actor
+from kernel.models import AuditRecord
 from pki.models import Certificate
 from pki.revocation import certificate_revoke
-from portal.audit import Actor
-from portal.models import AuditRecord, ExpiryReminder, PortalAccount
+from portal.models import ExpiryReminder, PortalAccount
 from portal.reminders import expiry_reminders_send
 from portal.tasks import expiry_reminders_task
 from tests.factories import FirmFactory, ParticipantFactory

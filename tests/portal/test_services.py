@@ -12,21 +12,14 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
+from kernel.audit import Actor, audit_verify
+from kernel.errors import Conflict, DomainError, Invalid, NotFound, PermissionDenied
+from kernel.models import AuditRecord, Firm, Participant
 from pki import trust
 from pki.models import Certificate, CertificateRequest
 from pki.revocation import certificate_revoke
 from portal import services
-from portal.audit import Actor, audit_verify
-from portal.errors import Conflict, DomainError, Invalid, NotFound, PermissionDenied
-from portal.models import (
-    Application,
-    AuditRecord,
-    Firm,
-    Invitation,
-    Participant,
-    PortalAccount,
-    VerificationCheck,
-)
+from portal.models import Application, Invitation, PortalAccount, VerificationCheck
 from tests.factories import FirmFactory, ParticipantFactory, expire, random_lei
 from tests.keys import ec_key, key_pem, make_csr
 

@@ -38,7 +38,7 @@ def test_the_admin_needs_the_second_factor_too(make_officer):
 
 
 def test_sign_ins_failures_and_lockouts_are_audited(db):
-    from portal.models import AuditRecord
+    from kernel.models import AuditRecord
 
     get_user_model().objects.create_user("carl", password="a right password 1")
     for _ in range(5):
@@ -54,7 +54,7 @@ def test_sign_ins_failures_and_lockouts_are_audited(db):
 def test_a_wrong_second_factor_code_is_audited(make_officer):
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    from portal.models import AuditRecord
+    from kernel.models import AuditRecord
     from tests.portal.conftest import totp_now
 
     client, user = make_officer("wrongcode", verified=False)

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from portal.models import Firm, Participant
+from kernel.models import Firm, Participant
 from rfq.models import Instrument
 from tests.factories import FirmFactory, ParticipantFactory
 from tests.keys import ec_key, make_csr

@@ -20,9 +20,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from portal.audit import AuditRecord
-from portal.errors import Conflict
-from portal.models import Participant
+from kernel.audit import AuditRecord
+from kernel.errors import Conflict
+from kernel.models import Participant
 from rfq import services
 from rfq.models import Event, Quote, Rfq, RfqLeg, Trade
 from tests.servers import NEEDS_POSTGRES, Gunicorn

@@ -19,8 +19,8 @@ from django.urls import URLResolver, get_resolver
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from portal.audit import AuditRecord
-from portal.parsers import MAX_JSON_DEPTH, json_depth_exceeds
+from kernel.audit import AuditRecord
+from kernel.parsers import MAX_JSON_DEPTH, json_depth_exceeds
 from rfq import serializers as s
 from rfq.models import Event, Quote, QuoteLeg, Rfq, RfqCounterparty, RfqLeg, Trade, TradeLeg
 from tests.rfq.conftest import API, Desk, one_leg

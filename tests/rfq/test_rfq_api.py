@@ -21,8 +21,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework.throttling import SimpleRateThrottle
 
-from portal.audit import AuditRecord
-from portal.models import Firm
+from kernel.audit import AuditRecord
+from kernel.models import Firm
 from rfq import services
 from rfq.models import (
     Event,
@@ -1351,8 +1351,8 @@ def test_a_long_poll_is_woken_by_a_new_event(world):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_long_poll_outlived_by_its_certificate_hands_over_nothing(world):
+    from kernel.audit import Actor
     from pki.revocation import certificate_revoke
-    from portal.audit import Actor
 
     a, lp = world["a"], world["lp"]
     since = ok(lp.get("events/"))["next_since"]
@@ -1429,7 +1429,7 @@ def test_a_quote_leg_listed_twice_is_400_not_500(world):
 def test_suspending_a_firm_cancels_its_open_rfqs_and_active_quotes(
     world, django_capture_on_commit_callbacks
 ):
-    from portal.models import Firm
+    from kernel.models import Firm
 
     a, lp, other = world["a"], world["lp"], world["other_lp"]
     rfq = create(a, one_leg("1", counterparties=[lp.firm.lei, other.firm.lei]))

@@ -26,7 +26,7 @@ from django.db import close_old_connections, transaction
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 
-from portal.wsgi import application
+from keyline.wsgi import application
 from rfq import services
 from rfq.models import Quote, Rfq
 from rfq.throttling import CertificateRateThrottle
@@ -41,7 +41,7 @@ SEED = 20260101
 
 
 def _wsgi_in_test_transaction(environ, start_response):
-    """``portal.wsgi.application`` without Django's per-request connection housekeeping: the
+    """``keyline.wsgi.application`` without Django's per-request connection housekeeping: the
     request must run on the test's connection, inside its transaction (what Django's own test
     client does). The body is read before the signals are reconnected."""
     request_started.disconnect(close_old_connections)

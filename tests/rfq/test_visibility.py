@@ -16,8 +16,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from portal.audit import AuditRecord
-from portal.models import Firm
+from kernel.audit import AuditRecord
+from kernel.models import Firm
 from rfq.models import Event, Quote, Rfq, Trade
 from rfq.services import rfq_expire_due
 from tests.factories import FirmFactory

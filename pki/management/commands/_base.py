@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from portal.errors import DomainError
+from kernel.errors import DomainError
 
 
 class KeylineCommand(BaseCommand):

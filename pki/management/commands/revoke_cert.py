@@ -1,11 +1,11 @@
 from datetime import datetime
 
+from kernel.errors import Invalid, NotFound
 from pki.crypto import serial_normalize
 from pki.management.commands._base import KeylineCommand
 from pki.models import Certificate
 from pki.revocation import REASON_NAMES, certificate_revoke
 from pki.services import command_actor
-from portal.errors import Invalid, NotFound
 
 
 class Command(KeylineCommand):

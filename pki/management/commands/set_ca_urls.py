@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import CommandParser
 from django.http.request import validate_host
 
+from kernel.errors import Invalid
 from pki.management.commands._base import KeylineCommand
 from pki.services import (
     CA_CHOICES,
@@ -12,7 +13,6 @@ from pki.services import (
     ca_urls_plan,
     command_actor,
 )
-from portal.errors import Invalid
 
 LABELS = (("CRL", "crl_url"), ("OCSP", "ocsp_url"), ("caIssuers", "ca_issuers_url"))
 

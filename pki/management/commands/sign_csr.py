@@ -2,10 +2,10 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 
+from kernel.models import Participant
 from pki.keystore import atomic_write
 from pki.management.commands._base import KeylineCommand
 from pki.services import certificate_issue, command_actor, csr_submit
-from portal.models import Participant
 
 
 class Command(KeylineCommand):

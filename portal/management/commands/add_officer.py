@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from kernel.audit import audit_record
 from pki.services import command_actor
-from portal.audit import audit_record
 
 
 class Command(BaseCommand):

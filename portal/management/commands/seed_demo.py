@@ -17,15 +17,16 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 from django.db import transaction
 
+from kernel.audit import audit_record
+from kernel.errors import NotFound
+from kernel.lei import lei_with_check_digits
+from kernel.models import Firm, Participant
 from pki.keystore import atomic_write
 from pki.management.commands._base import KeylineCommand
 from pki.models import Certificate, CertificateAuthority
 from pki.selectors import ca_get_active
 from pki.services import certificate_issue, command_actor, csr_submit
-from portal.audit import audit_record
-from portal.errors import NotFound
-from portal.lei import lei_with_check_digits
-from portal.models import Firm, Participant
+from portal.services import application_submit
 
 DEMO_FIRMS = [
     {
@@ -117,8 +118,6 @@ class Command(KeylineCommand):
         atomic_write(out / "chain.pem", (client_ca.certificate_pem + root.certificate_pem).encode())
 
         if not Firm.objects.filter(lei=DEMO_APPLICANT["lei"]).exists():
-            from portal.services import application_submit
-
             _, token = application_submit(fields=dict(DEMO_APPLICANT), actor=actor)
             atomic_write(
                 out / "applicant-case-link.txt", f"/apply/case/{token}/\n".encode(), mode=0o600

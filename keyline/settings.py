@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "kernel.apps.KernelConfig",
     "portal.apps.PortalConfig",
     "pki.apps.PkiConfig",
     "rfq.apps.RfqConfig",
@@ -126,8 +127,8 @@ AXES_VERBOSE = False
 KEYLINE_OFFICER_IDLE_SECONDS = env.int("KEYLINE_OFFICER_IDLE_SECONDS", default=15 * 60)
 OTP_TOTP_ISSUER = "Keyline RFQ"
 
-ROOT_URLCONF = "portal.urls"
-WSGI_APPLICATION = "portal.wsgi.application"
+ROOT_URLCONF = "keyline.urls"
+WSGI_APPLICATION = "keyline.wsgi.application"
 
 TEMPLATES = [
     {
@@ -225,8 +226,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["pki.authentication.TerminatorCertificateAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["portal.parsers.BoundedJSONParser"],
-    "EXCEPTION_HANDLER": "portal.api.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["kernel.parsers.BoundedJSONParser"],
+    "EXCEPTION_HANDLER": "kernel.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Per certificate (rfq/throttling.py); a refusal is 429 with Retry-After. The bench raises

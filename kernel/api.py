@@ -10,7 +10,7 @@ from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from portal.errors import DomainError
+from kernel.errors import DomainError
 
 REQUEST_ID_HEADER = "X-Request-ID"
 

@@ -16,7 +16,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.utils import timezone
 
-from portal.models import AuditHead, AuditRecord
+from kernel.models import AuditHead, AuditRecord
 
 GENESIS_HASH = "0" * 64
 

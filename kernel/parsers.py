@@ -13,7 +13,7 @@ from typing import IO, Any
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser, get_encoding
 
-from portal.api import ApiError
+from kernel.api import ApiError
 
 # The deepest legitimate body (a quote's legs) is 4 levels; anything past this is refused.
 MAX_JSON_DEPTH = 32

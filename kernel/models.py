@@ -1,0 +1,163 @@
+"""Who the venue knows, and what happened: firms, their participants (traders and API
+services), and the tamper-evident audit log. Every app builds on these; they depend on no app.
+
+The tables keep the names they had when these models lived in the portal app
+(``portal_firm`` …): the move was a change of ownership, not of data."""
+
+import re
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from kernel.lei import validate_lei
+
+TRADER_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
+
+
+class Firm(models.Model):
+    class Role(models.TextChoices):
+        CLIENT = "client", _("Client (liquidity seeker)")
+        LIQUIDITY_PROVIDER = "liquidity_provider", _("Liquidity provider")
+        BOTH = "both", _("Client and liquidity provider")
+
+    class Status(models.TextChoices):
+        APPLIED = "applied", _("Applied")
+        UNDER_REVIEW = "under_review", _("Under review")
+        APPROVED = "approved", _("Approved")
+        REJECTED = "rejected", _("Rejected")
+        SUSPENDED = "suspended", _("Suspended")
+        OFFBOARDED = "offboarded", _("Offboarded")
+
+    legal_name = models.CharField(max_length=200)
+    lei = models.CharField("LEI", max_length=20, unique=True, validators=[validate_lei])
+    jurisdiction = models.CharField(
+        max_length=2,
+        validators=[RegexValidator(r"^[A-Z]{2}$", "ISO 3166-1 alpha-2 country code")],
+    )
+    role = models.CharField(max_length=24, choices=Role.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.APPLIED)
+    contact_name = models.CharField(max_length=200, blank=True)
+    contact_email = models.EmailField(blank=True)
+    contact_phone = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "portal_firm"
+        ordering = ["legal_name"]
+
+    def __str__(self) -> str:
+        return f"{self.legal_name} ({self.lei})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.APPROVED
+
+    @property
+    def provides_liquidity(self) -> bool:
+        return self.role in (self.Role.LIQUIDITY_PROVIDER, self.Role.BOTH)
+
+    @property
+    def requests_quotes(self) -> bool:
+        return self.role in (self.Role.CLIENT, self.Role.BOTH)
+
+
+class Participant(models.Model):
+    """A trader or API service of one firm. The trader id is stable and appears in the
+    certificate's SAN URI, so it never changes once a certificate has been issued."""
+
+    class Role(models.TextChoices):
+        REQUESTER = "requester", _("Requester")
+        LIQUIDITY_PROVIDER = "liquidity_provider", _("Liquidity provider")
+
+    firm = models.ForeignKey(Firm, on_delete=models.PROTECT, related_name="participants")
+    trader_id = models.CharField(
+        max_length=63,
+        unique=True,
+        validators=[
+            RegexValidator(
+                TRADER_ID_RE,
+                "2-63 characters: lower-case letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit.",
+            )
+        ],
+    )
+    name = models.CharField(max_length=200)
+    email = models.EmailField()
+    role = models.CharField(max_length=24, choices=Role.choices)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "portal_participant"
+        ordering = ["trader_id"]
+
+    def __str__(self) -> str:
+        return self.trader_id
+
+    def clean(self) -> None:
+        if self.role == self.Role.LIQUIDITY_PROVIDER and not self.firm.provides_liquidity:
+            raise ValidationError({"role": "This firm is not a liquidity provider."})
+        if self.role == self.Role.REQUESTER and not self.firm.requests_quotes:
+            raise ValidationError({"role": "This firm does not request quotes."})
+
+    @property
+    def san_uri(self) -> str:
+        return f"urn:keyline:firm:{self.firm.lei}:trader:{self.trader_id}"
+
+    @property
+    def can_hold_certificate(self) -> bool:
+        return self.is_active and self.firm.is_active
+
+
+class AuditRecord(models.Model):
+    """One append-only entry of the security audit log.
+
+    Each record carries the SHA-256 of its canonical content including the previous record's
+    hash, so an edited, inserted or deleted row breaks the chain (``manage.py verify_audit``).
+    Database triggers refuse UPDATE and DELETE (portal migration 0002, which made the table);
+    the chain catches what a privileged attacker does after dropping them.
+    """
+
+    class ActorType(models.TextChoices):
+        USER = "user", _("User")
+        CERTIFICATE = "certificate", _("Certificate")
+        SYSTEM = "system", _("System")
+        ANONYMOUS = "anonymous", _("Anonymous")
+
+    sequence = models.PositiveBigIntegerField(unique=True)
+    created_at = models.DateTimeField()
+    event = models.CharField(max_length=64, db_index=True)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor_id = models.CharField(max_length=128, blank=True)
+    actor_label = models.CharField(max_length=200, blank=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=128, blank=True, db_index=True)
+    details = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        db_table = "portal_auditrecord"
+        ordering = ["sequence"]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.event}"
+
+
+class AuditHead(models.Model):
+    """A single row holding the chain's tip; locked FOR UPDATE by every append so that two
+    concurrent transactions cannot both extend the same predecessor."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    sequence = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        db_table = "portal_audithead"
+
+    def __str__(self) -> str:
+        return f"audit head #{self.sequence}"
