@@ -88,8 +88,9 @@ def main() -> None:
     servers: list[subprocess.Popen] = []
     try:
         from pki import ocsp
+        from pki.keystore import ocsp_responder_key_file
         from pki.models import CertificateAuthority
-        from pki.services import ocsp_responder_current, ocsp_responder_key_file
+        from pki.selectors import ocsp_responder_current
 
         leaf = _common.issue(_common.prepare())
         (workdir / "leaf.pem").write_text(leaf.pem)

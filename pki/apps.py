@@ -6,4 +6,6 @@ class PkiConfig(AppConfig):
     verbose_name = "Keyline PKI"
 
     def ready(self) -> None:
-        from pki import checks, signals  # noqa: F401  (registers the checks and receivers)
+        # Registers the checks and the receivers: pki.signals (participant and firm saves) and
+        # pki.propagation (pki.events: issuance and status changes).
+        from pki import checks, propagation, signals  # noqa: F401

@@ -1,4 +1,5 @@
-"""CA key files: PKCS#8, encrypted with the CA passphrase, mode 0600, in the CA directory.
+"""CA key files (and the OCSP delegate's): PKCS#8, encrypted with the CA passphrase (the
+delegate's with its own), mode 0600, in the CA directory.
 
 Keys are never stored in the database. A loaded key is kept in memory for the life of the
 process (the signing worker), keyed by file identity, so signing does not pay the key
@@ -75,6 +76,11 @@ def ocsp_key_write(relative: str, key: CaPrivateKey) -> Path:
 def ocsp_key_load(relative: str) -> CaPrivateKey:
     """The OCSP delegate's key, opened with its own passphrase (never the CA's)."""
     return ca_key_load(relative, ocsp_key_passphrase())
+
+
+def ocsp_responder_key_file(serial: str) -> str:
+    """Where the delegate's key lives, relative to the CA directory (the responder loads it)."""
+    return f"keys/ocsp-{serial}.key.pem"
 
 
 @functools.lru_cache(maxsize=16)

@@ -42,10 +42,11 @@ from django.utils import timezone
 
 from pki.cache_cas import PUT_UNCHANGED
 from pki.conf import pki_settings
-from pki.keystore import ocsp_key_load
+from pki.failures import failures_resolve
+from pki.keystore import ocsp_key_load, ocsp_responder_key_file
 from pki.models import Certificate, CertificateAuthority, PublishFailure
-from pki.revocation import REASON_FLAGS, failures_resolve
-from pki.services import ca_certificate, ocsp_responder_current, ocsp_responder_key_file
+from pki.reasons import REASON_FLAGS
+from pki.selectors import ca_certificate, ocsp_responder_current
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """Revoking certificates and publishing CRLs.
 
-A revocation commits the new status and its audit record in one transaction; after the commit
-the process that revoked forgets the cached trust decisions and OCSP responses for those
-certificates (so the API and the OCSP responder answer from the database at once) and asks the
-signing worker to publish new CRLs and re-sign the OCSP responses.
+A revocation commits the new status and its audit record in one transaction; when it commits,
+it sends ``pki.events.certificates_status_changed``, and ``pki.propagation`` has the process
+that revoked forget the cached trust decisions and OCSP responses for those certificates (so
+the API and the OCSP responder answer from the database at once) and asks the signing worker
+to publish new CRLs and re-sign the OCSP responses.
 
 CRLs are built only by the key-holding worker (``pki.tasks.crl_publish_task``); on a machine
 without a broker the same code runs in-process (eager Celery).
@@ -31,36 +32,15 @@ from django.utils import timezone
 from kernel.audit import Actor, AuditEntry, audit_record, audit_record_many
 from kernel.errors import Conflict, DomainError, Invalid
 from kernel.models import Firm, Participant
-from pki import crypto
+from pki import crypto, events
 from pki.conf import pki_settings
+from pki.failures import failure_record, failures_open, failures_resolve
 from pki.keystore import atomic_write, ca_dir, ca_key_load
 from pki.models import Certificate, CertificateAuthority, PublishFailure, RevocationList
-from pki.services import ca_certificate
-from pki.trust import decisions_forget
+from pki.reasons import REASON_FLAGS, reason_from_name
+from pki.selectors import ca_certificate
 
 logger = logging.getLogger(__name__)
-
-Reason = Certificate.Reason
-
-# RFC 5280 §5.3.1 names (as openssl and the RFC spell them) and ours, for commands and forms.
-REASON_NAMES = {
-    "unspecified": Reason.UNSPECIFIED,
-    "keyCompromise": Reason.KEY_COMPROMISE,
-    "affiliationChanged": Reason.AFFILIATION_CHANGED,
-    "superseded": Reason.SUPERSEDED,
-    "cessationOfOperation": Reason.CESSATION_OF_OPERATION,
-    "privilegeWithdrawn": Reason.PRIVILEGE_WITHDRAWN,
-} | {reason.value: reason for reason in Reason}
-
-# "unspecified" is never written as a reason code (RFC 5280 §5.3.1: omit it instead).
-REASON_FLAGS: dict[str, x509.ReasonFlags | None] = {
-    Reason.UNSPECIFIED: None,
-    Reason.KEY_COMPROMISE: x509.ReasonFlags.key_compromise,
-    Reason.AFFILIATION_CHANGED: x509.ReasonFlags.affiliation_changed,
-    Reason.SUPERSEDED: x509.ReasonFlags.superseded,
-    Reason.CESSATION_OF_OPERATION: x509.ReasonFlags.cessation_of_operation,
-    Reason.PRIVILEGE_WITHDRAWN: x509.ReasonFlags.privilege_withdrawn,
-}
 
 CRL_KEEP = 20  # published CRLs kept per CA (the newest is served; the rest are history)
 
@@ -70,17 +50,6 @@ class CrlPublishFailed(DomainError):
 
     def __init__(self, message: str, stderr: str = "") -> None:
         super().__init__("crl_publish_failed", message, {"stderr": stderr} if stderr else None)
-
-
-def reason_from_name(name: str) -> str:
-    try:
-        return REASON_NAMES[name]
-    except KeyError:
-        choices = ", ".join(n for n in REASON_NAMES if not n.islower() or n == "unspecified")
-        raise Invalid(
-            "revocation_reason_invalid",
-            f"unknown revocation reason {name!r}; use one of: {choices}",
-        ) from None
 
 
 # --- revoking ------------------------------------------------------------------------------
@@ -103,6 +72,16 @@ def _revoked_details(cert: Certificate) -> dict:
         "invalidity_date": cert.invalidity_date,
         "participant": cert.participant.trader_id if cert.participant_id else None,
     }
+
+
+def _status_changed_on_commit(certificates: list[Certificate]) -> None:
+    """When the transaction commits, announce the change; ``pki.propagation`` receives it and
+    brings the caches, the CRLs and the OCSP answers in line."""
+    transaction.on_commit(
+        lambda: events.certificates_status_changed.send(
+            sender=Certificate, certificates=certificates
+        )
+    )
 
 
 def certificate_revoke(
@@ -146,7 +125,7 @@ def certificate_revoke(
         audit_record(
             event="certificate.revoked", actor=actor, target=cert, **_revoked_details(cert)
         )
-        transaction.on_commit(lambda: certificates_status_changed([cert]))
+        _status_changed_on_commit([cert])
     certificate.refresh_from_db()
     return cert
 
@@ -178,7 +157,7 @@ def _revoke_all(
             ]
         )
         if live:
-            transaction.on_commit(lambda: certificates_status_changed(live))
+            _status_changed_on_commit(live)
     return live
 
 
@@ -202,42 +181,6 @@ def certificates_revoke_for_firm(*, firm: Firm, reason: str, actor: Actor) -> li
         actor=actor,
         scope={"scope": "firm", "firm_lei": firm.lei},
     )
-
-
-def certificates_status_changed(certificates: list[Certificate]) -> None:
-    """After a committed status change: forget what the caches say about these certificates
-    in this process, now, then have the signing worker publish CRLs and re-sign OCSP answers.
-
-    The status change is committed whatever happens here: each step that fails is logged and
-    recorded for /pki/health/ and does not stop the others. The hourly CRL and half-hourly
-    OCSP beat runs repair what a failed step left behind.
-    """
-    from pki import ocsp, tasks  # both import this module
-
-    serials = [c.serial for c in certificates]
-    steps = [
-        (
-            PublishFailure.Stage.CACHE,
-            lambda: decisions_forget(c.fingerprint_sha256 for c in certificates),
-        ),
-        (PublishFailure.Stage.CACHE, lambda: ocsp.responses_forget(certificates)),
-        (PublishFailure.Stage.ENQUEUE, tasks.crl_publish_task.delay),
-        (PublishFailure.Stage.ENQUEUE, lambda: tasks.ocsp_presign_task.delay(serials=serials)),
-    ]
-    for stage, step in steps:
-        try:
-            step()
-        except Exception as exc:
-            logger.exception("after revoking %s: %s step failed", serials, stage)
-            failure_record(stage, exc)
-    if any(c.kind == Certificate.Kind.OCSP_RESPONDER for c in certificates):
-        # The responder cannot sign with a revoked delegate: replace it now, not at the next
-        # six-hourly renewal check.
-        try:
-            tasks.ocsp_responder_renew_task.delay(force=True)
-        except Exception as exc:
-            logger.exception("could not queue the OCSP delegate's renewal")
-            failure_record(PublishFailure.Stage.ENQUEUE, exc)
 
 
 # --- CRLs ----------------------------------------------------------------------------------
@@ -418,33 +361,6 @@ def crl_publish(*, actor: Actor) -> list[RevocationList]:
         [PublishFailure.Stage.CRL, PublishFailure.Stage.RELOAD, PublishFailure.Stage.ENQUEUE]
     )
     return published
-
-
-def failure_record(stage: str, exc: BaseException) -> None:
-    """Remember a publishing failure for /pki/health/ (in the database: the cache may be what
-    failed). Never raises: the failure itself is already logged."""
-    details = getattr(exc, "details", {}) or {}
-    error = str(exc) if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
-    if details.get("stderr"):
-        error += f"\n{details['stderr']}"
-    try:
-        PublishFailure.objects.create(stage=stage, error=error)
-    except Exception:
-        logger.exception("could not record the publishing failure")
-
-
-def failures_resolve(stages: list[str]) -> None:
-    PublishFailure.objects.filter(stage__in=stages, resolved_at__isnull=True).update(
-        resolved_at=timezone.now()
-    )
-
-
-def failures_open() -> list[dict]:
-    """Unresolved publishing failures, newest first, as shown publicly: no command output."""
-    return [
-        {"stage": f.stage, "at": f.created_at, "error": f.error.splitlines()[0][:200]}
-        for f in PublishFailure.objects.filter(resolved_at__isnull=True)[:20]
-    ]
 
 
 @contextmanager

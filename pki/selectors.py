@@ -1,5 +1,13 @@
-"""Read access to CAs and certificates for the other apps."""
+"""Read access to CAs and certificates, for the other apps and for pki's own modules: the
+active CAs, a CA's parsed certificate, the current OCSP delegate, a key's history.
 
+Low in ``pki`` (it imports only the models) because issuing (``pki.services``), CRLs
+(``pki.revocation``), the OCSP responder (``pki.ocsp``) and the status pages all read them.
+"""
+
+import functools
+
+from cryptography import x509
 from django.db.models import QuerySet
 
 from kernel.errors import NotFound
@@ -15,6 +23,24 @@ def ca_get_active(kind: str) -> CertificateAuthority:
 
 def ca_list_active() -> QuerySet[CertificateAuthority]:
     return CertificateAuthority.objects.filter(is_active=True).order_by("id")
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_ca(fingerprint: str, pem: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
+def ca_certificate(ca: CertificateAuthority) -> x509.Certificate:
+    return _parsed_ca(ca.fingerprint_sha256, ca.certificate_pem)
+
+
+def ocsp_responder_current() -> Certificate | None:
+    return (
+        Certificate.objects.live()
+        .filter(kind=Certificate.Kind.OCSP_RESPONDER, issuer__kind="client", issuer__is_active=True)
+        .order_by("-not_after", "-pk")  # not_after has whole seconds: newest wins a tie
+        .first()
+    )
 
 
 def certificate_key_history(spki_sha256: str) -> QuerySet[Certificate]:

@@ -1,8 +1,11 @@
-"""PKI services: setting up the CA, taking CSRs, issuing certificates.
+"""PKI services: setting up the CA, taking CSRs, issuing certificates, renewing the OCSP
+delegate.
 
-Only this module writes ``pki`` tables or loads a CA key. Every entry point audits inside its
-own transaction; key files are written before the rows that name them, so a failed commit can
-leave an unused key file but never a row without its key.
+Only this module (and ``pki.revocation``, for statuses and CRLs) writes ``pki`` tables or loads
+a CA key. Every entry point audits inside its own transaction; key files are written before the
+rows that name them, so a failed commit can leave an unused key file but never a row without
+its key. Issuance announces the new certificates when it commits
+(``pki.events.certificates_issued``); ``pki.propagation`` has their OCSP answers pre-signed.
 """
 
 import functools
@@ -24,7 +27,7 @@ from django.utils import timezone
 from kernel.audit import Actor, AuditEntry, audit_record, audit_record_many
 from kernel.errors import Conflict, DomainError, Invalid, NotFound
 from kernel.models import Participant
-from pki import crypto
+from pki import crypto, events
 from pki.conf import ca_passphrase, pki_settings, url_path, url_problem
 from pki.csr import (
     CSR_ALREADY_SUBMITTED,
@@ -41,10 +44,17 @@ from pki.keystore import (
     ca_key_write,
     ocsp_key_load,
     ocsp_key_write,
+    ocsp_responder_key_file,
 )
 from pki.lint import Finding, lint_certificate_der
 from pki.models import Certificate, CertificateAuthority, CertificateRequest
-from pki.selectors import ca_get_active, ca_list_active, certificate_key_history
+from pki.selectors import (
+    ca_certificate,
+    ca_get_active,
+    ca_list_active,
+    certificate_key_history,
+    ocsp_responder_current,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,15 +122,6 @@ def _sign_linted(builder: x509.CertificateBuilder, key: crypto.CaPrivateKey) -> 
             logger.error("pre-issuance lint refused a certificate: %s", findings)
             raise CertificateLintFailed(findings)
     return crypto.sign(builder, key)
-
-
-@functools.lru_cache(maxsize=32)
-def _parsed_ca(fingerprint: str, pem: str) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(pem.encode())
-
-
-def ca_certificate(ca: CertificateAuthority) -> x509.Certificate:
-    return _parsed_ca(ca.fingerprint_sha256, ca.certificate_pem)
 
 
 def _crl_url(base: str, slug: str) -> str:
@@ -657,26 +658,12 @@ def ca_urls_apply(changes: list[CaUrlsChange], *, actor: Actor) -> list[CaUrlsCh
 # --- OCSP delegate -------------------------------------------------------------------------
 
 
-def ocsp_responder_key_file(serial: str) -> str:
-    """Where the delegate's key lives, relative to the CA directory (the responder loads it)."""
-    return f"keys/ocsp-{serial}.key.pem"
-
-
 def _ocsp_key_usable(delegate: Certificate) -> bool:
     try:
         ocsp_key_load(ocsp_responder_key_file(delegate.serial))
     except (OSError, ValueError, TypeError):
         return False
     return True
-
-
-def ocsp_responder_current() -> Certificate | None:
-    return (
-        Certificate.objects.live()
-        .filter(kind=Certificate.Kind.OCSP_RESPONDER, issuer__kind="client", issuer__is_active=True)
-        .order_by("-not_after", "-pk")  # not_after has whole seconds: newest wins a tie
-        .first()
-    )
 
 
 def ocsp_responder_renew(*, actor: Actor, force: bool = False) -> Certificate | None:
@@ -958,21 +945,11 @@ def _certificates_issue(
     if entries:
         audit_record_many(entries)
     if certificates:
-        serials = [c.serial for c in certificates]
-        transaction.on_commit(lambda: _presign_issued(serials))
+        # pki.propagation receives it and has the signing worker pre-sign their OCSP answers.
+        transaction.on_commit(
+            lambda: events.certificates_issued.send(sender=Certificate, certificates=certificates)
+        )
     return outcomes
-
-
-def _presign_issued(serials: list[str]) -> None:
-    """Have the signing worker put the new certificates' "good" answers in the OCSP cache, so
-    that the first relying party to ask (nginx) is answered from it."""
-    from pki import tasks
-
-    try:
-        tasks.ocsp_presign_task.delay(serials=serials)
-    except Exception:
-        # Not a failure of issuance: the responder signs on the first request instead.
-        logger.warning("could not queue the OCSP pre-sign of %s", serials, exc_info=True)
 
 
 # --- the terminator's server certificate ---------------------------------------------------

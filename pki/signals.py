@@ -11,6 +11,8 @@ from django.dispatch import receiver
 
 from kernel.models import Firm, Participant
 from pki import trust
+from pki.failures import failure_record
+from pki.models import PublishFailure
 
 logger = logging.getLogger(__name__)
 
@@ -20,9 +22,6 @@ def _forget_after_commit(**scope) -> None:
         try:
             trust.decisions_forget(trust.certificate_fingerprints_of(**scope))
         except Exception as exc:
-            from pki.models import PublishFailure
-            from pki.revocation import failure_record
-
             logger.exception("could not forget trust decisions for %s", scope)
             failure_record(PublishFailure.Stage.CACHE, exc)
 

@@ -1,12 +1,20 @@
 """Celery tasks that need a CA key or the OCSP delegate key. They are routed to the "signing"
 queue, which only the key-holding worker consumes (settings.CELERY_TASK_ROUTES); without a
-broker they run in the calling process (eager), once, without retries."""
+broker they run in the calling process (eager), once, without retries.
+
+This is the module Celery autodiscovers, and the tasks' registered names (``pki.tasks.<name>``,
+which the beat schedule and the routing use) come from it. It sits above the code the tasks
+run (``pki.services``, ``pki.revocation``, ``pki.ocsp``); what queues them after an issuance or
+a status change is ``pki.propagation``, above it."""
 
 from celery import shared_task
 from django.db import DatabaseError
 from redis import RedisError
 
 from kernel.audit import Actor
+from pki.ocsp import context_reset, presign
+from pki.revocation import CrlPublishFailed, crl_publish
+from pki.services import ocsp_responder_renew
 
 MAX_RETRIES = 8
 
@@ -18,8 +26,6 @@ def _backoff(retries: int) -> int:
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def ocsp_responder_renew_task(self, force: bool = False) -> str | None:
     """Renew the OCSP delegate certificate if it is due; doing nothing is a valid outcome."""
-    from pki.services import ocsp_responder_renew
-
     try:
         renewed = ocsp_responder_renew(
             actor=Actor.system("celery ocsp_responder_renew_task"), force=force
@@ -29,8 +35,6 @@ def ocsp_responder_renew_task(self, force: bool = False) -> str | None:
             raise
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     if renewed is not None:
-        from pki.ocsp import context_reset
-
         context_reset()  # sign with the new delegate from now on, in this process
         ocsp_presign_task.delay()
     return renewed.serial if renewed else None
@@ -40,8 +44,6 @@ def ocsp_responder_renew_task(self, force: bool = False) -> str | None:
 def crl_publish_task(self) -> list[int]:
     """Publish a new CRL for every active CA. A failure leaves the last good files in place,
     is recorded for /pki/health/ and is retried with exponential backoff."""
-    from pki.revocation import CrlPublishFailed, crl_publish
-
     try:
         rows = crl_publish(actor=Actor.system("celery crl_publish_task"))
     except (CrlPublishFailed, OSError, ValueError, DatabaseError) as exc:
@@ -55,8 +57,6 @@ def crl_publish_task(self) -> list[int]:
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def ocsp_presign_task(self, serials: list[str] | None = None) -> int:
     """Re-sign and cache OCSP answers (for ``serials``, or for every unexpired certificate)."""
-    from pki.ocsp import presign
-
     try:
         return presign(serials)
     except (OSError, RedisError, DatabaseError) as exc:

@@ -3,7 +3,7 @@
 A client certificate is trusted when it was issued by the active client CA, is inside its
 validity, is not revoked, and its participant and firm are active. The decision is cached by
 SHA-256 fingerprint (Redis in production) and forgotten at once by every status change
-(``pki.revocation`` for certificates; the portal for participants and firms), so a revoked
+(``pki.propagation`` for certificates; ``pki.signals`` for participants and firms), so a revoked
 certificate is refused on the very next request whatever a CRL or OCSP cache still says. The
 TTL bounds how long any change that forgot to call :func:`decisions_forget` can go unseen.
 

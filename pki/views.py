@@ -17,11 +17,12 @@ from django.views.decorators.http import require_GET
 from pki import ocsp
 from pki.conf import pki_settings
 from pki.crypto import serial_normalize
+from pki.failures import failures_open
 from pki.models import Certificate, CertificateAuthority, RevocationList
 from pki.ocsp_http import answer_for
-from pki.revocation import crl_health, crl_latest, failures_open
-from pki.services import ca_certificate as ca_certificate_parsed
-from pki.services import ocsp_responder_current
+from pki.revocation import crl_health, crl_latest
+from pki.selectors import ca_certificate as ca_certificate_parsed
+from pki.selectors import ocsp_responder_current
 
 CRL_MAX_AGE = 300  # seconds: a new CRL follows every revocation, so clients re-fetch often
 

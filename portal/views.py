@@ -21,10 +21,10 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from kernel.audit import Actor, audit_record
 from kernel.errors import DomainError, Invalid, NotFound, PermissionDenied
 from kernel.models import AuditRecord, Firm, Participant
+from pki.failures import failures_open
 from pki.models import Certificate, CertificateRequest
-from pki.revocation import crl_health, failures_open
-from pki.selectors import ca_list_active
-from pki.services import ocsp_responder_current
+from pki.revocation import crl_health
+from pki.selectors import ca_list_active, ocsp_responder_current
 from portal import forms, services
 from portal.models import Application, Document, PortalAccount
 

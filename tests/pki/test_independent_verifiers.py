@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.test import override_settings
 
 from pki.lint import is_allowed_false_positive
+from pki.selectors import ocsp_responder_current
 from pki.services import ca_init, server_certificate_issue
 from tests.conftest import openssl_verify, run, tool
 from tests.keys import ec_key, ed25519_key, make_csr, rsa_key
@@ -36,8 +37,6 @@ def emitted(request, tmp_path, participant, system_actor, issue, cas):
         with override_settings(KEYLINE_CA_DIR=str(tmp_path / "ca-rsa")):
             new = ca_init(key_type="rsa-3072", force=True, actor=system_actor)
         active = {"root": new.root, "client": new.client, "server": new.server}
-    from pki.services import ocsp_responder_current
-
     with (
         override_settings(KEYLINE_CA_DIR=str(tmp_path / "ca-rsa"))
         if request.param != "ec-p256"

@@ -18,7 +18,8 @@ from pki import ocsp
 from pki.conf import pki_settings
 from pki.models import Certificate
 from pki.revocation import certificate_revoke
-from pki.services import ca_certificate, ocsp_responder_current, server_certificate_issue
+from pki.selectors import ca_certificate, ocsp_responder_current
+from pki.services import server_certificate_issue
 from tests.conftest import run, tool
 from tests.keys import ec_key, make_csr
 

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from pki.models import Certificate
-from pki.services import ocsp_responder_current
+from pki.selectors import ocsp_responder_current
 from pki.tasks import ocsp_responder_renew_task
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,7 @@ from django.test import Client, override_settings
 from pki import ocsp
 from pki.models import Certificate, PublishFailure, RevocationList
 from pki.revocation import certificate_revoke, crl_publish
-from pki.services import ocsp_responder_current
+from pki.selectors import ocsp_responder_current
 from tests.keys import ec_key, make_csr
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ from django.utils.html import escape
 from pki.conf import pki_settings
 from pki.models import Certificate
 from pki.revocation import certificate_revoke, crl_publish
-from pki.services import ocsp_responder_current
+from pki.selectors import ocsp_responder_current
 from tests.keys import make_csr
 
 pytestmark = pytest.mark.django_db

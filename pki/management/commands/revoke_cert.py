@@ -4,7 +4,8 @@ from kernel.errors import Invalid, NotFound
 from pki.crypto import serial_normalize
 from pki.management.commands._base import KeylineCommand
 from pki.models import Certificate
-from pki.revocation import REASON_NAMES, certificate_revoke
+from pki.reasons import REASON_NAMES
+from pki.revocation import certificate_revoke
 from pki.services import command_actor
 
 
