@@ -5,36 +5,45 @@ fresh one; it is echoed in the ``X-Request-ID`` response header so a caller can 
 """
 
 import uuid
+from typing import Any
 
-from django.http import Http404
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest
 from rest_framework import exceptions, status
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from kernel.errors import DomainError
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# The attribute the id is kept under on the request, so every caller in one request agrees.
+_REQUEST_ID_ATTR = "_keyline_request_id"
 
 
-def request_id(request) -> str:
-    rid = getattr(request, "_keyline_request_id", None)
+def request_id(request: HttpRequest | Request) -> str:
+    rid: str | None = getattr(request, _REQUEST_ID_ATTR, None)
     if rid is None:
         supplied = request.headers.get(REQUEST_ID_HEADER, "")
         rid = supplied if supplied.isalnum() and len(supplied) <= 64 else uuid.uuid4().hex
-        request._keyline_request_id = rid
+        setattr(request, _REQUEST_ID_ATTR, rid)
     return rid
 
 
 class ApiError(exceptions.APIException):
     """A refusal with a stable machine code (and the HTTP status it comes with)."""
 
-    def __init__(self, code: str, message: str, status_code: int, details: dict | None = None):
+    def __init__(
+        self, code: str, message: str, status_code: int, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message, code)
         self.status_code = status_code
         self.error_code = code
         self.details = details or {}
 
 
-def error_body(request, code: str, message: str, details: dict | None = None) -> dict:
+def error_body(
+    request: HttpRequest | Request, code: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "code": code,
         "message": message,
@@ -57,7 +66,7 @@ _DRF_CODES = {
 }
 
 
-def exception_handler(exc, context):
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     # Imported here: rest_framework.views loads the authentication classes, which import us.
     from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -66,9 +75,13 @@ def exception_handler(exc, context):
         exc = ApiError(exc.code, exc.message, exc.status_code, exc.details)
     if isinstance(exc, Http404):
         exc = ApiError("not_found", "Not found.", status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)  # as DRF's handler does, so it has .detail
     response = drf_exception_handler(exc, context)
-    if response is None:
-        return None  # a bug: Django's 500 handling (and logging) applies
+    if response is None or not isinstance(exc, exceptions.APIException):
+        # None is a bug: Django's 500 handling (and logging) applies. DRF answers nothing else
+        # once Http404 and Django's PermissionDenied are converted above.
+        return response
     if isinstance(exc, ApiError):
         body = error_body(request, exc.error_code, str(exc.detail), exc.details)
     else:
@@ -81,7 +94,7 @@ def exception_handler(exc, context):
     return response
 
 
-def ok(request, data: dict, status_code: int = 200) -> Response:
+def ok(request: HttpRequest | Request, data: dict[str, Any], status_code: int = 200) -> Response:
     response = Response(data, status=status_code)
     response[REQUEST_ID_HEADER] = request_id(request)
     return response

@@ -8,10 +8,14 @@ expression, the brackets left over are reduced pair by pair with ``str.replace``
 
 import io
 import re
+from collections.abc import Mapping
 from typing import IO, Any
 
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser, get_encoding
+
+# TYPEHINT NOTE: DRF 3.18 defines get_encoding in rest_framework.parsers (its parsers call it);
+# djangorestframework-stubs 3.18.1 leaves it out.
+from rest_framework.parsers import JSONParser, get_encoding  # type: ignore[attr-defined]
 
 from kernel.api import ApiError
 
@@ -55,7 +59,10 @@ class BoundedJSONParser(JSONParser):
     ``json_too_deep`` before the decoder sees it."""
 
     def parse(
-        self, stream: IO[bytes], media_type: str | None = None, parser_context: dict | None = None
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
         """Measure the depth on the decoded text (a multi-byte charset could otherwise hide a
         bracket from a byte scan), then let DRF's parser do the rest."""

@@ -7,8 +7,11 @@ from urllib.parse import quote
 import pytest
 import time_machine
 from django.conf import settings
-from django.test import Client, override_settings
+from django.core.exceptions import PermissionDenied
+from django.test import Client, RequestFactory, override_settings
+from rest_framework.request import Request
 
+from kernel.api import exception_handler
 from kernel.models import AuditRecord, Firm
 from pki.revocation import certificate_revoke
 from tests.foreign_ca import foreign_certificate
@@ -162,3 +165,18 @@ def test_the_request_id_from_nginx_is_kept(leaf):
 def test_unknown_api_path_and_method_use_the_error_shape(leaf):
     response = Client().post(WHOAMI, **forwarded(leaf.pem))
     refused(response, 405, "method_not_allowed")
+
+
+def test_djangos_permission_denied_in_an_api_view_uses_the_error_shape():
+    # It reached the shape's code without DRF's ``.detail`` and ended in an AttributeError (500);
+    # mypy found it. DRF's own handler converts it to its PermissionDenied, so does ours now.
+    request = Request(RequestFactory().get("/api/v1/x", HTTP_X_REQUEST_ID="abc123"))
+    response = exception_handler(PermissionDenied("Not yours."), {"request": request})
+    assert response is not None
+    assert response.status_code == 403
+    assert response.data == {
+        "code": "permission_denied",
+        "message": "Not yours.",
+        "request_id": "abc123",
+        "details": {},
+    }
