@@ -186,7 +186,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static"))
+# TYPEHINT NOTE: django-environ annotates the default as its Path, but wraps whatever value it
+# gets (the variable's or the default) in its Path, so a str works.
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static"))  # type: ignore[arg-type]
 # collectstatic names each file by its content hash, so nginx may let browsers cache it for a
 # year. Off where nothing was collected (the test suite, DJANGO_DEBUG).
 STORAGES = {

@@ -1,4 +1,7 @@
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from pki.models import Certificate, CertificateAuthority, CertificateRequest
 
@@ -6,13 +9,13 @@ from pki.models import Certificate, CertificateAuthority, CertificateRequest
 class ReadOnlyAdmin(admin.ModelAdmin):
     """PKI rows change only through pki.services; the admin shows them."""
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 

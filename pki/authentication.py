@@ -18,15 +18,16 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import unquote
 
 from django.conf import settings
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
 
 from kernel.api import ApiError, request_id
-from kernel.audit import Actor, AuditRecord, audit_record
-from kernel.models import Participant
+from kernel.audit import Actor, audit_record
+from kernel.models import AuditRecord, Participant
 from pki import trust
 
 # Decisions that mean "we know who you are, but you may not come in".
@@ -58,6 +59,8 @@ class ApiPrincipal:
 
     @cached_property
     def participant(self) -> Participant:
+        if self.decision.participant_id is None:  # never: a trusted decision names one
+            raise Participant.DoesNotExist("the certificate belongs to no participant")
         return Participant.objects.select_related("firm").get(pk=self.decision.participant_id)
 
     @property
@@ -89,16 +92,17 @@ def _pem_to_der(pem: str) -> bytes | None:
         return None
 
 
-def _header(request, name: str) -> str:
-    return request.META.get("HTTP_" + name.upper().replace("-", "_"), "")
+def _header(request: Request, name: str) -> str:
+    value: str = request.META.get("HTTP_" + name.upper().replace("-", "_"), "")
+    return value
 
 
 class TerminatorCertificateAuthentication(BaseAuthentication):
-    def authenticate_header(self, request) -> str:
+    def authenticate_header(self, request: Request) -> str:
         # Makes DRF answer 401 (not 403) when authentication fails.
         return 'mTLS realm="keyline-rfq"'
 
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[ApiPrincipal, trust.TrustDecision]:
         secret = settings.KEYLINE_TERMINATOR_SECRET
         if not secret:
             _refuse(request, "terminator_not_configured", 503)
@@ -121,24 +125,27 @@ class TerminatorCertificateAuthentication(BaseAuthentication):
         return ApiPrincipal(decision), decision
 
 
-def recheck(request) -> None:
+def recheck(request: Request) -> None:
     """Decide again for the certificate this request authenticated with: a request that waits
     (a long-poll) may outlive a revocation. Refuses exactly as authentication does."""
-    decision = trust.certificate_decide(request.user.decision.fingerprint_sha256)
+    principal = request.user
+    if not isinstance(principal, ApiPrincipal):  # the API's views authenticate only so
+        raise TypeError("recheck: the request was not authenticated by a client certificate")
+    decision = trust.certificate_decide(principal.decision.fingerprint_sha256)
     if not decision.ok:
         _refuse_decision(request, decision)
 
 
-def _refuse_decision(request, decision: trust.TrustDecision) -> NoReturn:
+def _refuse_decision(request: Request, decision: trust.TrustDecision) -> NoReturn:
     status = 403 if decision.code in FORBIDDEN else 401
     _refuse(request, decision.code, status, {"serial": decision.serial}, decision)
 
 
 def _refuse(
-    request,
+    request: Request,
     code: str,
     status: int,
-    details: dict | None = None,
+    details: dict[str, Any] | None = None,
     decision: trust.TrustDecision | None = None,
 ) -> NoReturn:
     actor = (

@@ -1,8 +1,11 @@
 """System checks for the PKI configuration (``manage.py check``)."""
 
 import stat
+from collections.abc import Sequence
+from typing import Any
 
-from django.core.checks import Error, Tags, Warning, register
+from django.apps import AppConfig
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
@@ -11,8 +14,8 @@ from pki.models import CertificateAuthority
 
 
 @register("pki")
-def pki_configuration(app_configs, **kwargs):
-    errors = []
+def pki_configuration(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     try:
         conf = pki_settings()
     except ImproperlyConfigured as exc:
@@ -42,7 +45,11 @@ def pki_configuration(app_configs, **kwargs):
 
 
 @register(Tags.database)
-def ca_ocsp_urls_served(app_configs, databases=None, **kwargs):
+def ca_ocsp_urls_served(
+    app_configs: Sequence[AppConfig] | None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
     """Each active CA's OCSP URL is on the path this deployment answers at (``pki.W002``).
 
     The CA rows decide what certificates carry; KEYLINE_OCSP_URL decides where the responder

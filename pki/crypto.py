@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-3072")
 # Leaves start a little in the past so that a relying party whose clock is slightly behind
@@ -33,7 +33,7 @@ def generate_key(key_type: str) -> CaPrivateKey:
     raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
 
 
-def signature_hash(key: CaPrivateKey) -> hashes.HashAlgorithm:
+def signature_hash(key: CaPrivateKey) -> hashes.SHA256 | hashes.SHA384:
     # Match the hash to the key's strength (SHA-384 with P-384), SHA-256 otherwise.
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
@@ -86,6 +86,16 @@ def describe_public_key(public_key: object) -> str:
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         return "Ed25519"
     return type(public_key).__name__.removeprefix("_").replace("PublicKey", "") or "unknown"
+
+
+def public_key_of(source: x509.Certificate | x509.CertificateSigningRequest) -> PublicKey:
+    """The public key of one of our certificates or of a CSR that :func:`pki.csr.csr_parse`
+    accepted: EC, RSA or Ed25519, the kinds the profiles take. Raises ``TypeError`` for any
+    other kind, which only a certificate or CSR from elsewhere can carry."""
+    key = source.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
+        return key
+    raise TypeError(f"unsupported public key {describe_public_key(key)}")
 
 
 def name(*, common_name: str, organization: str, country: str = "") -> x509.Name:
@@ -162,13 +172,13 @@ def _aia(*, ocsp_url: str | None, ca_issuers_url: str | None) -> x509.AuthorityI
     if ocsp_url:
         descriptions.append(
             x509.AccessDescription(
-                x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
             )
         )
     if ca_issuers_url:
         descriptions.append(
             x509.AccessDescription(
-                x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                AuthorityInformationAccessOID.CA_ISSUERS,
                 x509.UniformResourceIdentifier(ca_issuers_url),
             )
         )

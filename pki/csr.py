@@ -20,10 +20,11 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from kernel.errors import Conflict, Invalid
-from pki.crypto import describe_public_key, spki_der
+from pki.crypto import PublicKey, describe_public_key, spki_der
 
 MAX_CSR_BYTES = 64 * 1024
 
@@ -126,7 +127,7 @@ class ParsedCsr:
     requested_extensions: list[str] = field(default_factory=list)
 
     @property
-    def public_key(self):
+    def public_key(self) -> CertificatePublicKeyTypes:
         return self.csr.public_key()
 
 
@@ -184,7 +185,7 @@ def _parse_der(data: bytes) -> x509.CertificateSigningRequest:
     raise CsrRejected(CSR_IS_CERTIFICATE)
 
 
-def _check_key(csr: x509.CertificateSigningRequest) -> object:
+def _check_key(csr: x509.CertificateSigningRequest) -> PublicKey:
     try:
         public_key = csr.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -258,7 +259,7 @@ def csr_parse(data: bytes | str) -> ParsedCsr:
     return ParsedCsr(
         csr=csr,
         pem=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-        spki_sha256=hashlib.sha256(spki_der(public_key)).hexdigest(),  # type: ignore[arg-type]
+        spki_sha256=hashlib.sha256(spki_der(public_key)).hexdigest(),
         key_description=describe_public_key(public_key),
         requested_subject=_printable(subject)[:1000],
         requested_extensions=_requested_extensions(csr),

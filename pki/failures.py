@@ -8,6 +8,7 @@ runs after a status change (``pki.propagation``) and the trust-decision receiver
 """
 
 import logging
+from typing import Any
 
 from django.utils import timezone
 
@@ -36,7 +37,7 @@ def failures_resolve(stages: list[str]) -> None:
     )
 
 
-def failures_open() -> list[dict]:
+def failures_open() -> list[dict[str, Any]]:
     """Unresolved publishing failures, newest first, as shown publicly: no command output."""
     return [
         {"stage": f.stage, "at": f.created_at, "error": f.error.splitlines()[0][:200]}

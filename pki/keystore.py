@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pki.conf import ca_passphrase, ocsp_key_passphrase, pki_settings
 from pki.crypto import CaPrivateKey
@@ -86,4 +87,6 @@ def ocsp_responder_key_file(serial: str) -> str:
 @functools.lru_cache(maxsize=16)
 def _load(path: str, inode: int, mtime_ns: int, passphrase: bytes) -> CaPrivateKey:
     key = serialization.load_pem_private_key(Path(path).read_bytes(), password=passphrase)
-    return key  # type: ignore[return-value]  # only EC and RSA keys are ever written here
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise TypeError(f"{path}: not an EC or RSA key")  # never: only those are written here
+    return key

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pkilint import loader
 from pkilint.pkix import certificate, extension, name
-from pkilint.validation import ValidationFindingSeverity
+from pkilint.validation import ValidationFindingSeverity, ValidatorContainer
 
 BLOCKING = (
     ValidationFindingSeverity.FATAL,
@@ -55,7 +55,7 @@ def is_allowed_false_positive(code: str, value: str) -> bool:
 
 
 @functools.cache
-def _validator():
+def _validator() -> ValidatorContainer:
     # The same validator set as pkilint's own lint_pkix_cert command.
     return certificate.create_pkix_certificate_validator_container(
         certificate.create_decoding_validators(

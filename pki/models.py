@@ -4,6 +4,8 @@ Only ``pki.services`` writes these tables. CA private keys never live here: they
 PKCS#8-encrypted files in the CA directory (``pki.keystore``).
 """
 
+from datetime import datetime
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -105,7 +107,7 @@ class CertificateRequest(models.Model):
 
 
 class CertificateQuerySet(models.QuerySet["Certificate"]):
-    def live(self, now=None) -> "CertificateQuerySet":
+    def live(self, now: datetime | None = None) -> "CertificateQuerySet":
         now = now or timezone.now()
         return self.filter(status=Certificate.Status.ACTIVE, not_before__lte=now, not_after__gt=now)
 
@@ -206,7 +208,9 @@ class Certificate(models.Model):
     def is_expired(self) -> bool:
         return self.not_after <= timezone.now()
 
-    def mark_revoked(self, *, reason: str, at, invalidity_date=None) -> None:
+    def mark_revoked(
+        self, *, reason: str, at: datetime, invalidity_date: datetime | None = None
+    ) -> None:
         self.status = self.Status.REVOKED
         self.revoked_at = at
         self.revocation_reason = reason

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import redis
 from cryptography import x509
@@ -42,6 +43,7 @@ from django.utils import timezone
 
 from pki.cache_cas import PUT_UNCHANGED
 from pki.conf import pki_settings
+from pki.crypto import CaPrivateKey
 from pki.failures import failures_resolve
 from pki.keystore import ocsp_key_load, ocsp_responder_key_file
 from pki.models import Certificate, CertificateAuthority, PublishFailure
@@ -151,10 +153,10 @@ class _Context:
     signer_serial: str
     loaded_at: float
 
-    def signer_key(self) -> ec.EllipticCurvePrivateKey:
+    def signer_key(self) -> CaPrivateKey:
         """The delegate's key, loaded on the first live signature (kept by the keystore): a
         process that only reads the cache or forgets answers (web) never loads a key."""
-        return ocsp_key_load(ocsp_responder_key_file(self.signer_serial))  # type: ignore[return-value]
+        return ocsp_key_load(ocsp_responder_key_file(self.signer_serial))
 
 
 _context_lock = threading.Lock()
@@ -250,6 +252,8 @@ class _RedisStore:
 
     def get(self, key: str) -> bytes | None:
         try:
+            # TYPEHINT NOTE: redis types replies bytes | str; str only with decode_responses,
+            # which this client does not set.
             return self.client.get(key)  # type: ignore[return-value]
         except redis.RedisError:
             logger.warning("OCSP cache read failed; signing live", exc_info=True)
@@ -264,19 +268,20 @@ class _RedisStore:
         except redis.RedisError:
             logger.warning("OCSP cache unavailable; answers will not be cached", exc_info=True)
             return [None] * len(serials)
-        return [value or b"0" for value in values]  # type: ignore[union-attr]
+        # TYPEHINT NOTE: bytes, not bytes | str as redis types them (no decode_responses).
+        return [value or b"0" for value in values]  # type: ignore[misc]
 
     def put_unchanged(self, ctx: "_Context", writes: list[_Write], ttl: int) -> int:
         """Cache the writes whose generation did not move; returns how many were cached."""
-        writes = [write for write in writes if write.generation is not None]
-        if not writes:
+        known = [(write, write.generation) for write in writes if write.generation is not None]
+        if not known:
             return 0
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                for write in writes:
+                for write, generation in known:
                     self._put_unchanged(
                         keys=[_generation_key(ctx, write.serial), write.key],
-                        args=[write.generation, write.value, ttl],
+                        args=[generation, write.value, ttl],
                         client=pipe,
                     )
                 return sum(pipe.execute())
@@ -354,6 +359,9 @@ def _sign(
     this_update = now.replace(microsecond=0)
     next_update = this_update + timedelta(seconds=pki_settings().ocsp_validity_seconds)
     name_hash, key_hash = ctx.hashes[algorithm]
+    cert_status: ocsp.OCSPCertStatus
+    revoked_at: datetime | None
+    reason: x509.ReasonFlags | None
     if not status.issued:
         cert_status, revoked_at, reason = (
             ocsp.OCSPCertStatus.REVOKED,
@@ -547,7 +555,7 @@ def presign(serials: list[str] | None = None, now: datetime | None = None) -> in
     return cached
 
 
-def cached_status(certificate: Certificate) -> dict | None:
+def cached_status(certificate: Certificate) -> dict[str, Any] | None:
     """What the pre-signed OCSP response for ``certificate`` in the cache says (for the status
     pages), or None when there is none (no Redis, or not signed yet)."""
     ctx = context()

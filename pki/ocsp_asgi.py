@@ -24,8 +24,10 @@ import logging
 import os
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import django
 
@@ -40,6 +42,12 @@ from pki.conf import pki_settings  # noqa: E402
 from pki.ocsp_http import get_request_bytes, ocsp_path  # noqa: E402
 
 logger = logging.getLogger(__name__)
+
+# ASGI's callables (the spec's names): the connection scope, and the two message channels.
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 NEAR_TTL = 60.0  # seconds an answer stays in a process's memory
 NEAR_MAX = 100_000  # entries; cleared when full
@@ -61,7 +69,8 @@ class NearCache:
         if entry is None:
             return None
         stored_at, answer = entry
-        if time.monotonic() - stored_at > NEAR_TTL or answer.next_update <= datetime.now(UTC):
+        expired = answer.next_update is None or answer.next_update <= datetime.now(UTC)
+        if time.monotonic() - stored_at > NEAR_TTL or expired:
             self.entries.pop(key, None)
             return None
         return answer
@@ -149,7 +158,9 @@ async def answer(data: bytes) -> ocsp.Answer:
                 value = None
             if value is not None:
                 try:
-                    found = ocsp.Answer.unpack(value)
+                    # TYPEHINT NOTE: bytes, not bytes | str as redis types replies (the client
+                    # does not set decode_responses).
+                    found = ocsp.Answer.unpack(value)  # type: ignore[arg-type]
                 except struct.error:
                     found = None
                 if found is not None:
@@ -159,7 +170,7 @@ async def answer(data: bytes) -> ocsp.Answer:
     return await loop.run_in_executor(_executor, _respond_in_thread, data)
 
 
-async def _read_body(receive, limit: int) -> bytes | None:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
     body = b""
     more = True
     while more:
@@ -171,7 +182,7 @@ async def _read_body(receive, limit: int) -> bytes | None:
     return body
 
 
-async def _send(send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -182,8 +193,8 @@ async def _send(send, status: int, headers: list[tuple[str, str]], body: bytes) 
     await send({"type": "http.response.body", "body": body})
 
 
-async def _lifespan(receive, send) -> None:
-    listener = None
+async def _lifespan(receive: Receive, send: Send) -> None:
+    listener: asyncio.Task[None] | None = None
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -197,7 +208,7 @@ async def _lifespan(receive, send) -> None:
             return
 
 
-async def application(scope, receive, send) -> None:
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return

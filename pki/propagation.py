@@ -9,6 +9,7 @@ modules that issue and revoke sit below all of those and announce what they did 
 """
 
 import logging
+from typing import Any
 
 from django.dispatch import receiver
 
@@ -66,10 +67,12 @@ def certificates_issued(certificates: list[Certificate]) -> None:
 
 
 @receiver(events.certificates_status_changed, dispatch_uid="pki.propagate_status_change")
-def _status_changed(sender, certificates: list[Certificate], **kwargs) -> None:
+def _status_changed(
+    sender: type[Certificate], certificates: list[Certificate], **kwargs: Any
+) -> None:
     certificates_status_changed(certificates)
 
 
 @receiver(events.certificates_issued, dispatch_uid="pki.propagate_issuance")
-def _issued(sender, certificates: list[Certificate], **kwargs) -> None:
+def _issued(sender: type[Certificate], certificates: list[Certificate], **kwargs: Any) -> None:
     certificates_issued(certificates)

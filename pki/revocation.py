@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -64,13 +65,13 @@ def _check_invalidity_date(invalidity_date: datetime | None, now: datetime) -> N
         raise Invalid("invalidity_date_invalid", "the invalidity date cannot be in the future")
 
 
-def _revoked_details(cert: Certificate) -> dict:
+def _revoked_details(cert: Certificate) -> dict[str, Any]:
     return {
         "serial": cert.serial,
         "fingerprint_sha256": cert.fingerprint_sha256,
         "reason": cert.revocation_reason,
         "invalidity_date": cert.invalidity_date,
-        "participant": cert.participant.trader_id if cert.participant_id else None,
+        "participant": cert.participant.trader_id if cert.participant is not None else None,
     }
 
 
@@ -105,7 +106,8 @@ def certificate_revoke(
             .select_related("participant")
             .get(pk=certificate.pk)
         )
-        if cert.status == Certificate.Status.REVOKED:
+        # Revoked: the status and the time go together (pki_certificate_revocation_consistent).
+        if cert.revoked_at is not None:
             raise Conflict(
                 "certificate_already_revoked",
                 f"certificate {cert.serial} was already revoked"
@@ -131,7 +133,7 @@ def certificate_revoke(
 
 
 def _revoke_all(
-    certificates: QuerySet[Certificate], *, reason: str, actor: Actor, scope: dict
+    certificates: QuerySet[Certificate], *, reason: str, actor: Actor, scope: dict[str, str]
 ) -> list[Certificate]:
     reason = reason_from_name(reason)
     now = timezone.now()
@@ -198,17 +200,20 @@ _REASON_EXTENSIONS = {
 # Built entries, kept by the publishing process across rebuilds: a CRL is rebuilt after every
 # revocation, and all but the newest entries are the same as last time (measured at 100k
 # entries: building them is most of the work). Keyed by everything an entry encodes.
-_entries: dict[tuple, x509.RevokedCertificate] = {}
+_EntryKey = tuple[str, datetime, str, datetime | None]
+_entries: dict[_EntryKey, x509.RevokedCertificate] = {}
 ENTRY_CACHE_MAX = 1_000_000
 
 
 def _revoked_entry(
     serial: str, revoked_at: datetime, reason: str, invalidity_date: datetime | None
 ) -> x509.RevokedCertificate:
-    key = (serial, revoked_at, reason, invalidity_date)
+    key: _EntryKey = (serial, revoked_at, reason, invalidity_date)
     entry = _entries.get(key)
     if entry is None:
-        extensions = [_REASON_EXTENSIONS[reason]] if reason in _REASON_EXTENSIONS else []
+        extensions: list[x509.Extension[x509.ExtensionType]] = (
+            [_REASON_EXTENSIONS[reason]] if reason in _REASON_EXTENSIONS else []
+        )
         if invalidity_date is not None:
             extensions.append(
                 x509.Extension(
@@ -250,6 +255,8 @@ def _revoked_rows(
             .values_list("serial", "revoked_at", "revocation_reason", "invalidity_date")
         )
         for serial, revoked_at, reason, invalidity_date in rows.iterator(chunk_size=5000):
+            if revoked_at is None:  # never: see pki_certificate_revocation_consistent
+                raise ValueError(f"revoked certificate {serial} has no revocation time")
             yield (
                 serial,
                 revoked_at.replace(microsecond=0),
@@ -303,6 +310,8 @@ def _crl_publish_one(ca: CertificateAuthority) -> RevocationList:
         started = time.perf_counter()
         crl, entries = crl_build(ca=ca, number=last + 1, this_update=this_update, key=key)
         der = crl.public_bytes(serialization.Encoding.DER)
+        if crl.next_update_utc is None:  # never: crl_build sets it
+            raise CrlPublishFailed(f"the CRL built for {ca.slug} has no nextUpdate")
         row = RevocationList.objects.create(
             ca=ca,
             number=last + 1,
@@ -467,7 +476,7 @@ def crl_health(now: datetime | None = None) -> list[CrlHealth]:
     return report
 
 
-def crl_last_failure() -> dict | None:
+def crl_last_failure() -> dict[str, Any] | None:
     """The newest unresolved publishing failure, or None."""
     failures = failures_open()
     return failures[0] if failures else None

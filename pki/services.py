@@ -16,6 +16,7 @@ import re
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -60,12 +61,12 @@ logger = logging.getLogger(__name__)
 
 ROOT_VALIDITY = timedelta(days=20 * 365)
 INTERMEDIATE_VALIDITY = timedelta(days=10 * 365)
-CERT_FILES = {
+CERT_FILES: dict[str, str] = {
     CertificateAuthority.Kind.ROOT: "root.pem",
     CertificateAuthority.Kind.CLIENT: "client-ca.pem",
     CertificateAuthority.Kind.SERVER: "server-ca.pem",
 }
-CA_SLUGS = {
+CA_SLUGS: dict[str, str] = {
     CertificateAuthority.Kind.ROOT: "root",
     CertificateAuthority.Kind.CLIENT: "client-ca",
     CertificateAuthority.Kind.SERVER: "server-ca",
@@ -179,7 +180,7 @@ def _urls_from_settings(kind: str) -> CaUrls:
 def _issuer_of(cert: x509.Certificate, urls: CaUrls) -> crypto.Issuer:
     return crypto.Issuer(
         name=cert.subject,
-        public_key=cert.public_key(),  # type: ignore[arg-type]
+        public_key=crypto.public_key_of(cert),
         not_after=cert.not_valid_after_utc,
         crl_url=urls.crl_url,
         ocsp_url=urls.ocsp_url or None,
@@ -194,7 +195,7 @@ def _issuer(ca: CertificateAuthority) -> crypto.Issuer:
     return _issuer_of(ca_certificate(ca), CaUrls.of(ca))
 
 
-def _certificate_fields(cert: x509.Certificate) -> dict:
+def _certificate_fields(cert: x509.Certificate) -> dict[str, Any]:
     try:
         san = [
             str(getattr(n, "value", n))
@@ -205,7 +206,7 @@ def _certificate_fields(cert: x509.Certificate) -> dict:
     return {
         "serial": crypto.serial_hex(cert.serial_number),
         "fingerprint_sha256": crypto.fingerprint_sha256(cert),
-        "spki_sha256": crypto.spki_sha256(cert.public_key()),  # type: ignore[arg-type]
+        "spki_sha256": crypto.spki_sha256(crypto.public_key_of(cert)),
         "subject": cert.subject.rfc4514_string(),
         "san": san,
         "not_before": cert.not_valid_before_utc,
@@ -241,7 +242,8 @@ def _ca_row(
         crl_url=urls.crl_url,
         ocsp_url=urls.ocsp_url,
         ca_issuers_url=urls.ca_issuers_url,
-        name=cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value,
+        # A str (cryptography types attribute values str | bytes: bytes only for bit strings).
+        name=str(cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value),
         parent=parent,
         key_type=key_type,
         key_file=key_file,
@@ -374,7 +376,11 @@ def ca_init(*, key_type: str = "ec-p256", force: bool = False, actor: Actor) -> 
         )
     ca_export_files()
     ocsp_responder_renew(actor=actor, force=True)
-    return CaSet(root=root, client=rows["client"], server=rows["server"])
+    return CaSet(
+        root=root,
+        client=rows[CertificateAuthority.Kind.CLIENT],
+        server=rows[CertificateAuthority.Kind.SERVER],
+    )
 
 
 # --- the CAs' distribution URLs ------------------------------------------------------------
@@ -442,7 +448,7 @@ def _stale_certificates(
     certificate is read, not assumed: one signed before by a misconfigured process shows up
     with whatever it carries."""
     now = timezone.now()
-    rows: QuerySet
+    rows: QuerySet[Any, tuple[str, str, datetime, str]]
     if ca.kind == CertificateAuthority.Kind.ROOT:
         rows = CertificateAuthority.objects.filter(
             parent=ca, is_active=True, not_before__lte=now, not_after__gt=now
@@ -455,7 +461,8 @@ def _stale_certificates(
             .values_list("serial", "subject", "not_after", "pem")
         )
     written = urls.written()
-    count, listed = 0, []
+    count = 0
+    listed: list[StaleCertificate] = []
     rows = rows.order_by("-not_after", "pk")
     for serial, subject, not_after, pem in rows.iterator(chunk_size=2000):
         other = _carried_urls(pem) - written
@@ -812,7 +819,9 @@ def certificate_issue(
     (outcome,) = certificates_issue(requests=[request], actor=actor, validity_days=validity_days)
     if outcome.error is not None:
         raise outcome.error
-    return outcome.certificate  # type: ignore[return-value]
+    if outcome.certificate is None:  # an outcome carries one or the other
+        raise RuntimeError(f"request {request.pk}: neither a certificate nor an error")
+    return outcome.certificate
 
 
 def certificates_issue(
@@ -901,7 +910,7 @@ def _certificates_issue(
                     country=firm.jurisdiction,
                 ),
                 san_uri=participant.san_uri,
-                public_key=x509.load_pem_x509_csr(request.csr_pem.encode()).public_key(),  # type: ignore[arg-type]
+                public_key=crypto.public_key_of(x509.load_pem_x509_csr(request.csr_pem.encode())),
                 issuer=issuer,
                 not_before=now - crypto.BACKDATE,
                 not_after=not_after,

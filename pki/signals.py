@@ -4,6 +4,8 @@ their certificates are forgotten when the change commits. Queryset ``update()`` 
 signals: code that changes these statuses must save the objects."""
 
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 from django.db import transaction
 from django.db.models.signals import post_save
@@ -17,7 +19,7 @@ from pki.models import PublishFailure
 logger = logging.getLogger(__name__)
 
 
-def _forget_after_commit(**scope) -> None:
+def _forget_after_commit(**scope: Iterable[int]) -> None:
     def forget() -> None:
         try:
             trust.decisions_forget(trust.certificate_fingerprints_of(**scope))
@@ -29,12 +31,14 @@ def _forget_after_commit(**scope) -> None:
 
 
 @receiver(post_save, sender=Participant, dispatch_uid="pki.forget_participant_decisions")
-def participant_saved(sender, instance: Participant, created: bool, **kwargs) -> None:
+def participant_saved(
+    sender: type[Participant], instance: Participant, created: bool, **kwargs: Any
+) -> None:
     if not created:
         _forget_after_commit(participant_ids=[instance.pk])
 
 
 @receiver(post_save, sender=Firm, dispatch_uid="pki.forget_firm_decisions")
-def firm_saved(sender, instance: Firm, created: bool, **kwargs) -> None:
+def firm_saved(sender: type[Firm], instance: Firm, created: bool, **kwargs: Any) -> None:
     if not created:
         _forget_after_commit(firm_ids=[instance.pk])

@@ -7,7 +7,9 @@ which the beat schedule and the routing use) come from it. It sits above the cod
 run (``pki.services``, ``pki.revocation``, ``pki.ocsp``); what queues them after an issuance or
 a status change is ``pki.propagation``, above it."""
 
-from celery import shared_task
+from typing import Any
+
+from celery import Task, shared_task
 from django.db import DatabaseError
 from redis import RedisError
 
@@ -24,7 +26,7 @@ def _backoff(retries: int) -> int:
 
 
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
-def ocsp_responder_renew_task(self, force: bool = False) -> str | None:
+def ocsp_responder_renew_task(self: Task[Any, Any], force: bool = False) -> str | None:
     """Renew the OCSP delegate certificate if it is due; doing nothing is a valid outcome."""
     try:
         renewed = ocsp_responder_renew(
@@ -41,7 +43,7 @@ def ocsp_responder_renew_task(self, force: bool = False) -> str | None:
 
 
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
-def crl_publish_task(self) -> list[int]:
+def crl_publish_task(self: Task[Any, Any]) -> list[int]:
     """Publish a new CRL for every active CA. A failure leaves the last good files in place,
     is recorded for /pki/health/ and is retried with exponential backoff."""
     try:
@@ -55,7 +57,7 @@ def crl_publish_task(self) -> list[int]:
 
 
 @shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES)
-def ocsp_presign_task(self, serials: list[str] | None = None) -> int:
+def ocsp_presign_task(self: Task[Any, Any], serials: list[str] | None = None) -> int:
     """Re-sign and cache OCSP answers (for ``serials``, or for every unexpired certificate)."""
     try:
         return presign(serials)

@@ -1,5 +1,7 @@
 """A base for our commands: every failure exits non-zero with one line saying why."""
 
+from typing import Any
+
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
@@ -7,7 +9,7 @@ from kernel.errors import DomainError
 
 
 class KeylineCommand(BaseCommand):
-    def execute(self, *args, **options):
+    def execute(self, *args: Any, **options: Any) -> str | None:
         try:
             return super().execute(*args, **options)
         except DomainError as exc:

@@ -1,3 +1,7 @@
+from typing import Any
+
+from django.core.management.base import CommandParser
+
 from pki.crypto import KEY_TYPES
 from pki.keystore import ca_dir
 from pki.management.commands._base import KeylineCommand
@@ -13,7 +17,7 @@ class Command(KeylineCommand):
         "records the CRL, OCSP and caIssuers URLs of the settings (KEYLINE_PKI_URL) as its own."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256")
         parser.add_argument(
             "--force",
@@ -24,7 +28,9 @@ class Command(KeylineCommand):
             "--if-missing", action="store_true", help="do nothing (exit 0) when a CA exists"
         )
 
-    def handle(self, *args, key_type: str, force: bool, if_missing: bool, **options):
+    def handle(
+        self, *args: Any, key_type: str, force: bool, if_missing: bool, **options: Any
+    ) -> None:
         if (
             if_missing
             and not force

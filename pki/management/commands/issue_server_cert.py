@@ -1,4 +1,7 @@
 from pathlib import Path
+from typing import Any
+
+from django.core.management.base import CommandParser
 
 from pki.keystore import atomic_write
 from pki.management.commands._base import KeylineCommand
@@ -11,13 +14,15 @@ class Command(KeylineCommand):
         "server.key (0600), server.pem, server-fullchain.pem, server-chain.pem and root.pem."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--dns", nargs="*", default=[], metavar="NAME")
         parser.add_argument("--ip", nargs="*", default=[], metavar="ADDR")
         parser.add_argument("--out", required=True, type=Path, metavar="DIR")
         parser.add_argument("--days", type=int, default=None)
 
-    def handle(self, *args, dns, ip, out: Path, days, **options):
+    def handle(
+        self, *args: Any, dns: list[str], ip: list[str], out: Path, days: int | None, **options: Any
+    ) -> None:
         issued = server_certificate_issue(
             dns_names=dns, ip_addresses=ip, days=days, actor=command_actor("issue_server_cert")
         )

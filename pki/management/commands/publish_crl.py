@@ -1,3 +1,5 @@
+from typing import Any
+
 from pki.keystore import ca_dir
 from pki.management.commands._base import KeylineCommand
 from pki.revocation import crl_publish
@@ -10,7 +12,7 @@ class Command(KeylineCommand):
         "<CA dir>/crl/*.crl and bundle.pem atomically and run KEYLINE_CRL_RELOAD_COMMAND."
     )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         for row in crl_publish(actor=command_actor("publish_crl")):
             self.stdout.write(
                 f"{row.ca.slug}: CRL #{row.number}, {row.entries} entries, "

@@ -2,10 +2,12 @@ import os
 import re
 from pathlib import Path
 from string import Template
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import CommandParser
 
 from pki.conf import pki_settings
 from pki.keystore import atomic_write
@@ -23,7 +25,7 @@ class Command(KeylineCommand):
         "CRL/OCSP over plain HTTP. The file holds the terminator secret and is written 0600."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         ca = pki_settings().ca_dir
         parser.add_argument("--out", required=True, type=Path)
         parser.add_argument("--prefix", type=Path, help="pid and logs (default: beside --out)")
@@ -72,7 +74,7 @@ class Command(KeylineCommand):
         parser.add_argument("--session-timeout", default="5m")
         parser.add_argument("--workers", default="auto")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         secret = settings.KEYLINE_TERMINATOR_SECRET
         if not re.fullmatch(r"[A-Za-z0-9_-]{32,}", secret):
             raise ImproperlyConfigured(

@@ -1,4 +1,7 @@
 from datetime import datetime
+from typing import Any
+
+from django.core.management.base import CommandParser
 
 from kernel.errors import Invalid, NotFound
 from pki.crypto import serial_normalize
@@ -15,7 +18,7 @@ class Command(KeylineCommand):
         "OCSP responses re-signed at once."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--serial", required=True, help="serial number, hex")
         parser.add_argument(
             "--reason",
@@ -28,7 +31,9 @@ class Command(KeylineCommand):
             "compromised (may precede the revocation)",
         )
 
-    def handle(self, *args, serial: str, reason: str, invalidity_date: str | None, **options):
+    def handle(
+        self, *args: Any, serial: str, reason: str, invalidity_date: str | None, **options: Any
+    ) -> None:
         serial = serial_normalize(serial) or serial
         certificate = Certificate.objects.filter(serial=serial).first()
         if certificate is None:

@@ -1,3 +1,4 @@
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -54,7 +55,7 @@ class Command(KeylineCommand):
 
     def handle(
         self,
-        *args,
+        *args: Any,
         ca: str,
         pki_url: str | None,
         crl_base_url: str | None,
@@ -62,7 +63,7 @@ class Command(KeylineCommand):
         ca_issuers_base_url: str | None,
         dry_run: bool,
         show: int,
-        **options,
+        **options: Any,
     ) -> None:
         if show < 0:
             raise Invalid("show_invalid", f"--show must be 0 or more, got {show}")

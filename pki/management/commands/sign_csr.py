@@ -1,6 +1,7 @@
 from pathlib import Path
+from typing import Any
 
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, CommandParser
 
 from kernel.models import Participant
 from pki.keystore import atomic_write
@@ -11,13 +12,15 @@ from pki.services import certificate_issue, command_actor, csr_submit
 class Command(KeylineCommand):
     help = "Validate a participant's CSR and sign it with the client issuing CA (operators)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--participant", required=True, metavar="TRADER_ID")
         parser.add_argument("--csr", required=True, type=Path, metavar="FILE")
         parser.add_argument("--out", required=True, type=Path, metavar="FILE")
         parser.add_argument("--days", type=int, default=None)
 
-    def handle(self, *args, participant: str, csr: Path, out: Path, days, **options):
+    def handle(
+        self, *args: Any, participant: str, csr: Path, out: Path, days: int | None, **options: Any
+    ) -> None:
         holder = Participant.objects.select_related("firm").filter(trader_id=participant).first()
         if holder is None:
             raise CommandError(

@@ -2,9 +2,10 @@
 and the otpauth:// URI to add to an authenticator app, once; neither is stored in clear."""
 
 import secrets
+from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -15,11 +16,11 @@ from pki.services import command_actor
 class Command(BaseCommand):
     help = "Create a compliance officer with a TOTP second factor."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
         parser.add_argument("--email", required=True)
 
-    def handle(self, *args, username: str, email: str, **options):
+    def handle(self, *args: Any, username: str, email: str, **options: Any) -> None:
         user_model = get_user_model()
         if user_model.objects.filter(username__iexact=username).exists():
             raise CommandError(f"user_exists: {username} already exists")

@@ -1,7 +1,9 @@
 """The current TOTP code of a demo officer (the one whose device seed_demo made), so the
 demo can be tried without an authenticator app. Refuses every other device."""
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -11,10 +13,10 @@ from portal.management.commands.seed_demo import TOTP_DEVICE
 class Command(BaseCommand):
     help = "Print the current second-factor code of a demo officer."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
 
-    def handle(self, *args, username: str, **options):
+    def handle(self, *args: Any, username: str, **options: Any) -> None:
         device = TOTPDevice.objects.filter(user__username=username, name=TOTP_DEVICE).first()
         if device is None:
             raise CommandError(f"{username} has no demo authenticator (made by seed_demo)")

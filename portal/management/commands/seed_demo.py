@@ -8,16 +8,17 @@ directory is left alone.
 
 import secrets
 from pathlib import Path
+from typing import Any, TypedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.contrib.auth import get_user_model
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
-from kernel.audit import audit_record
+from kernel.audit import Actor, audit_record
 from kernel.errors import NotFound
 from kernel.lei import lei_with_check_digits
 from kernel.models import Firm, Participant
@@ -28,7 +29,19 @@ from pki.selectors import ca_get_active
 from pki.services import certificate_issue, command_actor, csr_submit
 from portal.services import application_submit
 
-DEMO_FIRMS = [
+
+class DemoFirm(TypedDict):
+    legal_name: str
+    lei: str
+    jurisdiction: str
+    role: str
+    contact_name: str
+    contact_email: str
+    contact_phone: str
+    traders: list[tuple[str, str, str]]  # (trader id, name, participant role)
+
+
+DEMO_FIRMS: list[DemoFirm] = [
     {
         "legal_name": "Northwind Asset Management LLP",
         "lei": lei_with_check_digits("984500NWASSETMGT01"),
@@ -99,10 +112,10 @@ def client_make_key_and_csr(trader_id: str) -> tuple[bytes, bytes]:
 class Command(KeylineCommand):
     help = "Create demo firms, traders and their certificates (idempotent)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--out", type=Path, default=None, metavar="DIR")
 
-    def handle(self, *args, out: Path | None, **options):
+    def handle(self, *args: Any, out: Path | None, **options: Any) -> None:
         from django.conf import settings
 
         out = out or Path(settings.VAR_DIR) / "demo"
@@ -145,7 +158,7 @@ class Command(KeylineCommand):
         )
         self.stdout.write(f"Demo officer login: {OFFICER} / {password}")
 
-    def _officer(self, out: Path, actor) -> str:
+    def _officer(self, out: Path, actor: Actor) -> str:
         """The demo officers (one password, each with a TOTP device). The password and the
         TOTP secrets are written 0600 beside the demo keys."""
         from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -173,7 +186,7 @@ class Command(KeylineCommand):
         atomic_write(totp_file, ("\n".join(uris) + "\n").encode(), mode=0o600)
         return password
 
-    def _firm(self, spec: dict, actor) -> Firm:
+    def _firm(self, spec: DemoFirm, actor: Actor) -> Firm:
         fields = {k: v for k, v in spec.items() if k not in ("lei", "traders")}
         with transaction.atomic():
             firm, created = Firm.objects.get_or_create(
@@ -184,7 +197,7 @@ class Command(KeylineCommand):
                 audit_record(event="demo.firm_created", actor=actor, target=firm, lei=firm.lei)
         return firm
 
-    def _certificate(self, participant: Participant, out: Path, actor) -> str:
+    def _certificate(self, participant: Participant, out: Path, actor: Actor) -> str:
         tid = participant.trader_id
         key_path, csr_path, pem_path = (out / f"{tid}.{ext}" for ext in ("key", "csr", "pem"))
         live = (

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from kernel.audit import audit_verify
@@ -6,7 +8,7 @@ from kernel.audit import audit_verify
 class Command(BaseCommand):
     help = "Recompute the audit log's hash chain; name the first broken record."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         result = audit_verify()
         if not result.ok:
             raise CommandError(
