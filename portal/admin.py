@@ -1,4 +1,7 @@
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 from django_otp.admin import OTPAdminSite
 
 from kernel.models import AuditRecord, Firm, Participant
@@ -25,11 +28,11 @@ class AuditRecordAdmin(admin.ModelAdmin):
     list_display = ("sequence", "created_at", "event", "actor_label", "target_type", "target_id")
     list_filter = ("event",)
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

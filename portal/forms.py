@@ -1,5 +1,7 @@
 """Portal forms: shape and friendly messages. The rules themselves live in portal.services."""
 
+from typing import Any, cast
+
 from django import forms
 from django.contrib.auth.password_validation import validate_password
 
@@ -24,7 +26,7 @@ class ApplicationForm(forms.ModelForm):
         ]
         labels = {"lei": "LEI (ISO 17442)", "jurisdiction": "Jurisdiction (ISO 3166 code)"}
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in ("contact_name", "contact_email", "contact_phone"):
             self.fields[name].required = True
@@ -32,16 +34,17 @@ class ApplicationForm(forms.ModelForm):
         # refuse a lower-case LEI that clean_lei means to accept.
         self.fields["lei"].validators = []
 
-    def clean_lei(self):
+    def clean_lei(self) -> str:
         lei = self.cleaned_data["lei"].strip().upper()
         validate_lei(lei)
         return lei
 
-    def clean_jurisdiction(self):
-        return self.cleaned_data["jurisdiction"].strip().upper()
+    def clean_jurisdiction(self) -> str:
+        jurisdiction: str = self.cleaned_data["jurisdiction"]
+        return jurisdiction.strip().upper()
 
-    def clean_contact_phone(self):
-        phone = self.cleaned_data["contact_phone"].strip()
+    def clean_contact_phone(self) -> str:
+        phone: str = self.cleaned_data["contact_phone"].strip()
         if sum(c.isdigit() for c in phone) < 6 or any(c not in "+0123456789 ()-." for c in phone):
             raise forms.ValidationError("Enter a phone number, e.g. +44 20 7946 0000.")
         return phone
@@ -101,8 +104,9 @@ class InvitationAcceptForm(forms.Form):
     password = forms.CharField(widget=forms.PasswordInput)
     password2 = forms.CharField(widget=forms.PasswordInput, label="Password again")
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data  # what Form.clean() returns
         if data.get("password") != data.get("password2"):
             raise forms.ValidationError("The passwords differ.")
         if data.get("password"):
@@ -115,7 +119,7 @@ class ParticipantForm(forms.ModelForm):
         model = Participant
         fields = ["trader_id", "name", "email", "role"]
 
-    def __init__(self, *args, firm: Firm, **kwargs):
+    def __init__(self, *args: Any, firm: Firm, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.instance.firm = firm
         allowed = []
@@ -123,14 +127,15 @@ class ParticipantForm(forms.ModelForm):
             allowed.append(Participant.Role.REQUESTER)
         if firm.provides_liquidity:
             allowed.append(Participant.Role.LIQUIDITY_PROVIDER)
-        self.fields["role"].choices = [(r.value, r.label) for r in allowed]
+        role = cast(forms.ChoiceField, self.fields["role"])  # a model field with choices
+        role.choices = [(r.value, r.label) for r in allowed]
 
 
 class NoEchoTextarea(forms.Textarea):
     """Never renders the submitted text back: a paste refused for holding a private key must
     not come back in the page (and the CSR itself is quickly pasted again)."""
 
-    def format_value(self, value):
+    def format_value(self, value: Any) -> None:
         return None
 
 
@@ -145,8 +150,9 @@ class CsrForm(forms.Form):
         max_length=MAX_CSR_BYTES,
     )
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data  # what Form.clean() returns
         upload, text = data.get("csr_file"), (data.get("csr_text") or "").strip()
         if bool(upload) == bool(text):
             raise forms.ValidationError("Upload a file or paste the CSR (one of the two).")

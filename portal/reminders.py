@@ -19,14 +19,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from kernel.audit import Actor, audit_record
+from kernel.models import Participant
 from pki.models import Certificate
 from portal.models import ExpiryReminder, PortalAccount
 
 logger = logging.getLogger(__name__)
 
 
-def _recipients(certificate: Certificate) -> list[str]:
-    participant = certificate.participant
+def _recipients(participant: Participant) -> list[str]:
     admins = PortalAccount.objects.filter(
         firm_id=participant.firm_id, role=PortalAccount.Role.ADMIN, user__is_active=True
     ).values_list("user__email", flat=True)
@@ -46,12 +46,15 @@ def expiry_reminders_send(*, now: datetime | None = None) -> int:
     )
     sent, failed = 0, []
     for certificate in due_certificates:
+        participant = certificate.participant
+        if participant is None:  # never: a client certificate has one
+            continue
         days_left = (certificate.not_after - now) / timedelta(days=1)
         due = min(t for t in thresholds if days_left <= t)
         renewed = (
             Certificate.objects.live(now)
             .filter(
-                participant_id=certificate.participant_id,
+                participant=participant,
                 kind=Certificate.Kind.CLIENT,
                 not_after__gt=certificate.not_after,
             )
@@ -62,13 +65,13 @@ def expiry_reminders_send(*, now: datetime | None = None) -> int:
             or ExpiryReminder.objects.filter(certificate=certificate, days_before__lte=due).exists()
         ):
             continue
-        recipients = _recipients(certificate)
+        recipients = _recipients(participant)
         try:
             with transaction.atomic():
                 ExpiryReminder.objects.create(
                     certificate=certificate, days_before=due, recipients=recipients, sent_at=now
                 )
-                _send(certificate, due, recipients)
+                _send(certificate, participant, due, recipients)
                 audit_record(
                     event="certificate.expiry_reminder_sent",
                     actor=actor,
@@ -89,8 +92,9 @@ def expiry_reminders_send(*, now: datetime | None = None) -> int:
     return sent
 
 
-def _send(certificate: Certificate, days: int, recipients: list[str]) -> None:
-    participant = certificate.participant
+def _send(
+    certificate: Certificate, participant: Participant, days: int, recipients: list[str]
+) -> None:
     when = certificate.not_after.strftime("%Y-%m-%d %H:%M UTC")
     message = EmailMessage(
         subject=f"Keyline RFQ: certificate of {participant.trader_id} expires in {days} "

@@ -11,9 +11,11 @@ import hmac
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser, User
+from django.core.files.uploadedfile import UploadedFile
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
@@ -34,8 +36,6 @@ from portal.models import (
     PortalAccount,
     VerificationCheck,
 )
-
-User = get_user_model()
 
 INVITATION_DAYS = 7
 CALLBACK_MINUTES = 30
@@ -73,7 +73,7 @@ def portal_url(path: str) -> str:
 
 
 @transaction.atomic(durable=True)
-def application_submit(*, fields: dict, actor: Actor) -> tuple[Application, str]:
+def application_submit(*, fields: dict[str, Any], actor: Actor) -> tuple[Application, str]:
     """A firm applies. Returns the application and the case token (shown once and e-mailed)."""
     firm = Firm(status=Firm.Status.APPLIED, **fields)
     firm.full_clean()
@@ -129,10 +129,11 @@ def callback_confirm(*, token: str, code: str) -> CallbackChallenge:
 # --- officers ------------------------------------------------------------------------------------
 
 
-def _officer(user) -> Actor:
+def _officer(user: User | AnonymousUser) -> tuple[User, Actor]:
+    """The acting officer and its audit actor; anyone else is refused."""
     if not (user.is_authenticated and user.is_staff):
         raise PermissionDenied("officer_required", "Only compliance officers may do this.")
-    return Actor.user(user)
+    return user, Actor.user(user)
 
 
 def _locked_application(application_id: int) -> Application:
@@ -161,9 +162,9 @@ def _require_in_review(application: Application) -> None:
 
 @transaction.atomic(durable=True)
 def check_record(
-    *, application_id: int, kind: str, outcome: str, evidence: str, user
+    *, application_id: int, kind: str, outcome: str, evidence: str, user: User | AnonymousUser
 ) -> VerificationCheck:
-    actor = _officer(user)
+    officer, actor = _officer(user)
     application = _locked_application(application_id)
     _require_in_review(application)
     if (
@@ -178,7 +179,11 @@ def check_record(
         raise Invalid("evidence_required", "Describe the evidence.")
     _start_review(application, actor)
     check = VerificationCheck.objects.create(
-        application=application, kind=kind, outcome=outcome, evidence=evidence, performed_by=user
+        application=application,
+        kind=kind,
+        outcome=outcome,
+        evidence=evidence,
+        performed_by=officer,
     )
     audit_record(
         event="verification.recorded",
@@ -198,13 +203,15 @@ def _start_review(application: Application, actor: Actor) -> None:
 
 
 @transaction.atomic(durable=True)
-def document_add(*, application_id: int, title: str, upload, user) -> Document:
+def document_add(
+    *, application_id: int, title: str, upload: "UploadedFile[bytes]", user: User | AnonymousUser
+) -> Document:
     """Keep an uploaded document with the case (PDF, PNG or JPEG; at most 10 MB; the content
     is checked, not the name)."""
-    actor = _officer(user)
+    officer, actor = _officer(user)
     application = _locked_application(application_id)
     _require_in_review(application)
-    if upload.size > MAX_DOCUMENT_BYTES:
+    if (upload.size or 0) > MAX_DOCUMENT_BYTES:  # unknown size: the read below bounds it
         raise Invalid("document_too_large", "Documents are limited to 10 MB.")
     data = upload.read(MAX_DOCUMENT_BYTES + 1)
     if len(data) > MAX_DOCUMENT_BYTES:
@@ -224,7 +231,7 @@ def document_add(*, application_id: int, title: str, upload, user) -> Document:
         content_type=content_type,
         size=len(data),
         sha256=digest,
-        uploaded_by=user,
+        uploaded_by=officer,
     )
     audit_record(
         event="document.added", actor=actor, target=application.firm, sha256=digest, size=len(data)
@@ -253,10 +260,12 @@ def _same_phone(a: str, b: str) -> bool:
 
 
 @transaction.atomic(durable=True)
-def callback_start(*, application_id: int, phone: str, source: str, user) -> str:
+def callback_start(
+    *, application_id: int, phone: str, source: str, user: User | AnonymousUser
+) -> str:
     """Start a call-back; returns the one-time code for the officer to read out. The number
     must not be the one on the application: the point is a number sourced independently."""
-    actor = _officer(user)
+    officer, actor = _officer(user)
     application = _locked_application(application_id)
     _require_in_review(application)
     digits = "".join(c for c in phone if c.isdigit())
@@ -280,7 +289,7 @@ def callback_start(*, application_id: int, phone: str, source: str, user) -> str
         phone_dialled=phone,
         phone_source=source,
         code_hash=token_hash(code),
-        created_by=user,
+        created_by=officer,
         expires_at=timezone.now() + timedelta(minutes=CALLBACK_MINUTES),
     )
     audit_record(
@@ -290,9 +299,9 @@ def callback_start(*, application_id: int, phone: str, source: str, user) -> str
 
 
 @transaction.atomic(durable=True)
-def application_prepare(*, application_id: int, user) -> Application:
+def application_prepare(*, application_id: int, user: User | AnonymousUser) -> Application:
     """The preparing officer submits the case for a second officer's decision."""
-    actor = _officer(user)
+    officer, actor = _officer(user)
     application = _locked_application(application_id)
     if application.firm.status != Firm.Status.UNDER_REVIEW or application.prepared_at:
         raise Conflict("application_not_in_review", "This case is not being reviewed.")
@@ -304,13 +313,13 @@ def application_prepare(*, application_id: int, user) -> Application:
     missing = sorted(REQUIRED_CHECKS - passed)
     if missing:
         raise Conflict("checks_missing", "Every check must pass first.", {"missing": missing})
-    application.prepared_by, application.prepared_at = user, timezone.now()
+    application.prepared_by, application.prepared_at = officer, timezone.now()
     application.save(update_fields=["prepared_by", "prepared_at"])
     audit_record(event="application.prepared", actor=actor, target=application.firm)
     return application
 
 
-def took_part(application: Application, user) -> bool:
+def took_part(application: Application, user: User) -> bool:
     """Whether the officer prepared the case or contributed to it (a check, a document, a
     call-back): four eyes means the decision comes from someone who did none of these."""
     return (
@@ -322,23 +331,30 @@ def took_part(application: Application, user) -> bool:
 
 
 @transaction.atomic(durable=True)
-def application_decide(*, application_id: int, approve: bool, reason: str, user) -> Application:
+def application_decide(
+    *, application_id: int, approve: bool, reason: str, user: User | AnonymousUser
+) -> Application:
     """Four eyes: a second officer approves or rejects a prepared case, with a reason.
     Approval activates the firm and invites its administrator (the contact)."""
-    actor = _officer(user)
+    officer, actor = _officer(user)
     application = _locked_application(application_id)
     if application.prepared_at is None or application.decided_at is not None:
         raise Conflict(
             "application_not_prepared", "Only a prepared, undecided case can be decided."
         )
-    if took_part(application, user):
+    if took_part(application, officer):
         raise PermissionDenied(
             "four_eyes", "An officer who prepared or worked on this case cannot decide it."
         )
     if not reason.strip():
         raise Invalid("reason_required", "Give the reason for the decision.")
+    prepared_by = application.prepared_by
+    if prepared_by is None:  # never: application_prepare sets it with prepared_at
+        raise Conflict(
+            "application_not_prepared", "Only a prepared, undecided case can be decided."
+        )
     firm = application.firm
-    application.decided_by, application.decided_at = user, timezone.now()
+    application.decided_by, application.decided_at = officer, timezone.now()
     application.decision_reason = reason
     application.save(update_fields=["decided_by", "decided_at", "decision_reason"])
     firm.status = Firm.Status.APPROVED if approve else Firm.Status.REJECTED
@@ -348,7 +364,7 @@ def application_decide(*, application_id: int, approve: bool, reason: str, user)
         actor=actor,
         target=firm,
         reason=reason,
-        prepared_by=application.prepared_by.get_username(),
+        prepared_by=prepared_by.get_username(),
     )
     if approve:
         _invite(firm=firm, email=firm.contact_email, role=PortalAccount.Role.ADMIN, actor=actor)
@@ -361,7 +377,9 @@ def application_decide(*, application_id: int, approve: bool, reason: str, user)
     return application
 
 
-def _invite(*, firm: Firm, email: str, role: str, actor: Actor, participant=None) -> Invitation:
+def _invite(
+    *, firm: Firm, email: str, role: str, actor: Actor, participant: Participant | None = None
+) -> Invitation:
     token, hashed = _new_token()
     invitation = Invitation.objects.create(
         firm=firm,
@@ -382,13 +400,13 @@ def _invite(*, firm: Firm, email: str, role: str, actor: Actor, participant=None
     return invitation
 
 
-def firm_suspend(*, firm_id: int, offboard: bool, reason: str, user) -> Firm:
+def firm_suspend(*, firm_id: int, offboard: bool, reason: str, user: User | AnonymousUser) -> Firm:
     """Suspend or offboard a firm: its users are disabled and every live certificate revoked.
 
     Two transactions: the status change (after which the API already refuses the firm's
     certificates, the trust decision checks the firm) and then the revocations, which publish
     CRLs and OCSP. Running it again on a suspended firm revokes whatever is still live."""
-    actor = _officer(user)
+    _, actor = _officer(user)
     if not reason.strip():
         raise Invalid("reason_required", "Give the reason.")
     with transaction.atomic(durable=True):
@@ -434,7 +452,7 @@ def invitation_get(token: str) -> Invitation:
 
 
 @transaction.atomic(durable=True)
-def invitation_accept(*, token: str, username: str, password: str):
+def invitation_accept(*, token: str, username: str, password: str) -> User:
     """Create the invited account; the link works once."""
     invitation = invitation_get(token)
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
@@ -454,14 +472,14 @@ def invitation_accept(*, token: str, username: str, password: str):
     return user
 
 
-def account_of(user) -> PortalAccount:
-    account = getattr(user, "portal", None) if user.is_authenticated else None
+def account_of(user: User | AnonymousUser) -> PortalAccount:
+    account: PortalAccount | None = getattr(user, "portal", None) if user.is_authenticated else None
     if account is None or not account.firm.is_active:
         raise PermissionDenied("firm_user_required", "Sign in as a user of an approved firm.")
     return account
 
 
-def participant_for(user, participant_id: int) -> Participant:
+def participant_for(user: User | AnonymousUser, participant_id: int) -> Participant:
     """A participant the user may act for: any of its firm's (administrator) or its own
     (trader). Another firm's participant does not exist for it (404)."""
     account = account_of(user)
@@ -478,7 +496,9 @@ def participant_for(user, participant_id: int) -> Participant:
 
 
 @transaction.atomic(durable=True)
-def participant_add(*, user, trader_id: str, name: str, email: str, role: str) -> Participant:
+def participant_add(
+    *, user: User | AnonymousUser, trader_id: str, name: str, email: str, role: str
+) -> Participant:
     """A firm administrator adds a trader (as the firm's role allows) and invites it."""
     account = account_of(user)
     if account.role != PortalAccount.Role.ADMIN:
@@ -504,7 +524,9 @@ def participant_add(*, user, trader_id: str, name: str, email: str, role: str) -
     return participant
 
 
-def csr_upload(*, user, participant_id: int, data: bytes) -> CertificateRequest | Certificate:
+def csr_upload(
+    *, user: User | AnonymousUser, participant_id: int, data: bytes
+) -> CertificateRequest | Certificate:
     """Submit a CSR for a participant. Signed at once when the firm is approved and
     ``KEYLINE_AUTO_SIGN`` allows it; otherwise it waits for an officer's decision."""
     participant = participant_for(user, participant_id)
@@ -522,10 +544,10 @@ def csr_upload(*, user, participant_id: int, data: bytes) -> CertificateRequest 
 
 
 def csr_decide(
-    *, user, request_id: int, approve: bool, reason: str = ""
+    *, user: User | AnonymousUser, request_id: int, approve: bool, reason: str = ""
 ) -> CertificateRequest | Certificate:
     """An officer signs or rejects a pending CSR."""
-    actor = _officer(user)
+    _, actor = _officer(user)
     request = (
         CertificateRequest.objects.select_related("participant__firm").filter(pk=request_id).first()
     )
@@ -554,7 +576,7 @@ def csr_decide(
     return request
 
 
-def certificate_for(user, certificate_id: int) -> Certificate:
+def certificate_for(user: User | AnonymousUser, certificate_id: int) -> Certificate:
     """A client certificate the user may see: officers any; firm users their firm's (a
     trader its own). Otherwise 404."""
     certificate = (
@@ -567,17 +589,26 @@ def certificate_for(user, certificate_id: int) -> Certificate:
     if user.is_authenticated and user.is_staff:
         return certificate
     account = account_of(user)
-    if certificate.participant.firm_id != account.firm_id or (
-        account.role == PortalAccount.Role.TRADER
-        and account.participant_id != certificate.participant_id
+    participant = certificate.participant  # a client certificate always has one
+    if (
+        participant is None
+        or participant.firm_id != account.firm_id
+        or (
+            account.role == PortalAccount.Role.TRADER
+            and account.participant_id != certificate.participant_id
+        )
     ):
         raise NotFound("certificate_not_found", "No such certificate.")
     return certificate
 
 
-def certificate_download(*, user, certificate_id: int, kind: str) -> tuple[str, bytes]:
+def certificate_download(
+    *, user: User | AnonymousUser, certificate_id: int, kind: str
+) -> tuple[str, bytes]:
     """(filename, PEM bytes) of the certificate, its chain, or the CA bundle; audited."""
     certificate = certificate_for(user, certificate_id)
+    if certificate.participant is None:  # never: certificate_for returns client certificates
+        raise NotFound("certificate_not_found", "No such certificate.")
     root = ca_get_active("root")
     trader = certificate.participant.trader_id
     if kind == "cert":
@@ -599,7 +630,9 @@ def certificate_download(*, user, certificate_id: int, kind: str) -> tuple[str, 
     return name, data.encode()
 
 
-def certificate_revoke_by(*, user, certificate_id: int, reason: str) -> Certificate:
+def certificate_revoke_by(
+    *, user: User | AnonymousUser, certificate_id: int, reason: str
+) -> Certificate:
     """Officers revoke any certificate, firm administrators their firm's."""
     certificate = certificate_for(user, certificate_id)
     if not user.is_staff and account_of(user).role != PortalAccount.Role.ADMIN:

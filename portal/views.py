@@ -3,12 +3,16 @@ A refused action renders the error page with its status (400/403/404/409) and ma
 state changes are POST only, CSRF-checked."""
 
 import functools
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.db.models import Count, Q
+from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -29,6 +33,17 @@ from portal import forms, services
 from portal.models import Application, Document, PortalAccount
 
 
+class AuthenticatedHttpRequest(HttpRequest):
+    """A request that :func:`officer_required` or :func:`firm_user_required` let through:
+    its user is signed in."""
+
+    user: User
+
+
+P = ParamSpec("P")
+R = TypeVar("R", bound=HttpRequest)
+
+
 def _error(request: HttpRequest, exc: DomainError) -> HttpResponse:
     return render(
         request,
@@ -38,9 +53,11 @@ def _error(request: HttpRequest, exc: DomainError) -> HttpResponse:
     )
 
 
-def domain_errors(view):
+def domain_errors(
+    view: Callable[Concatenate[R, P], HttpResponse],
+) -> Callable[Concatenate[R, P], HttpResponse]:
     @functools.wraps(view)
-    def wrapper(request, *args, **kwargs):
+    def wrapper(request: R, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
         try:
             return view(request, *args, **kwargs)
         except DomainError as exc:
@@ -49,12 +66,14 @@ def domain_errors(view):
     return wrapper
 
 
-def officer_required(view):
+def officer_required(
+    view: Callable[Concatenate[AuthenticatedHttpRequest, P], HttpResponse],
+) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
     """Staff with a verified second factor. Anonymous: sign in; staff without the second
     factor: verify it; anyone else: 403."""
 
     @functools.wraps(view)
-    def wrapper(request, *args, **kwargs):
+    def wrapper(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
         user = request.user
         if not user.is_authenticated:
             return redirect_to_login(request.get_full_path())
@@ -62,21 +81,26 @@ def officer_required(view):
             return _error(
                 request, PermissionDenied("officer_required", "This area is for officers.")
             )
-        if not user.is_verified():
+        # TYPEHINT NOTE: django-otp's OTPMiddleware installs is_verified() on request.user.
+        if not user.is_verified():  # type: ignore[attr-defined]
             return redirect(f"{reverse('portal:verify')}?next={request.get_full_path()}")
-        return domain_errors(view)(request, *args, **kwargs)
+        return domain_errors(view)(cast(AuthenticatedHttpRequest, request), *args, **kwargs)
 
     return wrapper
 
 
-def firm_user_required(view):
+def firm_user_required(
+    view: Callable[Concatenate[AuthenticatedHttpRequest, P], HttpResponse],
+) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
     @functools.wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_authenticated:
+    def wrapper(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+        user = request.user
+        if not user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        if request.user.is_staff and not request.user.is_verified():
+        # TYPEHINT NOTE: django-otp's OTPMiddleware installs is_verified() on request.user.
+        if user.is_staff and not user.is_verified():  # type: ignore[attr-defined]
             return redirect(f"{reverse('portal:verify')}?next={request.get_full_path()}")
-        return domain_errors(view)(request, *args, **kwargs)
+        return domain_errors(view)(cast(AuthenticatedHttpRequest, request), *args, **kwargs)
 
     return wrapper
 
@@ -210,7 +234,7 @@ def verify(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @officer_required
-def officer_dashboard(request: HttpRequest) -> HttpResponse:
+def officer_dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     now = timezone.now()
     query = request.GET.get("q", "").strip()[:100]
     results = None
@@ -229,7 +253,7 @@ def officer_dashboard(request: HttpRequest) -> HttpResponse:
     applications = Application.objects.select_related("firm", "prepared_by").order_by(
         "-submitted_at"
     )
-    context = {
+    context: dict[str, Any] = {
         "query": query,
         "results": results,
         "queues": {
@@ -268,7 +292,7 @@ def officer_dashboard(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @officer_required
-def officer_case(request: HttpRequest, pk: int) -> HttpResponse:
+def officer_case(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     application = (
         Application.objects.select_related("firm", "prepared_by", "decided_by")
         .filter(pk=pk)
@@ -298,7 +322,7 @@ def officer_case(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _posted(form_class, request) -> dict:
+def _posted(form_class: type[Form], request: HttpRequest) -> dict[str, Any]:
     """The POSTed form's cleaned data, or 400 ``invalid_form`` naming the first problem."""
     form = form_class(request.POST, request.FILES)
     if not form.is_valid():
@@ -309,7 +333,7 @@ def _posted(form_class, request) -> dict:
 
 @require_POST
 @officer_required
-def officer_check(request, pk):
+def officer_check(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     data = _posted(forms.CheckForm, request)
     services.check_record(application_id=pk, user=request.user, **data)
     messages.success(request, "Check recorded.")
@@ -318,7 +342,7 @@ def officer_check(request, pk):
 
 @require_POST
 @officer_required
-def officer_document(request, pk):
+def officer_document(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     data = _posted(forms.DocumentForm, request)
     services.document_add(
         application_id=pk,
@@ -332,7 +356,7 @@ def officer_document(request, pk):
 
 @require_GET
 @officer_required
-def officer_document_download(request, pk, doc):
+def officer_document_download(request: AuthenticatedHttpRequest, pk: int, doc: int) -> HttpResponse:
 
     document = Document.objects.filter(pk=doc, application_id=pk).first()
     if document is None:
@@ -345,7 +369,7 @@ def officer_document_download(request, pk, doc):
 
 @require_POST
 @officer_required
-def officer_callback(request, pk):
+def officer_callback(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     data = _posted(forms.CallbackStartForm, request)
     code = services.callback_start(application_id=pk, user=request.user, **data)
     request.session[f"callback_code_{pk}"] = code  # shown once, on the next page
@@ -354,7 +378,7 @@ def officer_callback(request, pk):
 
 @require_POST
 @officer_required
-def officer_prepare(request, pk):
+def officer_prepare(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     services.application_prepare(application_id=pk, user=request.user)
     messages.success(request, "Submitted for a second officer's decision.")
     return redirect("portal:officer-case", pk=pk)
@@ -362,7 +386,7 @@ def officer_prepare(request, pk):
 
 @require_POST
 @officer_required
-def officer_decide(request, pk):
+def officer_decide(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     data = _posted(forms.DecisionForm, request)
     services.application_decide(
         application_id=pk,
@@ -376,7 +400,9 @@ def officer_decide(request, pk):
 
 @require_POST
 @officer_required
-def officer_firm_suspend(request, firm_id, action):
+def officer_firm_suspend(
+    request: AuthenticatedHttpRequest, firm_id: int, action: str
+) -> HttpResponse:
     data = _posted(forms.ReasonForm, request)
     if action not in ("suspend", "offboard"):
         raise NotFound("not_found", "No such action.")
@@ -392,7 +418,7 @@ def officer_firm_suspend(request, firm_id, action):
 
 @require_POST
 @officer_required
-def officer_csr_decide(request, pk):
+def officer_csr_decide(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     approve = request.POST.get("decision") == "sign"
     outcome = services.csr_decide(
         user=request.user, request_id=pk, approve=approve, reason=request.POST.get("reason", "")
@@ -409,12 +435,16 @@ def officer_csr_decide(request, pk):
 
 @require_GET
 @firm_user_required
-def firm_dashboard(request):
+def firm_dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     account = services.account_of(request.user)
     now = timezone.now()
     participants = Participant.objects.filter(firm=account.firm).order_by("trader_id")
     if account.role == PortalAccount.Role.TRADER:
-        participants = participants.filter(pk=account.participant_id)
+        participants = (
+            participants.filter(pk=account.participant_id)
+            if account.participant_id is not None
+            else participants.none()  # what filter(pk=None) gave: a trader has its own
+        )
     certificates = (
         Certificate.objects.filter(participant__in=participants, kind=Certificate.Kind.CLIENT)
         .select_related("participant")
@@ -439,7 +469,7 @@ def firm_dashboard(request):
 
 @require_http_methods(["GET", "POST"])
 @firm_user_required
-def participant_new(request):
+def participant_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     account = services.account_of(request.user)
     if account.role != PortalAccount.Role.ADMIN:
         raise PermissionDenied(
@@ -460,7 +490,7 @@ def participant_new(request):
 
 @require_http_methods(["GET", "POST"])
 @firm_user_required
-def participant_detail(request, pk):
+def participant_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     participant = services.participant_for(request.user, pk)
     form = forms.CsrForm(request.POST or None, request.FILES or None)
     status = 200
@@ -498,7 +528,7 @@ def participant_detail(request, pk):
 
 @require_GET
 @firm_user_required
-def certificate_detail(request, pk):
+def certificate_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     certificate = services.certificate_for(request.user, pk)
     return render(
         request,
@@ -518,7 +548,7 @@ def certificate_detail(request, pk):
 
 @require_GET
 @firm_user_required
-def certificate_download(request, pk, kind):
+def certificate_download(request: AuthenticatedHttpRequest, pk: int, kind: str) -> HttpResponse:
     name, data = services.certificate_download(user=request.user, certificate_id=pk, kind=kind)
     response = HttpResponse(data, content_type="application/x-pem-file")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
@@ -527,7 +557,7 @@ def certificate_download(request, pk, kind):
 
 @require_GET
 @firm_user_required
-def certificate_connect(request, pk):
+def certificate_connect(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     certificate = services.certificate_for(request.user, pk)
     return render(
         request,
@@ -538,7 +568,7 @@ def certificate_connect(request, pk):
 
 @require_POST
 @firm_user_required
-def certificate_revoke(request, pk):
+def certificate_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     data = _posted(forms.RevokeForm, request)
     certificate = services.certificate_revoke_by(
         user=request.user, certificate_id=pk, reason=data["reason"]
