@@ -96,6 +96,13 @@ def certificate_revoke(
 
     A ``key_compromise`` revocation also bars the public key from ever being certified again
     (``pki.services.csr_submit`` refuses it with ``csr_key_compromised``).
+
+    The status, its audit record and the announcement to ``pki.propagation`` commit together,
+    in a transaction of its own (durable: calling it inside one raises ``RuntimeError``).
+    Returns the revoked row (``certificate`` is refreshed too). Raises ``Invalid`` for an
+    unknown reason (``revocation_reason_invalid``) or an invalidity date that is naive or in
+    the future (``invalidity_date_invalid``), ``Conflict`` (``certificate_already_revoked``),
+    ``Certificate.DoesNotExist`` for a row that is gone.
     """
     reason = reason_from_name(reason)
     now = timezone.now()
@@ -166,7 +173,12 @@ def _revoke_all(
 def certificates_revoke_for_participant(
     *, participant: Participant, reason: str, actor: Actor
 ) -> list[Certificate]:
-    """Revoke every live certificate of one participant, in one transaction."""
+    """Revoke every live certificate of one participant, in one transaction.
+
+    Live means active and unexpired; the others are left as they are, so running it twice
+    revokes nothing the second time. Each revocation is audited, and the change announced
+    when it commits. Returns the certificates revoked. Raises ``Invalid``
+    (``revocation_reason_invalid``), and ``RuntimeError`` inside another transaction."""
     return _revoke_all(
         Certificate.objects.filter(participant=participant),
         reason=reason,
@@ -176,7 +188,12 @@ def certificates_revoke_for_participant(
 
 
 def certificates_revoke_for_firm(*, firm: Firm, reason: str, actor: Actor) -> list[Certificate]:
-    """Revoke every live certificate of a firm's participants (suspension, offboarding)."""
+    """Revoke every live certificate of a firm's participants (suspension, offboarding).
+
+    As :func:`certificates_revoke_for_participant`, over the whole firm, in one transaction;
+    the audit records name the firm's LEI. Returns the certificates revoked. Raises
+    ``Invalid`` (``revocation_reason_invalid``), and ``RuntimeError`` inside another
+    transaction."""
     return _revoke_all(
         Certificate.objects.filter(participant__firm=firm),
         reason=reason,
@@ -279,7 +296,10 @@ def crl_build(
     *, ca: CertificateAuthority, number: int, this_update: datetime, key: crypto.CaPrivateKey
 ) -> tuple[x509.CertificateRevocationList, int]:
     """Sign a full CRL for ``ca``: every revoked certificate it issued that has not expired
-    (RFC 5280 §3.3 lets expired entries go), with reason codes and invalidity dates."""
+    (RFC 5280 §3.3 lets expired entries go), with reason codes and invalidity dates.
+
+    Returns the CRL and its number of entries; stores and writes nothing. Raises nothing of
+    its own: a database error reading the entries propagates."""
     rows = _revoked_rows(ca, this_update)
     # The entries go to the builder's constructor in one list: add_revoked_certificate()
     # copies the builder each time, which is quadratic (12.9 s for 100k entries, measured).
@@ -330,7 +350,14 @@ def crl_publish(*, actor: Actor) -> list[RevocationList]:
     """Build, sign and store a new CRL for every active CA (the root's is the ARL), then write
     the files nginx reads and run the reload command. On any failure the files keep the last
     good CRLs and the error is raised (the Celery task retries) and remembered for
-    ``/pki/health/``."""
+    ``/pki/health/``.
+
+    The CRLs of all CAs and their audit records commit together, in a transaction of its own
+    (durable), before any file names them; numbers only go forward, one publisher at a time
+    on this host. A success resolves the open CRL, reload and enqueue failures. Raises
+    :class:`CrlPublishFailed` (the reload command failed), ``OSError`` (files),
+    ``ValueError`` or ``ImproperlyConfigured`` (a CA key that does not open), database errors;
+    ``RuntimeError`` inside another transaction."""
     stage = PublishFailure.Stage.CRL
     try:
         with _publish_lock():
@@ -386,6 +413,8 @@ def _publish_lock() -> Iterator[None]:
 
 
 def crl_latest(ca: CertificateAuthority) -> RevocationList | None:
+    """The newest stored CRL of ``ca`` (the highest number), or None before its first.
+    Raises nothing of its own."""
     return RevocationList.objects.filter(ca=ca).order_by("-number").first()
 
 
@@ -398,7 +427,10 @@ def _pem(der: bytes) -> bytes:
 
 def crl_files_write() -> None:
     """Write ``<CA dir>/crl/<slug>.crl`` (DER) for each active CA and ``bundle.pem`` (every CA's
-    newest CRL, PEM, for nginx's ``ssl_crl``), each atomically (temporary file + rename)."""
+    newest CRL, PEM, for nginx's ``ssl_crl``), each atomically (temporary file + rename).
+
+    A CA without a CRL yet is left out. Raises ``OSError`` when a file cannot be written: the
+    file it was replacing stays whole."""
     directory = ca_dir() / "crl"
     bundle = []
     for ca in CertificateAuthority.objects.filter(is_active=True).order_by("pk"):
@@ -413,7 +445,10 @@ def crl_files_write() -> None:
 
 
 def crl_reload() -> None:
-    """Run ``KEYLINE_CRL_RELOAD_COMMAND`` (nginx reads ``ssl_crl`` only at start/reload)."""
+    """Run ``KEYLINE_CRL_RELOAD_COMMAND`` (nginx reads ``ssl_crl`` only at start/reload).
+
+    Does nothing when it is empty. Raises :class:`CrlPublishFailed`, with the command's
+    standard error, when the command cannot start, exits non-zero or runs over 30 seconds."""
     command = pki_settings().crl_reload_command
     if not command:
         return
@@ -439,7 +474,10 @@ class CrlHealth:
 def crl_health(now: datetime | None = None) -> list[CrlHealth]:
     """The age of each active CA's newest published CRL: ``stale`` past
     ``KEYLINE_CRL_MAX_AGE_HOURS`` (it is rebuilt hourly), ``expired`` past nextUpdate, when
-    nginx refuses every client."""
+    nginx refuses every client.
+
+    One entry per active CA, ``missing`` for one without a CRL; reads only (never the CRLs'
+    bytes). Raises nothing of its own."""
     now = now or timezone.now()
     max_age = timedelta(hours=pki_settings().crl_max_age_hours)
     report = []
@@ -477,6 +515,7 @@ def crl_health(now: datetime | None = None) -> list[CrlHealth]:
 
 
 def crl_last_failure() -> dict[str, Any] | None:
-    """The newest unresolved publishing failure, or None."""
+    """The newest unresolved publishing failure (stage, time, first line of the error), or
+    None. Reads only; raises nothing of its own."""
     failures = failures_open()
     return failures[0] if failures else None

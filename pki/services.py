@@ -92,6 +92,9 @@ class CertificateLintFailed(DomainError):
 
 
 def command_actor(command: str) -> Actor:
+    """The audit actor of a management command: the system, labelled with the command and
+    the operating-system user who ran it. Raises only what ``getpass.getuser`` raises for a
+    user without a name."""
     return Actor.system(f"manage.py {command} (os user {getpass.getuser()})")
 
 
@@ -259,7 +262,11 @@ def _ca_row(
 
 def ca_export_files() -> None:
     """Write the active CA certificates (public) to ``<CA dir>/certs/`` for nginx and
-    operators: one file per CA, plus ``client-chain.pem`` and ``server-chain.pem``."""
+    operators: one file per CA, plus ``client-chain.pem`` and ``server-chain.pem``.
+
+    Each file is replaced atomically, so a reader never sees half of one. Raises ``OSError``
+    when the directory cannot be written, ``ImproperlyConfigured`` for invalid PKI settings.
+    """
     certs = ca_dir() / "certs"
     active = {ca.kind: ca for ca in CertificateAuthority.objects.filter(is_active=True)}
     for kind, filename in CERT_FILES.items():
@@ -280,6 +287,14 @@ def ca_init(*, key_type: str = "ec-p256", force: bool = False, actor: Actor) -> 
     Each new CA records its distribution URLs from this process's settings; from then on they
     are the CA's (``ca_urls_plan`` / ``ca_urls_apply`` change them), and the intermediates
     are signed with the root's, exactly as its row records them.
+
+    The keys are written before the rows that name them, and the rows commit together: a
+    failure leaves at most unused key files. Raises ``Invalid`` (``ca_key_type``) for an
+    unknown key type and ``Conflict`` (``ca_exists``), both before anything is made;
+    ``ImproperlyConfigured`` without the CA passphrase (checked before any key is generated);
+    :class:`CertificateLintFailed` when pkilint refuses a CA certificate (nothing written).
+    The OCSP delegate is issued after the CAs commit: if that fails (no OCSP key passphrase,
+    say), its error is raised and the CAs stay, for ``renew_ocsp_responder`` to complete.
     """
     if key_type not in crypto.KEY_TYPES:
         raise Invalid("ca_key_type", f"key type must be one of {', '.join(crypto.KEY_TYPES)}")
@@ -561,7 +576,13 @@ def ca_urls_plan(
     ``pki_url`` is the PKI's public base and gives every URL in the settings' layout
     (``<pki>/crl/<slug>.crl``, ``<pki>/ocsp``, ``<pki>/ca/<slug>.crt``); ``crl_base_url``,
     ``ocsp_url`` and ``ca_issuers_base_url`` override one part each; what is not given stays.
-    Raises ``Invalid`` for a bad URL (nothing changes), ``NotFound`` before ``init_ca``.
+    Returns one change per CA concerned, changed or not.
+
+    Changes nothing, whatever happens. Raises ``Invalid`` for an unknown ``ca``
+    (``ca_unknown``), no URL at all (``ca_urls_missing``), a bad URL, one pkilint refuses or
+    an OCSP URL for a CA that names none (``ca_url_invalid``), or an OCSP path this deployment
+    does not answer at (``ca_ocsp_url_not_served``); ``NotFound`` (``ca_not_initialised``)
+    before ``init_ca``.
     """
     if ca not in CA_CHOICES:
         raise Invalid("ca_unknown", f"unknown CA {ca!r}; use one of {', '.join(CA_CHOICES)}")
@@ -677,7 +698,14 @@ def ocsp_responder_renew(*, actor: Actor, force: bool = False) -> Certificate | 
     """Issue a new delegated OCSP responder certificate when the current one has less than a
     third of its life left (or none exists, or its key does not open with the OCSP key
     passphrase, or ``force``). Returns the new one, or None when nothing was due. Its key is
-    stored like a CA key but under its own passphrase: it signs statuses for the whole CA."""
+    stored like a CA key but under its own passphrase: it signs statuses for the whole CA.
+
+    The key file is written before the row (a failure leaves at most an unused key file); the
+    row and its audit record commit together. Raises ``NotFound`` (``ca_not_initialised``)
+    without an active client CA, ``ImproperlyConfigured`` without the CA or the OCSP key
+    passphrase, ``ValueError`` when the CA key does not open, ``OSError`` for the key and
+    certificate files, :class:`CertificateLintFailed` when pkilint refuses the certificate.
+    """
     conf = pki_settings()
     lifetime = timedelta(days=conf.ocsp_responder_days)
     now = timezone.now()
@@ -759,8 +787,11 @@ def _audit_rejection(
 def csr_submit(*, participant: Participant, data: bytes | str, actor: Actor) -> CertificateRequest:
     """Validate an uploaded CSR for ``participant`` and store it as submitted.
 
-    Raises :class:`pki.csr.CsrRejected` (400) or :class:`pki.csr.CsrKeyRejected` (409); a
-    rejected upload stores nothing but an audit record.
+    Only a well-formed CSR with an allowed key and a valid signature, for a key never
+    certified, never compromised and not already waiting in another request, is stored; the
+    request and its audit record commit together. Raises :class:`pki.csr.CsrRejected` (400)
+    or :class:`pki.csr.CsrKeyRejected` (409); a rejected upload stores nothing but an audit
+    record, which never holds any part of the upload.
     """
     size = len(data)
     try:
@@ -814,7 +845,10 @@ def certificate_issue(
     serial is 159 random bits; validity defaults to ``KEYLINE_CLIENT_CERT_DAYS``. Raises
     ``Conflict`` when the request is not pending or the participant or firm is not active,
     and :class:`pki.csr.CsrKeyRejected` when the key was certified before or compromised; the
-    request is then marked rejected (committed) before the error is raised.
+    request is then marked rejected (committed) before the error is raised. Also raises
+    ``NotFound`` (``csr_not_found`` for a request that is gone, ``ca_not_initialised``),
+    ``ImproperlyConfigured`` or ``ValueError`` when the CA key cannot be opened, and
+    :class:`CertificateLintFailed` (nothing signed or changed).
     """
     (outcome,) = certificates_issue(requests=[request], actor=actor, validity_days=validity_days)
     if outcome.error is not None:
@@ -830,7 +864,16 @@ def certificates_issue(
     """Sign many submitted requests in one transaction: the signing worker's path when it
     drains a queue of approved requests. One outcome per request, in order; a request that
     cannot be signed changes nothing (or is marked rejected, for a key that was certified
-    before or compromised) and does not hold up the others."""
+    before or compromised) and does not hold up the others.
+
+    Per-request refusals are outcomes, not exceptions: ``csr_not_found``, ``csr_not_pending``,
+    ``participant_inactive``, :class:`pki.csr.CsrKeyRejected`. A key is never certified twice:
+    when another transaction certified it meanwhile (constraint
+    ``pki_client_key_certified_once``), the batch is redone one request at a time and the
+    loser's outcome is :class:`pki.csr.CsrKeyRejected`. Raises only what stops a batch (its
+    transaction rolls back): no active client CA (``NotFound``), a CA key that does not open
+    (``ImproperlyConfigured``, ``ValueError``), :class:`CertificateLintFailed`, a database
+    error."""
     try:
         return _certificates_issue(requests=requests, actor=actor, validity_days=validity_days)
     except IntegrityError:
@@ -986,7 +1029,14 @@ def server_certificate_issue(
     *, dns_names: list[str], ip_addresses: list[str], actor: Actor, days: int | None = None
 ) -> ServerCertificate:
     """Issue the nginx terminator's certificate (serverAuth) from the server CA. The key is
-    the venue's own and generated here; the caller writes it out (mode 0600)."""
+    the venue's own and generated here; the caller writes it out (mode 0600).
+
+    The row and its audit record commit together; the key is returned, never stored. Raises
+    ``Invalid`` for a bad DNS name (``server_name_invalid``) or IP address
+    (``server_ip_invalid``) or neither given (``server_name_missing``), ``NotFound``
+    (``ca_not_initialised``) without the server or root CA, ``ImproperlyConfigured`` or
+    ``ValueError`` when the server CA key cannot be opened, :class:`CertificateLintFailed`.
+    """
     names = [_check_dns_name(d) for d in dns_names]
     try:
         addresses = [str(ipaddress.ip_address(a.strip())) for a in ip_addresses]

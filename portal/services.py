@@ -50,6 +50,8 @@ DOCUMENT_TYPES = {
 
 
 def token_hash(token: str) -> str:
+    """The SHA-256 (hex) under which a case or invitation token is kept: the token itself
+    never is. Raises nothing."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -65,7 +67,8 @@ def _mail(subject: str, body: str, to: list[str]) -> None:
 
 
 def portal_url(path: str) -> str:
-    """An absolute link into the portal, at its public address (KEYLINE_PORTAL_URL)."""
+    """An absolute link into the portal, at its public address (KEYLINE_PORTAL_URL).
+    Raises nothing."""
     return settings.KEYLINE_PORTAL_URL.rstrip("/") + path
 
 
@@ -74,7 +77,12 @@ def portal_url(path: str) -> str:
 
 @transaction.atomic(durable=True)
 def application_submit(*, fields: dict[str, Any], actor: Actor) -> tuple[Application, str]:
-    """A firm applies. Returns the application and the case token (shown once and e-mailed)."""
+    """A firm applies. Returns the application and the case token (shown once and e-mailed).
+
+    The firm (``applied``), its application and the audit record commit together, in a
+    transaction of its own (durable); the e-mail goes out after the commit, and only a hash of
+    the token is stored. Raises ``django.core.exceptions.ValidationError`` for what the firm
+    model refuses (an invalid or already registered LEI, a bad country code, ...)."""
     firm = Firm(status=Firm.Status.APPLIED, **fields)
     firm.full_clean()
     firm.save()
@@ -91,6 +99,8 @@ def application_submit(*, fields: dict[str, Any], actor: Actor) -> tuple[Applica
 
 
 def application_by_token(token: str) -> Application:
+    """The application this case token opens, with its firm. Raises ``NotFound``
+    (``application_not_found``) for any other token."""
     application = (
         Application.objects.select_related("firm").filter(token_hash=token_hash(token)).first()
     )
@@ -101,7 +111,12 @@ def application_by_token(token: str) -> Application:
 
 @transaction.atomic(durable=True)
 def callback_confirm(*, token: str, code: str) -> CallbackChallenge:
-    """The contact enters the code the officer read out on the phone."""
+    """The contact enters the code the officer read out on the phone.
+
+    Returns the challenge, confirmed if the code matched (compared in constant time, as hashes);
+    a wrong code is counted and audited, and the challenge stays unconfirmed. Raises
+    ``NotFound`` (``application_not_found``), ``Conflict`` (``callback_not_pending``: no
+    unexpired code waiting; ``callback_locked``: ``CALLBACK_ATTEMPTS`` wrong codes)."""
     application = application_by_token(token)
     challenge = (
         CallbackChallenge.objects.select_for_update()
@@ -164,6 +179,13 @@ def _require_in_review(application: Application) -> None:
 def check_record(
     *, application_id: int, kind: str, outcome: str, evidence: str, user: User | AnonymousUser
 ) -> VerificationCheck:
+    """An officer records one out-of-band check and its evidence; the first work on a case
+    moves the firm to ``under_review``. The check and its audit record commit together.
+
+    Raises ``PermissionDenied`` (``officer_required``), ``NotFound``
+    (``application_not_found``), ``Conflict`` (``application_not_in_review``: submitted or
+    decided; ``callback_not_confirmed``: a call-back check before the contact entered the
+    code), ``Invalid`` (``evidence_required``)."""
     officer, actor = _officer(user)
     application = _locked_application(application_id)
     _require_in_review(application)
@@ -207,7 +229,12 @@ def document_add(
     *, application_id: int, title: str, upload: "UploadedFile[bytes]", user: User | AnonymousUser
 ) -> Document:
     """Keep an uploaded document with the case (PDF, PNG or JPEG; at most 10 MB; the content
-    is checked, not the name)."""
+    is checked, not the name).
+
+    The file is stored under its SHA-256 (mode 0600, outside any public path) before the row
+    and its audit record commit. Raises ``PermissionDenied`` (``officer_required``),
+    ``NotFound`` (``application_not_found``), ``Conflict`` (``application_not_in_review``),
+    ``Invalid`` (``document_too_large``, ``document_type``), ``OSError`` for the file."""
     officer, actor = _officer(user)
     application = _locked_application(application_id)
     _require_in_review(application)
@@ -240,6 +267,8 @@ def document_add(
 
 
 def document_read(document: Document) -> bytes:
+    """The stored bytes of ``document``; who may read it is the caller's check (the officer
+    views). Raises ``OSError`` when its file is missing or unreadable."""
     return (Path(settings.KEYLINE_DOCUMENTS_DIR) / document.sha256).read_bytes()
 
 
@@ -264,7 +293,12 @@ def callback_start(
     *, application_id: int, phone: str, source: str, user: User | AnonymousUser
 ) -> str:
     """Start a call-back; returns the one-time code for the officer to read out. The number
-    must not be the one on the application: the point is a number sourced independently."""
+    must not be the one on the application: the point is a number sourced independently.
+
+    Any code still waiting for this case expires; only the new code's hash is kept, valid for
+    ``CALLBACK_MINUTES``. Raises ``PermissionDenied`` (``officer_required``), ``NotFound``
+    (``application_not_found``), ``Conflict`` (``application_not_in_review``), ``Invalid``
+    (``phone_invalid``, ``phone_not_independent``, ``phone_source_required``)."""
     officer, actor = _officer(user)
     application = _locked_application(application_id)
     _require_in_review(application)
@@ -300,7 +334,12 @@ def callback_start(
 
 @transaction.atomic(durable=True)
 def application_prepare(*, application_id: int, user: User | AnonymousUser) -> Application:
-    """The preparing officer submits the case for a second officer's decision."""
+    """The preparing officer submits the case for a second officer's decision.
+
+    Only once every required check has passed; the case then takes no more checks, documents
+    or call-backs. Raises ``PermissionDenied`` (``officer_required``), ``NotFound``
+    (``application_not_found``), ``Conflict`` (``application_not_in_review``;
+    ``checks_missing``, naming the missing kinds)."""
     officer, actor = _officer(user)
     application = _locked_application(application_id)
     if application.firm.status != Firm.Status.UNDER_REVIEW or application.prepared_at:
@@ -321,7 +360,8 @@ def application_prepare(*, application_id: int, user: User | AnonymousUser) -> A
 
 def took_part(application: Application, user: User) -> bool:
     """Whether the officer prepared the case or contributed to it (a check, a document, a
-    call-back): four eyes means the decision comes from someone who did none of these."""
+    call-back): four eyes means the decision comes from someone who did none of these.
+    Reads only; raises nothing."""
     return (
         application.prepared_by_id == user.pk
         or application.checks.filter(performed_by=user).exists()
@@ -335,7 +375,13 @@ def application_decide(
     *, application_id: int, approve: bool, reason: str, user: User | AnonymousUser
 ) -> Application:
     """Four eyes: a second officer approves or rejects a prepared case, with a reason.
-    Approval activates the firm and invites its administrator (the contact)."""
+    Approval activates the firm and invites its administrator (the contact).
+
+    The decision, the firm's status, the audit record and the invitation commit together; the
+    e-mails go out after the commit. Raises ``PermissionDenied`` (``officer_required``;
+    ``four_eyes`` for an officer who took part), ``NotFound`` (``application_not_found``),
+    ``Conflict`` (``application_not_prepared``: not submitted, or already decided),
+    ``Invalid`` (``reason_required``)."""
     officer, actor = _officer(user)
     application = _locked_application(application_id)
     if application.prepared_at is None or application.decided_at is not None:
@@ -405,7 +451,12 @@ def firm_suspend(*, firm_id: int, offboard: bool, reason: str, user: User | Anon
 
     Two transactions: the status change (after which the API already refuses the firm's
     certificates, the trust decision checks the firm) and then the revocations, which publish
-    CRLs and OCSP. Running it again on a suspended firm revokes whatever is still live."""
+    CRLs and OCSP. Running it again on a suspended firm revokes whatever is still live.
+
+    Raises ``PermissionDenied`` (``officer_required``), ``Invalid`` (``reason_required``),
+    ``NotFound`` (``firm_not_found``), ``Conflict`` (``firm_not_active``: neither approved nor
+    suspended), all before anything changes; an error of the revocations comes after the
+    status change committed (running it again completes them)."""
     _, actor = _officer(user)
     if not reason.strip():
         raise Invalid("reason_required", "Give the reason.")
@@ -437,6 +488,8 @@ def firm_suspend(*, firm_id: int, offboard: bool, reason: str, user: User | Anon
 
 
 def invitation_get(token: str) -> Invitation:
+    """The invitation this token opens: unused, unexpired, for a firm that is still active.
+    Raises ``NotFound`` (``invitation_invalid``) otherwise, without saying which."""
     invitation = (
         Invitation.objects.select_related("firm").filter(token_hash=token_hash(token)).first()
     )
@@ -453,7 +506,12 @@ def invitation_get(token: str) -> Invitation:
 
 @transaction.atomic(durable=True)
 def invitation_accept(*, token: str, username: str, password: str) -> User:
-    """Create the invited account; the link works once."""
+    """Create the invited account; the link works once.
+
+    The user, its portal account (tied to the participant, for a trader), the invitation's
+    use and the audit record commit together; a concurrent second use waits, then is refused.
+    Raises ``NotFound`` (``invitation_invalid``), ``Conflict`` (``username_taken``, compared
+    without case)."""
     invitation = invitation_get(token)
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if invitation.used_at:
@@ -473,6 +531,9 @@ def invitation_accept(*, token: str, username: str, password: str) -> User:
 
 
 def account_of(user: User | AnonymousUser) -> PortalAccount:
+    """The portal account of a signed-in user of an active firm. Raises ``PermissionDenied``
+    (``firm_user_required``) for anyone else: anonymous, a user without a firm (an officer),
+    a user of a suspended or offboarded firm."""
     account: PortalAccount | None = getattr(user, "portal", None) if user.is_authenticated else None
     if account is None or not account.firm.is_active:
         raise PermissionDenied("firm_user_required", "Sign in as a user of an approved firm.")
@@ -481,7 +542,10 @@ def account_of(user: User | AnonymousUser) -> PortalAccount:
 
 def participant_for(user: User | AnonymousUser, participant_id: int) -> Participant:
     """A participant the user may act for: any of its firm's (administrator) or its own
-    (trader). Another firm's participant does not exist for it (404)."""
+    (trader). Another firm's participant does not exist for it (404).
+
+    Raises ``PermissionDenied`` (``firm_user_required``), ``NotFound``
+    (``participant_not_found``)."""
     account = account_of(user)
     participant = (
         Participant.objects.select_related("firm")
@@ -499,7 +563,12 @@ def participant_for(user: User | AnonymousUser, participant_id: int) -> Particip
 def participant_add(
     *, user: User | AnonymousUser, trader_id: str, name: str, email: str, role: str
 ) -> Participant:
-    """A firm administrator adds a trader (as the firm's role allows) and invites it."""
+    """A firm administrator adds a trader (as the firm's role allows) and invites it.
+
+    The participant, its invitation and their audit records commit together; the e-mail goes
+    out after the commit. Raises ``PermissionDenied`` (``firm_user_required``,
+    ``firm_admin_required``), ``django.core.exceptions.ValidationError`` for what the
+    participant model refuses (a malformed or taken trader id, a role the firm may not have)."""
     account = account_of(user)
     if account.role != PortalAccount.Role.ADMIN:
         raise PermissionDenied(
@@ -528,7 +597,13 @@ def csr_upload(
     *, user: User | AnonymousUser, participant_id: int, data: bytes
 ) -> CertificateRequest | Certificate:
     """Submit a CSR for a participant. Signed at once when the firm is approved and
-    ``KEYLINE_AUTO_SIGN`` allows it; otherwise it waits for an officer's decision."""
+    ``KEYLINE_AUTO_SIGN`` allows it; otherwise it waits for an officer's decision.
+
+    Raises ``PermissionDenied`` (``firm_user_required``), ``NotFound``
+    (``participant_not_found``), :class:`pki.csr.CsrRejected` and
+    :class:`pki.csr.CsrKeyRejected` (nothing stored but the audit record). When auto-signing
+    fails, its error (what ``pki.services.certificate_issue`` raises) is raised, and the
+    request stays stored as that left it (pending, for an officer, unless it was rejected)."""
     participant = participant_for(user, participant_id)
     actor = Actor.user(user)
     request = pki_services.csr_submit(participant=participant, data=data, actor=actor)
@@ -546,7 +621,13 @@ def csr_upload(
 def csr_decide(
     *, user: User | AnonymousUser, request_id: int, approve: bool, reason: str = ""
 ) -> CertificateRequest | Certificate:
-    """An officer signs or rejects a pending CSR."""
+    """An officer signs or rejects a pending CSR.
+
+    Signing returns the certificate (``pki.services.certificate_issue``); rejecting, the
+    request, rejected with the reason and audited. Raises ``PermissionDenied``
+    (``officer_required``), ``NotFound`` (``csr_not_found``), ``Conflict``
+    (``csr_not_pending``, also when decided meanwhile), ``Invalid`` (``reason_required``, to
+    reject), and what ``certificate_issue`` raises."""
     _, actor = _officer(user)
     request = (
         CertificateRequest.objects.select_related("participant__firm").filter(pk=request_id).first()
@@ -578,7 +659,11 @@ def csr_decide(
 
 def certificate_for(user: User | AnonymousUser, certificate_id: int) -> Certificate:
     """A client certificate the user may see: officers any; firm users their firm's (a
-    trader its own). Otherwise 404."""
+    trader its own). Otherwise 404.
+
+    Raises ``NotFound`` (``certificate_not_found``), and ``PermissionDenied``
+    (``firm_user_required``) for an existing certificate asked for by someone who is neither
+    an officer nor a user of an active firm."""
     certificate = (
         Certificate.objects.select_related("participant__firm", "issuer")
         .filter(pk=certificate_id, kind=Certificate.Kind.CLIENT)
@@ -605,7 +690,11 @@ def certificate_for(user: User | AnonymousUser, certificate_id: int) -> Certific
 def certificate_download(
     *, user: User | AnonymousUser, certificate_id: int, kind: str
 ) -> tuple[str, bytes]:
-    """(filename, PEM bytes) of the certificate, its chain, or the CA bundle; audited."""
+    """(filename, PEM bytes) of the certificate, its chain, or the CA bundle; audited.
+
+    ``kind`` is ``cert``, ``chain`` (with its issuing CA and the root) or ``ca`` (the root and
+    the server CA, for verifying the API). Raises what :func:`certificate_for` raises, and
+    ``NotFound`` (``download_not_found`` for another kind; ``ca_not_initialised``)."""
     certificate = certificate_for(user, certificate_id)
     if certificate.participant is None:  # never: certificate_for returns client certificates
         raise NotFound("certificate_not_found", "No such certificate.")
@@ -633,7 +722,12 @@ def certificate_download(
 def certificate_revoke_by(
     *, user: User | AnonymousUser, certificate_id: int, reason: str
 ) -> Certificate:
-    """Officers revoke any certificate, firm administrators their firm's."""
+    """Officers revoke any certificate, firm administrators their firm's.
+
+    Returns the revoked certificate (``pki.revocation.certificate_revoke``: audited, the CRLs
+    and OCSP answers follow). Raises what :func:`certificate_for` raises,
+    ``PermissionDenied`` (``firm_admin_required``), ``Invalid`` (``reason_invalid``: a reason
+    the form does not offer), ``Conflict`` (``certificate_already_revoked``)."""
     certificate = certificate_for(user, certificate_id)
     if not user.is_staff and account_of(user).role != PortalAccount.Role.ADMIN:
         raise PermissionDenied("firm_admin_required", "Only the firm's administrators revoke.")
