@@ -5,6 +5,7 @@ The tables keep the names they had when these models lived in the portal app
 (``portal_firm`` …): the move was a change of ownership, not of data."""
 
 import re
+from typing import Self
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -14,6 +15,20 @@ from django.utils.translation import gettext_lazy as _
 from kernel.lei import validate_lei
 
 TRADER_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
+
+
+class FirmQuerySet(models.QuerySet["Firm"]):
+    """Firms by what they may do, chainable: ``Firm.objects.approved()``,
+    ``Firm.objects.liquidity_providers()``; the filters :attr:`Firm.is_active` and
+    :attr:`Firm.provides_liquidity` state for one firm."""
+
+    def approved(self) -> Self:
+        """Firms the venue lets act now (:attr:`Firm.is_active`)."""
+        return self.filter(status=Firm.Status.APPROVED)
+
+    def liquidity_providers(self) -> Self:
+        """Approved firms whose role lets them quote (:attr:`Firm.provides_liquidity`)."""
+        return self.approved().filter(role__in=Firm.LIQUIDITY_ROLES)
 
 
 class Firm(models.Model):
@@ -44,6 +59,11 @@ class Firm(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # The roles that quote: a liquidity provider, or a firm that is both.
+    LIQUIDITY_ROLES = (Role.LIQUIDITY_PROVIDER, Role.BOTH)
+
+    objects = models.Manager.from_queryset(FirmQuerySet)()
+
     class Meta:
         db_table = "portal_firm"
         ordering = ["legal_name"]
@@ -57,7 +77,7 @@ class Firm(models.Model):
 
     @property
     def provides_liquidity(self) -> bool:
-        return self.role in (self.Role.LIQUIDITY_PROVIDER, self.Role.BOTH)
+        return self.role in self.LIQUIDITY_ROLES
 
     @property
     def requests_quotes(self) -> bool:

@@ -1,17 +1,90 @@
 """RFQ domain: instruments, RFQs with their legs, quotes, trades and the event feed.
 
-State lives in ``TextChoices`` fields; every transition is a service in ``rfq/services.py``,
-taken under the RFQ's row lock (a quote is only ever written while its RFQ is locked), so
-the database constraints below are a second line, not the mechanism.
+State lives in ``TextChoices`` fields. The rules about it live here, once: which rows are
+open, active or due (the querysets), how a closed RFQ or quote reads (:meth:`Closable.close`,
+:meth:`QuoteQuerySet.close`) and that an open RFQ or active quote past its time reads as
+expired (:meth:`Lapsing.effective_state`). The services in ``rfq/services.py`` decide when a
+transition happens, always under the RFQ's row lock (a quote is only ever written while its
+RFQ is locked), so the database constraints below are a second line, not the mechanism.
 """
 
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar, Self, TypeVar, cast
+
 from django.db import models
-from django.db.models import Q
+from django.db.models import ForeignObjectRel, Q
 from django.utils.translation import gettext_lazy as _
 
 from rfq.ids import uuid7
 
 PRICE = {"max_digits": 24, "decimal_places": 8}
+M = TypeVar("M", bound=models.Model)
+
+
+def dec(value: Decimal | None) -> str | None:
+    """The one text of a decimal: normalised, never in exponent form (``1E+5`` is
+    ``100000``), ``None`` stays ``None``. Request hashes, error messages and the API use it."""
+    if value is None:
+        return None
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+class Lapsing:
+    """Something that lives until it is closed or its ``expires_at`` passes: an RFQ (live
+    while ``open``), a quote (live while ``active``), or the list's plain row of an RFQ."""
+
+    __slots__ = ()
+
+    LIVE: ClassVar[str]
+    EXPIRED: ClassVar[str] = "expired"
+    state: str
+    state_reason: str
+    expires_at: datetime
+
+    def effective_state(self, now: datetime) -> tuple[str, str]:
+        """``(state, state_reason)`` as callers see them: live past its time is
+        ``("expired", "expired")``, whether or not the sweep has written it yet."""
+        if self.state == self.LIVE and self.expires_at <= now:
+            return self.EXPIRED, "expired"
+        return self.state, self.state_reason
+
+
+def closing(state: str, reason: str, at: datetime) -> dict[str, Any]:
+    """The fields a closing transition writes, together: the new state, why, and when."""
+    return {"state": state, "state_reason": reason, "closed_at": at}
+
+
+class Closable(Lapsing):
+    """An RFQ or a quote: closes once, from its live state, into one of the others."""
+
+    __slots__ = ()
+
+    def close(self, state: str, reason: str, at: datetime) -> list[str]:
+        """Close it in memory; returns the ``update_fields`` to save. Raises ``ValueError``
+        if it is not live any more (a service checks that first, under the RFQ's lock)."""
+        if self.state != self.LIVE:
+            raise ValueError(f"{self} is {self.state}, not {self.LIVE}: it cannot close again.")
+        fields = closing(state, reason, at)
+        for name, value in fields.items():
+            setattr(self, name, value)
+        return list(fields)
+
+
+def preloaded(instance: M, **related: Any) -> M:
+    """Record related objects of an instance built in memory as loaded, as
+    ``select_related`` / ``prefetch_related`` would have: a reverse one-to-one (``None`` for
+    "there is none") or a list for a reverse foreign key. Rendering then reads them without a
+    query; nothing is read back after a write."""
+    for name, value in related.items():
+        field = instance._meta.get_field(name)
+        if field.one_to_many or field.many_to_many:
+            cache = instance.__dict__.setdefault("_prefetched_objects_cache", {})
+            cache[name] = list(value)
+        else:
+            cast(ForeignObjectRel, field).set_cached_value(instance, value)
+    return instance
 
 
 class Side(models.TextChoices):
@@ -20,7 +93,16 @@ class Side(models.TextChoices):
 
 
 def opposite(side: str) -> str:
+    """The other side."""
     return Side.SELL if side == Side.BUY else Side.BUY
+
+
+class InstrumentQuerySet(models.QuerySet["Instrument"]):
+    """Instruments by whether they can be traded."""
+
+    def tradable(self, now: datetime) -> Self:
+        """Active instruments that have not expired at ``now``."""
+        return self.filter(Q(expiry__isnull=True) | Q(expiry__gt=now), is_active=True)
 
 
 class Instrument(models.Model):
@@ -49,6 +131,8 @@ class Instrument(models.Model):
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = models.Manager.from_queryset(InstrumentQuerySet)()
 
     class Meta:
         ordering = ["symbol"]
@@ -80,12 +164,48 @@ class Instrument(models.Model):
         return self.symbol
 
 
-class Rfq(models.Model):
+class RfqQuerySet(models.QuerySet["Rfq"]):
+    """RFQs by state, chainable (``Rfq.objects.filter(firm=f).open(now)``). ``unclosed``
+    is what is stored; ``open`` and ``due`` split it at ``now`` the way
+    :meth:`Lapsing.effective_state` does for one RFQ."""
+
+    def unclosed(self) -> Self:
+        """Stored as open: neither filled nor cancelled, and not yet expired by the sweep."""
+        return self.filter(state=Rfq.State.OPEN)
+
+    def open(self, now: datetime) -> Self:
+        """Open at ``now``: unclosed and not past its time."""
+        return self.unclosed().filter(expires_at__gt=now)
+
+    def due(self, now: datetime) -> Self:
+        """Past its time at ``now`` but not yet closed: what the expiry sweep closes."""
+        return self.unclosed().filter(expires_at__lte=now)
+
+    def with_effective_state(self, state: str | None, now: datetime) -> Self:
+        """The RFQs whose :meth:`~Lapsing.effective_state` at ``now`` is ``state`` (all of
+        them for ``None``): ``expired`` includes the due ones, ``open`` excludes them."""
+        if state == Rfq.State.OPEN:
+            return self.open(now)
+        if state == Rfq.State.EXPIRED:
+            return self.filter(
+                Q(state=Rfq.State.EXPIRED) | Q(state=Rfq.State.OPEN, expires_at__lte=now)
+            )
+        return self.filter(state=state) if state else self.all()
+
+    def for_update(self, *, skip_locked: bool = False) -> Self:
+        """Lock the rows in id order, the one order every transaction takes RFQ locks in (so
+        two never deadlock); only the RFQ rows, not what ``select_related`` joins."""
+        return self.select_for_update(skip_locked=skip_locked, of=("self",)).order_by("pk")
+
+
+class Rfq(Closable, models.Model):
     class State(models.TextChoices):
         OPEN = "open", _("Open")
         FILLED = "filled", _("Filled")
         CANCELLED = "cancelled", _("Cancelled")
         EXPIRED = "expired", _("Expired")
+
+    LIVE = State.OPEN
 
     # Time-ordered UUIDs: unguessable, no venue-wide counter to leak, and ordering by id is
     # ordering by creation (the list cursor relies on it).
@@ -106,6 +226,8 @@ class Rfq(models.Model):
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = models.Manager.from_queryset(RfqQuerySet)()
 
     class Meta:
         ordering = ["-id"]
@@ -167,7 +289,35 @@ class RfqLeg(models.Model):
         return f"{self.rfq_id} leg {self.leg_no}"
 
 
-class Quote(models.Model):
+class QuoteQuerySet(models.QuerySet["Quote"]):
+    """Quotes by state, chainable, as :class:`RfqQuerySet`; bulk transitions are
+    :meth:`close` (a single quote closes with :meth:`Closable.close`)."""
+
+    def unclosed(self) -> Self:
+        """Stored as active: not accepted, replaced, cancelled, traded away or swept."""
+        return self.filter(state=Quote.State.ACTIVE)
+
+    def active(self, now: datetime) -> Self:
+        """Active at ``now``: unclosed and not past its time."""
+        return self.unclosed().filter(expires_at__gt=now)
+
+    def due(self, now: datetime) -> Self:
+        """Past its time at ``now`` but not yet closed: what the expiry sweep closes."""
+        return self.unclosed().filter(expires_at__lte=now)
+
+    def close(self, state: str, reason: str, at: datetime) -> list["Quote"]:
+        """Lock this queryset's unclosed quotes, close them in one UPDATE, and return them
+        (in this queryset's order, with what it selects and prefetches) as now closed.
+        Call it under the lock of their RFQs."""
+        quotes: list[Quote] = list(self.unclosed().select_for_update(of=("self",)))
+        if quotes:
+            Quote.objects.filter(pk__in=[q.pk for q in quotes]).update(**closing(state, reason, at))
+            for quote in quotes:
+                quote.close(state, reason, at)
+        return quotes
+
+
+class Quote(Closable, models.Model):
     class State(models.TextChoices):
         ACTIVE = "active", _("Active")
         ACCEPTED = "accepted", _("Accepted")
@@ -175,6 +325,8 @@ class Quote(models.Model):
         CANCELLED = "cancelled", _("Cancelled")
         EXPIRED = "expired", _("Expired")
         TRADED_AWAY = "traded_away", _("Traded away")
+
+    LIVE = State.ACTIVE
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     rfq = models.ForeignKey(Rfq, on_delete=models.PROTECT, related_name="quotes")
@@ -195,6 +347,8 @@ class Quote(models.Model):
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = models.Manager.from_queryset(QuoteQuerySet)()
 
     class Meta:
         ordering = ["-id"]

@@ -1,46 +1,44 @@
 """How an RFQ, a quote or a trade looks to one viewer: the API's responses and the event feed
-use these same functions, so a field hidden from a viewer is hidden everywhere.
+use these same functions, so a field hidden from a viewer is hidden everywhere. They only
+format; states are the models' (``effective_state``).
 
 Rules: client ids go only to their owner; an anonymous RFQ hides the requester's firm from
 makers; a trade's sides are the viewer's own. Decimals are strings, times UTC ISO 8601.
 """
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from typing import Any, Protocol
 
-from rfq.models import Quote, Rfq, Trade, opposite
+from rfq.models import Quote, Rfq, Trade, dec, opposite
 from rfq.selectors import RfqRow, Viewer
 
 
-def dec(value: Decimal | None) -> str | None:
-    if value is None:
-        return None
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "") else text
-
-
 def ts(value: datetime | None) -> str | None:
+    """A time as the API writes it: UTC, ISO 8601, milliseconds, ``Z``."""
     if value is None:
         return None
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _firm(firm) -> dict:
+class _Firm(Protocol):
+    """What rendering reads of a firm: a model, or a list row's reference."""
+
+    @property
+    def lei(self) -> str: ...
+
+    @property
+    def legal_name(self) -> str: ...
+
+
+def _firm(firm: _Firm) -> dict[str, str]:
     return {"lei": firm.lei, "legal_name": firm.legal_name}
 
 
-def effective_state(obj: "Rfq | Quote | RfqRow", now: datetime) -> tuple[str, str]:
-    """An open RFQ or active quote past its time is expired, whether or not the sweep has
-    written it yet."""
-    live = obj.State.OPEN if obj.State is Rfq.State else obj.State.ACTIVE
-    if obj.state == live and obj.expires_at <= now:
-        return obj.State.EXPIRED, "expired"
-    return obj.state, obj.state_reason
-
-
-def rfq_render(rfq: "Rfq | RfqRow", viewer: Viewer, now: datetime) -> dict:
+def rfq_render(rfq: Rfq | RfqRow, viewer: Viewer, now: datetime) -> dict[str, Any]:
+    """An RFQ (a model read with :func:`~rfq.selectors.rfq_with_details`, or a list row) as
+    ``viewer`` sees it at ``now``."""
     owner = viewer.is_requester and rfq.firm_id == viewer.firm_id
-    state, reason = effective_state(rfq, now)
+    state, reason = rfq.effective_state(now)
     legs = list(rfq.legs.all())
     data = {
         "id": str(rfq.id),
@@ -70,9 +68,11 @@ def rfq_render(rfq: "Rfq | RfqRow", viewer: Viewer, now: datetime) -> dict:
     return data
 
 
-def quote_render(quote: Quote, viewer: Viewer, now: datetime) -> dict:
+def quote_render(quote: Quote, viewer: Viewer, now: datetime) -> dict[str, Any]:
+    """A quote (read with :func:`~rfq.selectors.quote_with_details`) as ``viewer`` sees it
+    at ``now``."""
     owner = not viewer.is_requester and quote.firm_id == viewer.firm_id
-    state, reason = effective_state(quote, now)
+    state, reason = quote.effective_state(now)
     replaced_by = getattr(quote, "replaced_by", None)
     data = {
         "id": str(quote.id),
@@ -100,7 +100,9 @@ def quote_render(quote: Quote, viewer: Viewer, now: datetime) -> dict:
     return data
 
 
-def trade_render(trade: Trade, viewer: Viewer) -> dict:
+def trade_render(trade: Trade, viewer: Viewer) -> dict[str, Any]:
+    """A trade (read with :func:`~rfq.selectors.trade_with_details`) from ``viewer``'s
+    side."""
     as_requester = viewer.is_requester
     data = {
         "id": str(trade.id),

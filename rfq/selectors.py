@@ -21,6 +21,7 @@ from rfq.models import (
     Audience,
     Event,
     Instrument,
+    Lapsing,
     Quote,
     QuoteLeg,
     Rfq,
@@ -76,32 +77,28 @@ def rfq_with_details(queryset: QuerySet[Rfq], *, counterparties: bool = True) ->
     return queryset
 
 
-def rfq_state_filter(state: str | None, now: datetime) -> Q:
-    """The list's ``state=`` as callers see states: an open RFQ past its time is expired."""
-    if state == Rfq.State.OPEN:
-        return Q(state=state, expires_at__gt=now)
-    if state == Rfq.State.EXPIRED:
-        return Q(state=Rfq.State.EXPIRED) | Q(state=Rfq.State.OPEN, expires_at__lte=now)
-    return Q(state=state) if state else Q()
-
-
-def rfq_page_ids(viewer: Viewer, *, where: Q, before: UUID | None, limit: int) -> list[UUID]:
-    """Ids of the newest ``limit`` RFQs the viewer may see (below ``before``), newest first.
+def rfq_page_ids(
+    viewer: Viewer, *, state: str | None, now: datetime, before: UUID | None, limit: int
+) -> list[UUID]:
+    """Ids of the newest ``limit`` RFQs the viewer may see (below ``before``) whose state as
+    the caller sees it (:meth:`~rfq.models.RfqQuerySet.with_effective_state`) is ``state``,
+    newest first.
 
     For a maker, "sent to all, not by my firm" and "naming my firm" are two index-ordered
     queries (``rfq_to_all_id_idx``; ``rfq_counterparty_unique`` on (firm, rfq)), merged here:
     one query with ``to_all OR EXISTS(...)`` makes PostgreSQL read every counterparty row
     naming the firm on each page (60 ms at 1M RFQs, bench/bench_rfq.py)."""
+    rfqs = Rfq.objects.with_effective_state(state, now)
     if before is not None:
-        where &= Q(pk__lt=before)
+        rfqs = rfqs.filter(pk__lt=before)
     if viewer.is_requester:
-        queries = [Rfq.objects.filter(where, firm_id=viewer.firm_id).order_by("-pk")]
+        queries = [rfqs.filter(firm_id=viewer.firm_id).order_by("-pk")]
     elif connection.vendor != "postgresql":
-        queries = [Rfq.objects.filter(where, _addressed_to(viewer.firm_id)).order_by("-pk")]
+        queries = [rfqs.filter(_addressed_to(viewer.firm_id)).order_by("-pk")]
     else:
         queries = [
-            Rfq.objects.filter(where, to_all=True).exclude(firm_id=viewer.firm_id).order_by("-pk"),
-            Rfq.objects.filter(where, counterparty_links__firm_id=viewer.firm_id).order_by(
+            rfqs.filter(to_all=True).exclude(firm_id=viewer.firm_id).order_by("-pk"),
+            rfqs.filter(counterparty_links__firm_id=viewer.firm_id).order_by(
                 "-counterparty_links__rfq_id"
             ),
         ]
@@ -142,10 +139,11 @@ class _LinkRow:
 
 
 @dataclass(slots=True)
-class RfqRow:
+class RfqRow(Lapsing):
     """An RFQ as the list renders it, read as plain rows (no model instances)."""
 
     State = Rfq.State
+    LIVE = Rfq.LIVE
     id: UUID
     firm_id: int
     state: str
@@ -254,10 +252,8 @@ def event_feed(viewer: Viewer, *, since: int) -> QuerySet[Event]:
 
 
 def instrument_list(now: datetime) -> QuerySet[Instrument]:
-    """Tradable instruments: active and not expired."""
-    return Instrument.objects.filter(
-        Q(expiry__isnull=True) | Q(expiry__gt=now), is_active=True
-    ).order_by("symbol")
+    """Tradable instruments (active and not expired), by symbol."""
+    return Instrument.objects.tradable(now).order_by("symbol")
 
 
 def is_uuid(value: UUID | str) -> bool:

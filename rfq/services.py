@@ -2,7 +2,8 @@
 
 Every state change runs in one durable transaction under the RFQ's row lock (a quote is only
 written while its RFQ is locked; several RFQs are locked in id order), checks its invariant
-here and nowhere else, writes its audit record with the caller's certificate serial, then
+here and nowhere else, applies the models' transitions (``Rfq.close``, ``Quote.close``,
+``Quote.objects…close``), writes its audit record with the caller's certificate serial, then
 appends the events each desk should see (:mod:`rfq.events`). Errors carry FIX-inspired codes
 (FIX 658 QuoteRequestRejectReason, 300 QuoteRejectReason) and change nothing.
 """
@@ -35,9 +36,11 @@ from rfq.models import (
     Side,
     Trade,
     TradeLeg,
+    dec,
     opposite,
+    preloaded,
 )
-from rfq.render import dec, effective_state, quote_render, rfq_render, trade_render
+from rfq.render import quote_render, rfq_render, trade_render
 from rfq.selectors import (
     Viewer,
     instrument_list,
@@ -160,13 +163,7 @@ def _resolve_counterparties(caller: Caller, leis: list[str]) -> list[Firm]:
     leis = sorted(set(leis))
     if caller.participant.firm.lei in leis:
         raise Invalid("SELF_TRADE", "An RFQ cannot be sent to the requester's own firm.")
-    firms = list(
-        Firm.objects.filter(
-            lei__in=leis,
-            status=Firm.Status.APPROVED,
-            role__in=[Firm.Role.LIQUIDITY_PROVIDER, Firm.Role.BOTH],
-        ).order_by("lei")
-    )
+    firms = list(Firm.objects.liquidity_providers().filter(lei__in=leis).order_by("lei"))
     missing = sorted(set(leis) - {f.lei for f in firms})
     if missing:
         raise Invalid(
@@ -184,12 +181,7 @@ def _maker_firm_ids(rfq: Rfq, named: list[int] | None = None) -> list[int]:
     if not rfq.to_all:
         return named
     return list(
-        Firm.objects.filter(
-            status=Firm.Status.APPROVED,
-            role__in=[Firm.Role.LIQUIDITY_PROVIDER, Firm.Role.BOTH],
-        )
-        .exclude(pk=rfq.firm_id)
-        .values_list("pk", flat=True)
+        Firm.objects.liquidity_providers().exclude(pk=rfq.firm_id).values_list("pk", flat=True)
     )
 
 
@@ -318,7 +310,7 @@ def rfq_create(
     links = RfqCounterparty.objects.bulk_create([RfqCounterparty(rfq=rfq, firm=f) for f in named])
     # The RFQ as rfq_with_details would load it, from what is in memory (no read-back).
     rfq.firm, rfq.requester = firm, caller.participant
-    rfq._prefetched_objects_cache = {"legs": leg_rows, "counterparty_links": links}
+    preloaded(rfq, legs=leg_rows, counterparty_links=links)
     drafts = _rfq_drafts(
         rfq, "rfq.created", now, _maker_firm_ids(rfq, [f.pk for f in named]), detailed=True
     )
@@ -348,11 +340,7 @@ def _replayed(existing: Rfq | Quote, request_hash: str, field: str):
 
 
 def _close_quotes(rfq: Rfq, state: str, reason: str, now: datetime) -> list[Quote]:
-    quotes = list(Quote.objects.select_for_update().filter(rfq=rfq, state=Quote.State.ACTIVE))
-    Quote.objects.filter(pk__in=[q.pk for q in quotes]).update(
-        state=state, state_reason=reason, closed_at=now
-    )
-    return quotes
+    return Quote.objects.filter(rfq=rfq).close(state, reason, now)
 
 
 @transaction.atomic(durable=True)
@@ -362,8 +350,7 @@ def rfq_cancel(*, caller: Caller, rfq_id: UUID | str) -> Rfq:
     now = timezone.now()
     rfq = rfq_get(caller.viewer, rfq_id, for_update=True)
     _require_open(rfq, now)
-    rfq.state, rfq.state_reason, rfq.closed_at = Rfq.State.CANCELLED, "cancelled_by_requester", now
-    rfq.save(update_fields=["state", "state_reason", "closed_at"])
+    rfq.save(update_fields=rfq.close(Rfq.State.CANCELLED, "cancelled_by_requester", now))
     closed = _close_quotes(rfq, Quote.State.CANCELLED, "rfq_cancelled", now)
     drafts = _rfq_drafts(rfq, "rfq.cancelled", now, _maker_firm_ids(rfq)) + _quote_drafts(
         closed, "quote.cancelled", now, requester=False
@@ -374,7 +361,7 @@ def rfq_cancel(*, caller: Caller, rfq_id: UUID | str) -> Rfq:
 
 
 def _require_open(rfq: Rfq, now: datetime) -> None:
-    state, _ = effective_state(rfq, now)
+    state, _ = rfq.effective_state(now)
     if state == Rfq.State.EXPIRED:
         raise Conflict("RFQ_EXPIRED", "The RFQ has expired.", {"state": state})
     if state != Rfq.State.OPEN:
@@ -567,7 +554,7 @@ def _locked_own_quote(caller: Caller, quote_id: UUID | str, now: datetime) -> tu
 
 
 def _require_active(quote: Quote, now: datetime) -> None:
-    state, _ = effective_state(quote, now)
+    state, _ = quote.effective_state(now)
     if state == Quote.State.EXPIRED:
         raise Conflict("QUOTE_EXPIRED", "The quote has expired.", {"state": state})
     if state != Quote.State.ACTIVE:
@@ -593,9 +580,7 @@ def quote_replace(*, caller: Caller, quote_id: UUID | str, data: QuoteIn) -> tup
             ), False
     rfq, old = _locked_own_quote(caller, quote_id, now)
     new, _ = _quote_insert(caller=caller, rfq=rfq, data=data, now=now, replaces=old)
-    Quote.objects.filter(pk=old.pk).update(
-        state=Quote.State.REPLACED, state_reason="replaced", closed_at=now
-    )
+    old.save(update_fields=old.close(Quote.State.REPLACED, "replaced", now))
     drafts = _quote_drafts([old], "quote.replaced", now) + _quote_drafts(
         [new], "quote.created", now
     )
@@ -609,13 +594,10 @@ def quote_cancel(*, caller: Caller, quote_id: UUID | str) -> Quote:
     _require(caller, Audience.MAKER)
     now = timezone.now()
     _, quote = _locked_own_quote(caller, quote_id, now)
-    Quote.objects.filter(pk=quote.pk).update(
-        state=Quote.State.CANCELLED, state_reason="cancelled_by_maker", closed_at=now
-    )
+    quote.save(update_fields=quote.close(Quote.State.CANCELLED, "cancelled_by_maker", now))
     drafts = _quote_drafts([quote], "quote.cancelled", now)
     audit_record(event="quote.cancelled", actor=caller.actor, target=quote, rfq_id=quote.rfq_id)
     events_append(drafts)
-    quote.refresh_from_db()
     return quote
 
 
@@ -625,19 +607,14 @@ def quote_cancel_all(*, caller: Caller, rfq_id: UUID | str | None = None) -> lis
     locked in id order, so this never deadlocks with an accept."""
     _require(caller, Audience.MAKER)
     now = timezone.now()
-    active = Quote.objects.filter(
-        firm_id=caller.viewer.firm_id, state=Quote.State.ACTIVE, expires_at__gt=now
-    )
+    active = Quote.objects.filter(firm_id=caller.viewer.firm_id).active(now)
     if rfq_id is not None:
         active = active.filter(rfq_id=rfq_get(caller.viewer, rfq_id).pk)
     rfq_ids = sorted(set(active.values_list("rfq_id", flat=True)))
-    list(Rfq.objects.select_for_update().filter(pk__in=rfq_ids).order_by("pk").values_list("pk"))
-    quotes = list(active.filter(rfq_id__in=rfq_ids))
+    list(Rfq.objects.filter(pk__in=rfq_ids).for_update().values_list("pk"))
+    quotes = active.filter(rfq_id__in=rfq_ids).close(Quote.State.CANCELLED, "cancel_all", now)
     if not quotes:
         return []
-    Quote.objects.filter(pk__in=[q.pk for q in quotes]).update(
-        state=Quote.State.CANCELLED, state_reason="cancel_all", closed_at=now
-    )
     drafts = _quote_drafts(quotes, "quote.cancelled", now)
     audit_record_many(
         [
@@ -737,12 +714,9 @@ def rfq_accept(
         )
         for leg in rfq_legs
     )
-    Quote.objects.filter(pk=quote.pk).update(
-        state=Quote.State.ACCEPTED, state_reason="accepted", closed_at=now
-    )
+    quote.save(update_fields=quote.close(Quote.State.ACCEPTED, "accepted", now))
     losers = _close_quotes(rfq, Quote.State.TRADED_AWAY, "traded_away", now)
-    rfq.state, rfq.state_reason, rfq.closed_at = Rfq.State.FILLED, "accepted", now
-    rfq.save(update_fields=["state", "state_reason", "closed_at"])
+    rfq.save(update_fields=rfq.close(Rfq.State.FILLED, "accepted", now))
     trade = trade_with_details(Trade.objects.filter(pk=trade.pk)).get()
     drafts = [
         Draft(
@@ -793,28 +767,22 @@ def rfq_expire_due(*, now: datetime | None = None, batch: int = 500) -> tuple[in
     rfqs_closed = quotes_closed = 0
     while True:
         with transaction.atomic(durable=True):
-            rfqs = list(
-                Rfq.objects.select_for_update(skip_locked=True)
-                .filter(state=Rfq.State.OPEN, expires_at__lte=now)
-                .order_by("pk")[:batch]
-            )
+            rfqs = list(Rfq.objects.due(now).for_update(skip_locked=True)[:batch])
             stale = list(
-                Quote.objects.filter(state=Quote.State.ACTIVE, expires_at__lte=now)
+                Quote.objects.due(now)
                 .exclude(rfq_id__in=[r.pk for r in rfqs])
                 .values_list("rfq_id", flat=True)[:batch]
             )
             locked = set(
-                Rfq.objects.select_for_update(skip_locked=True)
-                .filter(pk__in=set(stale))
-                .order_by("pk")
+                Rfq.objects.filter(pk__in=set(stale))
+                .for_update(skip_locked=True)
                 .values_list("pk", flat=True)
             )
             if not rfqs and not locked:
                 return rfqs_closed, quotes_closed
             entries, drafts = [], []
             for rfq in rfqs:
-                rfq.state, rfq.state_reason, rfq.closed_at = Rfq.State.EXPIRED, "expired", now
-                rfq.save(update_fields=["state", "state_reason", "closed_at"])
+                rfq.save(update_fields=rfq.close(Rfq.State.EXPIRED, "expired", now))
                 closed = _close_quotes(rfq, Quote.State.EXPIRED, "rfq_expired", now)
                 quotes_closed += len(closed)
                 entries.append(
@@ -822,13 +790,10 @@ def rfq_expire_due(*, now: datetime | None = None, batch: int = 500) -> tuple[in
                 )
                 drafts += _rfq_drafts(rfq, "rfq.expired", now, _maker_firm_ids(rfq))
                 drafts += _quote_drafts(closed, "quote.expired", now, requester=False)
-            quotes = list(
-                Quote.objects.select_for_update().filter(
-                    rfq_id__in=locked, state=Quote.State.ACTIVE, expires_at__lte=now
-                )
-            )
-            Quote.objects.filter(pk__in=[q.pk for q in quotes]).update(
-                state=Quote.State.EXPIRED, state_reason="expired", closed_at=now
+            quotes = (
+                Quote.objects.filter(rfq_id__in=locked)
+                .due(now)
+                .close(Quote.State.EXPIRED, "expired", now)
             )
             quotes_closed += len(quotes)
             entries += [
@@ -848,35 +813,21 @@ def firm_trading_stop(*, firm_id: int, reason: str) -> tuple[int, int]:
     actor = Actor.system(f"firm {reason}")
     with transaction.atomic(durable=True):
         rfq_ids = sorted(
-            set(
-                Rfq.objects.filter(firm_id=firm_id, state=Rfq.State.OPEN).values_list(
-                    "pk", flat=True
-                )
-            )
-            | set(
-                Quote.objects.filter(firm_id=firm_id, state=Quote.State.ACTIVE).values_list(
-                    "rfq_id", flat=True
-                )
-            )
+            set(Rfq.objects.filter(firm_id=firm_id).unclosed().values_list("pk", flat=True))
+            | set(Quote.objects.filter(firm_id=firm_id).unclosed().values_list("rfq_id", flat=True))
         )
-        locked = list(Rfq.objects.select_for_update().filter(pk__in=rfq_ids).order_by("pk"))
+        locked = list(Rfq.objects.filter(pk__in=rfq_ids).for_update())
         entries, drafts, closed_rfqs, closed_quotes = [], [], 0, []
         for rfq in locked:
             if rfq.firm_id == firm_id and rfq.state == Rfq.State.OPEN:
-                rfq.state, rfq.state_reason, rfq.closed_at = Rfq.State.CANCELLED, reason, now
-                rfq.save(update_fields=["state", "state_reason", "closed_at"])
+                rfq.save(update_fields=rfq.close(Rfq.State.CANCELLED, reason, now))
                 quotes = _close_quotes(rfq, Quote.State.CANCELLED, "rfq_cancelled", now)
                 drafts += _rfq_drafts(rfq, "rfq.cancelled", now, _maker_firm_ids(rfq))
                 drafts += _quote_drafts(quotes, "quote.cancelled", now, requester=False)
                 entries.append(AuditEntry("rfq.cancelled", actor, rfq, "", "", {"reason": reason}))
                 closed_rfqs += 1
-        own = list(
-            Quote.objects.select_for_update().filter(
-                firm_id=firm_id, state=Quote.State.ACTIVE, rfq_id__in=rfq_ids
-            )
-        )
-        Quote.objects.filter(pk__in=[q.pk for q in own]).update(
-            state=Quote.State.CANCELLED, state_reason=reason, closed_at=now
+        own = Quote.objects.filter(firm_id=firm_id, rfq_id__in=rfq_ids).close(
+            Quote.State.CANCELLED, reason, now
         )
         closed_quotes = own
         drafts += _quote_drafts(own, "quote.cancelled", now)

@@ -31,7 +31,6 @@ from rfq.selectors import (
     rfq_get,
     rfq_page,
     rfq_page_ids,
-    rfq_state_filter,
     rfq_with_details,
     trade_visible,
     trade_with_details,
@@ -165,7 +164,8 @@ class RfqListCreateApi(Api):
         else:
             ids = rfq_page_ids(
                 viewer,
-                where=rfq_state_filter(params.get("state"), now),
+                state=params.get("state"),
+                now=now,
                 before=_cursor_decode(params.get("cursor")),
                 limit=limit + 1,
             )
