@@ -1,6 +1,7 @@
-"""How an RFQ, a quote or a trade looks to one viewer: the API's responses and the event feed
-use these same functions, so a field hidden from a viewer is hidden everywhere. They only
-format; states are the models' (``effective_state``).
+"""How an RFQ, a quote, a trade, an instrument or an event looks to one viewer: the API's
+responses and the event feed use these same functions, so a field hidden from a viewer is
+hidden everywhere, and each shape is built in one place. They only format: what they are given
+is already loaded (nothing here queries), and states are the models' (``effective_state``).
 
 Rules: client ids go only to their owner; an anonymous RFQ hides the requester's firm from
 makers; a trade's sides are the viewer's own. Decimals are strings, times UTC ISO 8601.
@@ -9,7 +10,7 @@ makers; a trade's sides are the viewer's own. Decimals are strings, times UTC IS
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from rfq.models import Quote, Rfq, Trade, dec, opposite
+from rfq.models import Event, Instrument, Quote, Rfq, Trade, dec, opposite
 from rfq.selectors import RfqRow, Viewer
 
 
@@ -135,3 +136,29 @@ def trade_render(trade: Trade, viewer: Viewer) -> dict[str, Any]:
         data["client_quote_id"] = trade.quote.client_quote_id or None
         data["trader_id"] = trade.maker.trader_id
     return data
+
+
+def instrument_render(instrument: Instrument) -> dict[str, Any]:
+    """An instrument of the reference data (the same for every viewer)."""
+    return {
+        "symbol": instrument.symbol,
+        "kind": instrument.kind,
+        "underlying": instrument.underlying,
+        "quote_currency": instrument.quote_currency,
+        "expiry": ts(instrument.expiry),
+        "strike": dec(instrument.strike),
+        "option_type": instrument.option_type or None,
+        "tick_size": dec(instrument.tick_size),
+        "min_size": dec(instrument.min_size),
+    }
+
+
+def event_render(event: Event) -> dict[str, Any]:
+    """An event of the feed, for the long-poll answer and the SSE stream alike (its ``data``
+    was rendered for its desk when it was appended)."""
+    return {
+        "seq": event.seq,
+        "type": event.type,
+        "created_at": ts(event.created_at),
+        "data": event.data,
+    }

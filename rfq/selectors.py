@@ -10,6 +10,7 @@ for it: every ``*_get`` raises the same 404 for missing and forbidden.
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from django.db import connection
@@ -24,29 +25,41 @@ from rfq.models import (
     Lapsing,
     Quote,
     QuoteLeg,
+    QuoteQuerySet,
     Rfq,
     RfqCounterparty,
     RfqLeg,
+    RfqQuerySet,
     Trade,
     TradeLeg,
 )
+from rfq.pagination import Page, newest_first, paginate
 
 
 @dataclass(frozen=True)
 class Viewer:
+    """Who is looking: a firm and its desk (``participant_id`` 0 for the desk as a whole)."""
+
     firm_id: int
     participant_id: int
     audience: str  # Audience.REQUESTER or Audience.MAKER
 
     @classmethod
     def of(cls, participant: Participant) -> "Viewer":
+        """The participant's view: its firm, seen from its desk."""
         audience = (
             Audience.REQUESTER if participant.role == Participant.Role.REQUESTER else Audience.MAKER
         )
         return cls(participant.firm_id, participant.pk, audience)
 
+    @classmethod
+    def desk(cls, firm_id: int, audience: str) -> "Viewer":
+        """A firm's desk as a whole (what its event feed shows), no one participant."""
+        return cls(firm_id, 0, audience)
+
     @property
     def is_requester(self) -> bool:
+        """Whether this is a requester's desk (else a liquidity provider's)."""
         return self.audience == Audience.REQUESTER
 
 
@@ -55,26 +68,56 @@ def _addressed_to(firm_id: int) -> Q:
     return (Q(to_all=True) | Q(Exists(named))) & ~Q(firm_id=firm_id)
 
 
-def rfq_visible(viewer: Viewer) -> QuerySet[Rfq]:
+def rfq_visible(viewer: Viewer) -> RfqQuerySet:
+    """The RFQs the viewer may see: its firm's (a requester) or those addressed to its firm
+    by another firm (a liquidity provider)."""
     if viewer.is_requester:
         return Rfq.objects.filter(firm_id=viewer.firm_id)
     return Rfq.objects.filter(_addressed_to(viewer.firm_id))
 
 
-def rfq_with_details(queryset: QuerySet[Rfq], *, counterparties: bool = True) -> QuerySet[Rfq]:
-    """Everything the RFQ output renders, in a fixed number of queries (the counterparty
-    list only for the requester's firm, the only one shown it)."""
-    queryset = queryset.select_related("firm", "requester").prefetch_related(
+def _rfq_prefetches(counterparties: bool) -> "list[Prefetch[Any, Any, Any]]":
+    prefetches: list[Prefetch[Any, Any, Any]] = [
         Prefetch("legs", queryset=RfqLeg.objects.select_related("instrument").order_by("leg_no"))
-    )
+    ]
     if counterparties:
-        queryset = queryset.prefetch_related(
+        prefetches.append(
             Prefetch(
                 "counterparty_links",
                 queryset=RfqCounterparty.objects.select_related("firm").order_by("firm__lei"),
             )
         )
-    return queryset
+    return prefetches
+
+
+def rfq_with_details(queryset: RfqQuerySet, *, counterparties: bool = True) -> RfqQuerySet:
+    """Everything the RFQ output renders, in a fixed number of queries (the counterparty
+    list only for the requester's firm, the only one shown it)."""
+    return queryset.select_related("firm", "requester").prefetch_related(
+        *_rfq_prefetches(counterparties)
+    )
+
+
+def rfq_get(
+    viewer: Viewer, rfq_id: UUID | str, *, for_update: bool = False, details: bool = False
+) -> Rfq:
+    """The RFQ, if the viewer may see it: locked (its row only) with ``for_update``; with
+    ``details``, loaded as :func:`rfq_with_details` for this viewer. Raises ``NotFound``
+    (``UNKNOWN_RFQ``) for a missing, forbidden or malformed id alike."""
+    if not is_uuid(rfq_id):
+        # Checked before any query is built: a malformed id is a missing RFQ, not a 500.
+        raise NotFound("UNKNOWN_RFQ", "No such RFQ.")
+    queryset = rfq_visible(viewer)
+    if for_update:
+        # Lock only the RFQ row: the visibility check is a semi-join, not a join.
+        queryset = Rfq.objects.select_for_update().filter(pk__in=queryset.filter(pk=rfq_id))
+    queryset = queryset.filter(pk=rfq_id)
+    if details:
+        queryset = rfq_with_details(queryset, counterparties=viewer.is_requester)
+    rfq = queryset.first()
+    if rfq is None:
+        raise NotFound("UNKNOWN_RFQ", "No such RFQ.")
+    return rfq
 
 
 def rfq_page_ids(
@@ -198,46 +241,77 @@ def rfq_page(viewer: Viewer, ids: list[UUID]) -> list[RfqRow]:
     ]
 
 
-def rfq_get(viewer: Viewer, rfq_id: UUID | str, *, for_update: bool = False) -> Rfq:
-    if not is_uuid(rfq_id):
-        # Checked before any query is built: a malformed id is a missing RFQ, not a 500.
-        raise NotFound("UNKNOWN_RFQ", "No such RFQ.")
-    queryset = rfq_visible(viewer)
-    if for_update:
-        # Lock only the RFQ row: the visibility check is a semi-join, not a join.
-        queryset = Rfq.objects.select_for_update().filter(pk__in=queryset.filter(pk=rfq_id))
-    rfq = queryset.filter(pk=rfq_id).first()
-    if rfq is None:
-        raise NotFound("UNKNOWN_RFQ", "No such RFQ.")
-    return rfq
+def rfq_list(
+    viewer: Viewer,
+    *,
+    now: datetime,
+    state: str | None = None,
+    role: str | None = None,
+    cursor: str | None = None,
+    limit: int,
+) -> Page[RfqRow]:
+    """A page of the RFQs the viewer may see, newest first, as plain rows
+    (:func:`rfq_page`), filtered by state as callers see states. ``role`` other than the
+    viewer's own desk is an empty page (whatever the cursor). Raises ``Invalid``
+    (``INVALID_CURSOR``) for a cursor we did not issue."""
+    if role and role != viewer.audience:
+        return Page([], None)
+    page = paginate(
+        lambda before, n: rfq_page_ids(viewer, state=state, now=now, before=before, limit=n),
+        cursor=cursor,
+        limit=limit,
+        key=lambda pk: pk,
+    )
+    return Page(rfq_page(viewer, page.rows), page.next_cursor)
 
 
-def quote_visible(viewer: Viewer) -> QuerySet[Quote]:
+def quote_visible(viewer: Viewer) -> QuoteQuerySet:
+    """The quotes the viewer may see: every quote on its firm's RFQs (a requester), its own
+    firm's quotes (a liquidity provider)."""
     if viewer.is_requester:
         return Quote.objects.filter(rfq__firm_id=viewer.firm_id)
     return Quote.objects.filter(firm_id=viewer.firm_id)
 
 
-def quote_with_details(queryset: QuerySet[Quote]) -> QuerySet[Quote]:
+def quote_with_details(queryset: QuoteQuerySet) -> QuoteQuerySet:
+    """Everything the quote output renders: two queries however many quotes."""
     return queryset.select_related("firm", "maker", "replaced_by").prefetch_related(
         Prefetch("legs", queryset=QuoteLeg.objects.order_by("leg_no"))
     )
 
 
-def quote_get(viewer: Viewer, quote_id: UUID | str) -> Quote:
-    quote = quote_visible(viewer).filter(pk=quote_id).first() if is_uuid(quote_id) else None
+def quote_get(viewer: Viewer, quote_id: UUID | str, *, details: bool = False) -> Quote:
+    """The quote, if the viewer may see it; with ``details``, as :func:`quote_with_details`.
+    Raises ``NotFound`` (``UNKNOWN_QUOTE``) for a missing, forbidden or malformed id alike."""
+    queryset = quote_visible(viewer)
+    if details:
+        queryset = quote_with_details(queryset)
+    quote = queryset.filter(pk=quote_id).first() if is_uuid(quote_id) else None
     if quote is None:
         raise NotFound("UNKNOWN_QUOTE", "No such quote.")
     return quote
 
 
+def quote_list(
+    viewer: Viewer, rfq_id: UUID | str, *, cursor: str | None = None, limit: int
+) -> Page[Quote]:
+    """A page of the quotes on one RFQ that the viewer may see, newest first, with details.
+    Raises ``NotFound`` (``UNKNOWN_RFQ``) as :func:`rfq_get`, then ``Invalid``
+    (``INVALID_CURSOR``) for a cursor we did not issue."""
+    rfq = rfq_get(viewer, rfq_id)
+    quotes = quote_with_details(quote_visible(viewer).filter(rfq=rfq))
+    return paginate(newest_first(quotes), cursor=cursor, limit=limit)
+
+
 def trade_visible(viewer: Viewer) -> QuerySet[Trade]:
+    """The trades the viewer's firm made on the viewer's side."""
     if viewer.is_requester:
         return Trade.objects.filter(requester_firm_id=viewer.firm_id)
     return Trade.objects.filter(maker_firm_id=viewer.firm_id)
 
 
 def trade_with_details(queryset: QuerySet[Trade]) -> QuerySet[Trade]:
+    """Everything the trade output renders: two queries however many trades."""
     return queryset.select_related(
         "rfq", "quote", "requester_firm", "maker_firm", "requester", "maker"
     ).prefetch_related(
@@ -245,7 +319,28 @@ def trade_with_details(queryset: QuerySet[Trade]) -> QuerySet[Trade]:
     )
 
 
+def trade_get(viewer: Viewer, trade_id: UUID | str) -> Trade:
+    """The trade with details, if the viewer's firm made it on the viewer's side. Raises
+    ``NotFound`` (``UNKNOWN_TRADE``) for a missing, forbidden or malformed id alike."""
+    trade = (
+        trade_with_details(trade_visible(viewer)).filter(pk=trade_id).first()
+        if is_uuid(trade_id)
+        else None
+    )
+    if trade is None:
+        raise NotFound("UNKNOWN_TRADE", "No such trade.")
+    return trade
+
+
+def trade_list(viewer: Viewer, *, cursor: str | None = None, limit: int) -> Page[Trade]:
+    """A page of the viewer's trades, newest first, with details. Raises ``Invalid``
+    (``INVALID_CURSOR``) for a cursor we did not issue."""
+    trades = trade_with_details(trade_visible(viewer))
+    return paginate(newest_first(trades), cursor=cursor, limit=limit)
+
+
 def event_feed(viewer: Viewer, *, since: int) -> QuerySet[Event]:
+    """The viewer's desk's events after ``since``, in sequence (commit) order."""
     return Event.objects.filter(
         firm_id=viewer.firm_id, audience=viewer.audience, seq__gt=since
     ).order_by("seq")
@@ -257,6 +352,7 @@ def instrument_list(now: datetime) -> QuerySet[Instrument]:
 
 
 def is_uuid(value: UUID | str) -> bool:
+    """Whether ``value`` is a UUID or its text (any other id is unknown, not an error)."""
     if isinstance(value, UUID):
         return True
     try:

@@ -16,7 +16,8 @@ there is nothing to say keeps nginx's ``proxy_read_timeout`` and idle proxies ha
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -25,16 +26,17 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kernel.api import ApiError, request_id
 from pki import trust
 from pki.authentication import MESSAGES
 from rfq.events import events_wait, redis_client
-from rfq.render import ts
+from rfq.render import event_render
 from rfq.selectors import Viewer
 from rfq.serializers import ErrorOut
-from rfq.services import Caller
 from rfq.throttling import throttles
 
 CHECK_INTERVAL = 5.0
@@ -48,11 +50,16 @@ class EventStreamRenderer(BaseRenderer):
     format = "sse"
     charset = None
 
-    def render(self, data, accepted_media_type=None, renderer_context=None):
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
         return JSONRenderer().render(data)
 
 
-def _since(request) -> int:
+def _since(request: Request) -> int:
     raw = request.headers.get("Last-Event-ID") or request.query_params.get("since") or "0"
     if not raw.isdigit() or len(raw) > 18:
         raise ApiError("INVALID_REQUEST", "since / Last-Event-ID must be an event seq.", 400)
@@ -73,12 +80,7 @@ def _frames(viewer: Viewer, fingerprint: str, since: int, seconds: float) -> Ite
             yield b": keep-alive\n\n"
             continue
         for event in events:
-            body = json.dumps(
-                {"seq": event.seq, "type": event.type, "created_at": ts(event.created_at),
-                 "data": event.data},
-                cls=DjangoJSONEncoder,
-                separators=(",", ":"),
-            )  # fmt: skip
+            body = json.dumps(event_render(event), cls=DjangoJSONEncoder, separators=(",", ":"))
             yield f"id: {event.seq}\nevent: {event.type}\ndata: {body}\n\n".encode()
         since = events[-1].seq
 
@@ -87,9 +89,9 @@ class _Stream(StreamingHttpResponse):
     """Gives the certificate's stream slot back when the server closes the response (end,
     error or the client going away)."""
 
-    def __init__(self, release, *args, **kwargs) -> None:
+    def __init__(self, release: Callable[[], None], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._release = release
+        self._release: Callable[[], None] | None = release
 
     def close(self) -> None:
         try:
@@ -100,7 +102,7 @@ class _Stream(StreamingHttpResponse):
                 release()
 
 
-def _stream_slot(serial: str):
+def _stream_slot(serial: str) -> Callable[[], None]:
     """Take one of the certificate's ``EVENTS_STREAMS_PER_CERTIFICATE`` stream slots (429
     ``STREAM_LIMIT`` when none is free): a stream holds a thread of the shared event pool for
     minutes, so one certificate must not be able to take them all. The counter lives in Redis
@@ -137,7 +139,9 @@ class EventStreamApi(APIView):
     throttle_classes = throttles("read")
     renderer_classes = [JSONRenderer, EventStreamRenderer]
 
-    def finalize_response(self, request, response, *args, **kwargs):
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
         # A refusal is a JSON error body, labelled as JSON, whatever the client accepted.
         if response.status_code >= 400 and not isinstance(response, StreamingHttpResponse):
             request.accepted_renderer = JSONRenderer()
@@ -167,11 +171,11 @@ class EventStreamApi(APIView):
         },
         tags=["events"],
     )
-    def get(self, request):
+    def get(self, request: Request) -> StreamingHttpResponse:
         """Your desk's events as a Server-Sent Events stream (reconnect with Last-Event-ID)."""
 
         since = _since(request)
-        viewer = Caller(request.user.participant, request.user.serial).viewer
+        viewer = Viewer.of(request.user.participant)
         release = _stream_slot(request.user.serial)
         response = _Stream(
             release,

@@ -2,17 +2,20 @@
 (``pki.authentication``) and answers errors in one shape (``kernel.api``).
 
 Each view does three things: validate the input (``rfq.serializers``), call a service or a
-selector, render what the caller may see (``rfq.render``).
+selector, render what the caller may see (``rfq.render``), once, from the objects it was given.
 """
 
-import base64
-import binascii
-from uuid import UUID
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import Serializer
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from kernel.api import ApiError, ok
@@ -20,25 +23,28 @@ from pki.authentication import recheck
 from rfq import serializers as s
 from rfq import services
 from rfq.events import events_wait
-from rfq.models import Instrument, Quote, Rfq, Trade
-from rfq.render import dec, quote_render, rfq_render, trade_render, ts
+from rfq.models import Quote, Rfq, Trade
+from rfq.pagination import Page, cursor_encode
+from rfq.render import event_render, instrument_render, quote_render, rfq_render, trade_render
 from rfq.selectors import (
     instrument_list,
-    is_uuid,
     quote_get,
-    quote_visible,
+    quote_list,
     quote_with_details,
     rfq_get,
-    rfq_page,
-    rfq_page_ids,
+    rfq_list,
     rfq_with_details,
-    trade_visible,
+    trade_get,
+    trade_list,
     trade_with_details,
 )
 from rfq.throttling import throttles
 
+# bench/bench_rfq.py makes cursors under this name.
+_cursor_encode = cursor_encode
 
-def _errors(*codes: int) -> dict:
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {
         code: OpenApiResponse(s.ErrorOut)
         for code in (400, 401, 403, 404, 409, 429)
@@ -46,56 +52,20 @@ def _errors(*codes: int) -> dict:
     }
 
 
-def _input(serializer_class, data):
+def _input(serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data)
     if not serializer.is_valid():
         raise ApiError("INVALID_REQUEST", "Invalid input.", 400, {"fields": serializer.errors})
     return serializer.validated_data
 
 
-def _caller(request) -> services.Caller:
+def _caller(request: Request) -> services.Caller:
     return services.Caller(request.user.participant, request.user.serial)
 
 
-def _cursor_decode(cursor: str | None) -> UUID | None:
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return UUID(bytes=raw)
-    except (binascii.Error, ValueError) as exc:
-        raise ApiError("INVALID_CURSOR", "This cursor was not issued by us.", 400) from exc
-
-
-def _cursor_encode(value: UUID) -> str:
-    return base64.urlsafe_b64encode(value.bytes).rstrip(b"=").decode()
-
-
-def _page(queryset, params) -> tuple[list, str | None]:
-    """Keyset pagination, newest first: ids are time-ordered UUIDs, so ``id < cursor`` is one
-    index range however deep the page."""
-    after = _cursor_decode(params.get("cursor"))
-    if after is not None:
-        queryset = queryset.filter(pk__lt=after)
-    limit = params["limit"]
-    rows = list(queryset.order_by("-pk")[: limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (_cursor_encode(rows[-1].pk) if more else None)
-
-
-def _instrument(instrument: Instrument) -> dict:
-    return {
-        "symbol": instrument.symbol,
-        "kind": instrument.kind,
-        "underlying": instrument.underlying,
-        "quote_currency": instrument.quote_currency,
-        "expiry": ts(instrument.expiry),
-        "strike": dec(instrument.strike),
-        "option_type": instrument.option_type or None,
-        "tick_size": dec(instrument.tick_size),
-        "min_size": dec(instrument.min_size),
-    }
+def _page(page: Page[Any], render: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """Every list's body: the rendered rows and the cursor of the next page."""
+    return {"results": [render(row) for row in page.rows], "next_cursor": page.next_cursor}
 
 
 # Methods whose body is parsed before the handler runs (Api.initial).
@@ -107,7 +77,7 @@ class Api(APIView):
     handler reads none, so a malformed or hostile body (``malformed_request``,
     ``json_too_deep``) is refused alike everywhere, and before anything is written."""
 
-    def initial(self, request, *args, **kwargs) -> None:
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         """After authentication and throttling (a stranger's body is never read), before the
         handler: parsing is what refuses the body."""
         super().initial(request, *args, **kwargs)
@@ -125,7 +95,7 @@ class NotFoundApi(APIView):
     throttle_classes = []
     schema = None  # not an endpoint of the contract
 
-    def initial(self, request, *args, **kwargs) -> None:
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         """Every method, before anything else: there is nothing here to authenticate for."""
         raise NotFound("No such endpoint (every path ends with a slash; see /api/v1/schema/).")
 
@@ -134,14 +104,14 @@ class InstrumentListApi(Api):
     throttle_classes = throttles("read")
 
     @extend_schema(responses={200: s.InstrumentListOut, **_errors()}, tags=["reference data"])
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         """Tradable instruments (active and not expired)."""
         rows = instrument_list(timezone.now())
-        return ok(request, {"results": [_instrument(i) for i in rows]})
+        return ok(request, {"results": [instrument_render(i) for i in rows]})
 
 
 class RfqListCreateApi(Api):
-    def get_throttles(self):
+    def get_throttles(self) -> list[BaseThrottle]:
         scope = "rfq_create" if self.request.method == "POST" else "read"
         return [t() for t in throttles(scope)]
 
@@ -151,40 +121,28 @@ class RfqListCreateApi(Api):
         responses={200: s.RfqPageOut, **_errors(400)},
         tags=["rfqs"],
     )
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         """RFQs you can see, newest first: your firm's (as a requester) or those addressed to
         your firm (as a liquidity provider)."""
         params = _input(s.RfqListIn, request.query_params)
-        caller = _caller(request)
-        viewer = caller.viewer
+        viewer = _caller(request).viewer
         now = timezone.now()
-        limit = params["limit"]
-        if params.get("role") and params["role"] != viewer.audience:
-            ids = []
-        else:
-            ids = rfq_page_ids(
-                viewer,
-                state=params.get("state"),
-                now=now,
-                before=_cursor_decode(params.get("cursor")),
-                limit=limit + 1,
-            )
-        more, ids = len(ids) > limit, ids[:limit]
-        rows = rfq_page(viewer, ids)
-        return ok(
-            request,
-            {
-                "results": [rfq_render(r, viewer, now) for r in rows],
-                "next_cursor": _cursor_encode(ids[-1]) if more else None,
-            },
+        page = rfq_list(
+            viewer,
+            now=now,
+            state=params.get("state"),
+            role=params.get("role"),
+            cursor=params.get("cursor"),
+            limit=params["limit"],
         )
+        return ok(request, _page(page, lambda rfq: rfq_render(rfq, viewer, now)))
 
     @extend_schema(
         request=s.RfqCreateIn,
         responses={201: s.RfqOut, 200: s.RfqOut, **_errors(400, 403, 409)},
         tags=["rfqs"],
     )
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         """Open an RFQ. Replaying a ``client_rfq_id`` with the same body returns the original
         (200); with a different body, 409 DUPLICATE_CLIENT_ID."""
         data = _input(s.RfqCreateIn, request.data)
@@ -207,13 +165,9 @@ class RfqDetailApi(Api):
     throttle_classes = throttles("read")
 
     @extend_schema(responses={200: s.RfqOut, **_errors(404)}, tags=["rfqs"])
-    def get(self, request, rfq_id):
-        caller = _caller(request)
-        viewer = caller.viewer
-        rfq = rfq_get(viewer, rfq_id)
-        rfq = rfq_with_details(
-            Rfq.objects.filter(pk=rfq.pk), counterparties=viewer.is_requester
-        ).get()
+    def get(self, request: Request, rfq_id: str) -> Response:
+        viewer = _caller(request).viewer
+        rfq = rfq_get(viewer, rfq_id, details=True)
         return ok(request, rfq_render(rfq, viewer, timezone.now()))
 
 
@@ -223,7 +177,7 @@ class RfqCancelApi(Api):
     @extend_schema(
         request=None, responses={200: s.RfqOut, **_errors(400, 403, 404, 409)}, tags=["rfqs"]
     )
-    def post(self, request, rfq_id):
+    def post(self, request: Request, rfq_id: str) -> Response:
         """Cancel an open RFQ of your firm; its active quotes are cancelled with it."""
         caller = _caller(request)
         rfq = services.rfq_cancel(caller=caller, rfq_id=rfq_id)
@@ -231,7 +185,7 @@ class RfqCancelApi(Api):
         return ok(request, rfq_render(rfq, caller.viewer, timezone.now()))
 
 
-def _quote_in(data) -> services.QuoteIn:
+def _quote_in(data: dict[str, Any]) -> services.QuoteIn:
     legs = data.get("legs")
     return services.QuoteIn(
         bid_price=data["bid_price"],
@@ -244,43 +198,36 @@ def _quote_in(data) -> services.QuoteIn:
     )
 
 
-def _quote_response(request, caller, quote, status: int = 200):
-
+def _quote_response(
+    request: Request, caller: services.Caller, quote: Quote, status: int = 200
+) -> Response:
+    """A quote as the caller sees it."""
     quote = quote_with_details(Quote.objects.filter(pk=quote.pk)).get()
     return ok(request, quote_render(quote, caller.viewer, timezone.now()), status)
 
 
 class RfqQuotesApi(Api):
-    def get_throttles(self):
+    def get_throttles(self) -> list[BaseThrottle]:
         scope = "quote" if self.request.method == "POST" else "read"
         return [t() for t in throttles(scope)]
 
     @extend_schema(
         parameters=[s.PageIn], responses={200: s.QuotePageOut, **_errors(400, 404)}, tags=["quotes"]
     )
-    def get(self, request, rfq_id):
+    def get(self, request: Request, rfq_id: str) -> Response:
         """Quotes on an RFQ: all of them for the requester's firm, your own for a maker."""
         params = _input(s.PageIn, request.query_params)
-        caller = _caller(request)
-        rfq = rfq_get(caller.viewer, rfq_id)
-        rows, next_cursor = _page(
-            quote_with_details(quote_visible(caller.viewer).filter(rfq=rfq)), params
-        )
+        viewer = _caller(request).viewer
+        page = quote_list(viewer, rfq_id, cursor=params.get("cursor"), limit=params["limit"])
         now = timezone.now()
-        return ok(
-            request,
-            {
-                "results": [quote_render(q, caller.viewer, now) for q in rows],
-                "next_cursor": next_cursor,
-            },
-        )
+        return ok(request, _page(page, lambda quote: quote_render(quote, viewer, now)))
 
     @extend_schema(
         request=s.QuoteIn,
         responses={201: s.QuoteOut, 200: s.QuoteOut, **_errors(400, 403, 404, 409)},
         tags=["quotes"],
     )
-    def post(self, request, rfq_id):
+    def post(self, request: Request, rfq_id: str) -> Response:
         """Quote an RFQ addressed to your firm: a bid, an ask or both, with leg prices for a
         multi-leg RFQ (package = Σ ±ratio x leg price; + for buy legs)."""
         data = _input(s.QuoteIn, request.data)
@@ -297,7 +244,7 @@ class RfqAcceptApi(Api):
         responses={201: s.TradeOut, **_errors(400, 403, 404, 409)},
         tags=["rfqs"],
     )
-    def post(self, request, rfq_id):
+    def post(self, request: Request, rfq_id: str) -> Response:
         """Take one active quote. Exactly one accept per RFQ succeeds; the others get 409."""
         data = _input(s.AcceptIn, request.data)
         caller = _caller(request)
@@ -309,7 +256,6 @@ class RfqAcceptApi(Api):
             quantity=data.get("quantity"),
             limit_price=data.get("limit_price"),
         )
-
         trade = trade_with_details(Trade.objects.filter(pk=trade.pk)).get()
         return ok(request, trade_render(trade, caller.viewer), 201)
 
@@ -318,7 +264,7 @@ class QuoteDetailApi(Api):
     throttle_classes = throttles("read")
 
     @extend_schema(responses={200: s.QuoteOut, **_errors(404)}, tags=["quotes"])
-    def get(self, request, quote_id):
+    def get(self, request: Request, quote_id: str) -> Response:
         caller = _caller(request)
         return _quote_response(request, caller, quote_get(caller.viewer, quote_id))
 
@@ -331,7 +277,7 @@ class QuoteReplaceApi(Api):
         responses={201: s.QuoteOut, 200: s.QuoteOut, **_errors(400, 403, 404, 409)},
         tags=["quotes"],
     )
-    def post(self, request, quote_id):
+    def post(self, request: Request, quote_id: str) -> Response:
         """Replace an active quote: the answer is the new quote; the old one is ``replaced``."""
         data = _input(s.QuoteIn, request.data)
         caller = _caller(request)
@@ -347,7 +293,7 @@ class QuoteCancelApi(Api):
     @extend_schema(
         request=None, responses={200: s.QuoteOut, **_errors(400, 403, 404, 409)}, tags=["quotes"]
     )
-    def post(self, request, quote_id):
+    def post(self, request: Request, quote_id: str) -> Response:
         caller = _caller(request)
         return _quote_response(
             request, caller, services.quote_cancel(caller=caller, quote_id=quote_id)
@@ -362,7 +308,7 @@ class QuoteCancelAllApi(Api):
         responses={200: s.CancelAllOut, **_errors(400, 403, 404)},
         tags=["quotes"],
     )
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         """Cancel every active quote of your firm, or only those on ``rfq_id``."""
         data = _input(s.CancelAllIn, request.data)
         caller = _caller(request)
@@ -379,31 +325,21 @@ class TradeListApi(Api):
         responses={200: s.TradePageOut, **_errors(400)},
         tags=["trades"],
     )
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         """Your firm's trades on your side, newest first."""
         params = _input(s.PageIn, request.query_params)
-        caller = _caller(request)
-        rows, next_cursor = _page(trade_with_details(trade_visible(caller.viewer)), params)
-        return ok(
-            request,
-            {"results": [trade_render(t, caller.viewer) for t in rows], "next_cursor": next_cursor},
-        )
+        viewer = _caller(request).viewer
+        page = trade_list(viewer, cursor=params.get("cursor"), limit=params["limit"])
+        return ok(request, _page(page, lambda trade: trade_render(trade, viewer)))
 
 
 class TradeDetailApi(Api):
     throttle_classes = throttles("read")
 
     @extend_schema(responses={200: s.TradeOut, **_errors(404)}, tags=["trades"])
-    def get(self, request, trade_id):
-        caller = _caller(request)
-        trade = (
-            trade_with_details(trade_visible(caller.viewer)).filter(pk=trade_id).first()
-            if is_uuid(trade_id)
-            else None
-        )
-        if trade is None:
-            raise ApiError("UNKNOWN_TRADE", "No such trade.", 404)
-        return ok(request, trade_render(trade, caller.viewer))
+    def get(self, request: Request, trade_id: str) -> Response:
+        viewer = _caller(request).viewer
+        return ok(request, trade_render(trade_get(viewer, trade_id), viewer))
 
 
 class EventsApi(Api):
@@ -414,7 +350,7 @@ class EventsApi(Api):
         responses={200: s.EventsOut, **_errors(400)},
         tags=["events"],
     )
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         """Your desk's events after ``since``, in commit order. With ``wait`` (seconds, at most
         25) the call holds until the first event arrives (long-poll). Resume with the
         ``next_since`` of the previous answer; events are kept, so nothing is missed."""
@@ -429,10 +365,7 @@ class EventsApi(Api):
         return ok(
             request,
             {
-                "events": [
-                    {"seq": e.seq, "type": e.type, "created_at": ts(e.created_at), "data": e.data}
-                    for e in events
-                ],
+                "events": [event_render(e) for e in events],
                 "next_since": events[-1].seq if events else params["since"],
             },
         )
@@ -445,7 +378,7 @@ class WhoAmIView(Api):
     throttle_classes = throttles("read")
 
     @extend_schema(responses={200: s.WhoAmIOut, **_errors()}, tags=["identity"])
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         principal = request.user
         participant = principal.participant
         firm = participant.firm
