@@ -1,15 +1,20 @@
 """The event feed: what each firm's desk learns, in commit order, resumable with ``since=``.
 
-Services append events inside their own transaction (:func:`events_append`), after their
-audit record, so the two global locks are always taken in the same order (audit head, then
-event head). After the commit a Redis publish wakes long-polling readers at once; without
-Redis they poll the database every ``POLL_INTERVAL``.
+A service names what changed (:class:`Outbox`: this RFQ was cancelled, these quotes traded
+away, this trade was made) and the outbox renders each event as its desk sees the object
+(:mod:`rfq.render`, as the API does), before the service's audit record; the service then
+appends them in its own transaction (:meth:`Outbox.append`), after the audit record, so the two
+global locks are always taken in the same order (audit head, then event head) and nothing
+slow happens under them. After the commit a Redis publish wakes long-polling readers at once;
+without Redis they poll the database every ``POLL_INTERVAL``.
 """
 
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -17,7 +22,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from rfq.models import Event, EventHead
+from rfq.models import Audience, Event, EventHead, Quote, Rfq, Trade
+from rfq.render import quote_render, rfq_render, trade_render
 from rfq.selectors import Viewer, event_feed
 
 logger = logging.getLogger(__name__)
@@ -28,10 +34,76 @@ POLL_INTERVAL = 0.1  # seconds, without Redis
 
 @dataclass(frozen=True)
 class Draft:
+    """One event, rendered for one firm's desk, not yet given its sequence number."""
+
     firm_id: int
     audience: str
     type: str
     data: dict[str, Any]
+
+
+class Outbox:
+    """The events of one change, rendered for each desk as they are added (the objects must
+    be loaded as the API renders them: ``rfq.selectors.*_with_details``), stored together by
+    :meth:`append`. Events keep the order they were added in."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.drafts: list[Draft] = []
+
+    def rfq(self, rfq: Rfq, type_: str, makers: list[int]) -> None:
+        """``type_`` for the RFQ's requester desk and for the desks of ``makers`` (the firms
+        that may see it: ``rfq.selectors.rfq_maker_firm_ids``)."""
+        requester = Viewer.desk(rfq.firm_id, Audience.REQUESTER)
+        self.drafts.append(
+            Draft(
+                rfq.firm_id,
+                Audience.REQUESTER,
+                type_,
+                {"rfq": rfq_render(rfq, requester, self.now)},
+            )
+        )
+        if makers:
+            # A maker's view of an RFQ does not depend on which maker looks.
+            data = {"rfq": rfq_render(rfq, Viewer.desk(makers[0], Audience.MAKER), self.now)}
+            self.drafts += [Draft(firm_id, Audience.MAKER, type_, data) for firm_id in makers]
+
+    def quotes(self, quotes: Iterable[Quote], type_: str, *, requester: bool = True) -> None:
+        """``type_`` for each quote's maker desk and, with ``requester``, for its RFQ's
+        requester desk (``quote.rfq`` must be loaded then)."""
+        for quote in quotes:
+            maker = Viewer.desk(quote.firm_id, Audience.MAKER)
+            self.drafts.append(
+                Draft(
+                    quote.firm_id,
+                    Audience.MAKER,
+                    type_,
+                    {"quote": quote_render(quote, maker, self.now)},
+                )
+            )
+            if requester:
+                owner = Viewer.desk(quote.rfq.firm_id, Audience.REQUESTER)
+                self.drafts.append(
+                    Draft(
+                        owner.firm_id,
+                        Audience.REQUESTER,
+                        type_,
+                        {"quote": quote_render(quote, owner, self.now)},
+                    )
+                )
+
+    def trade(self, trade: Trade, type_: str = "trade.created") -> None:
+        """``type_`` for both firms' desks, each from its own side."""
+        for firm_id, audience in (
+            (trade.requester_firm_id, Audience.REQUESTER),
+            (trade.maker_firm_id, Audience.MAKER),
+        ):
+            data = {"trade": trade_render(trade, Viewer.desk(firm_id, audience))}
+            self.drafts.append(Draft(firm_id, audience, type_, data))
+
+    def append(self) -> int:
+        """Store the events (:func:`events_append`); returns the last sequence number."""
+        return events_append(self.drafts)
 
 
 def events_append(drafts: list[Draft]) -> int:
@@ -124,5 +196,6 @@ def events_wait(viewer: Viewer, *, since: int, wait: float, limit: int) -> list[
 
 
 def events_latest() -> int:
+    """The sequence number of the newest event (0 before the first)."""
     head = EventHead.objects.filter(pk=1).first()
     return head.seq if head else 0

@@ -14,10 +14,10 @@ from typing import Any
 from uuid import UUID
 
 from django.db import connection
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, prefetch_related_objects
 
 from kernel.errors import NotFound
-from kernel.models import Participant
+from kernel.models import Firm, Participant
 from rfq.models import (
     Audience,
     Event,
@@ -98,26 +98,63 @@ def rfq_with_details(queryset: RfqQuerySet, *, counterparties: bool = True) -> R
     )
 
 
-def rfq_get(
-    viewer: Viewer, rfq_id: UUID | str, *, for_update: bool = False, details: bool = False
-) -> Rfq:
-    """The RFQ, if the viewer may see it: locked (its row only) with ``for_update``; with
-    ``details``, loaded as :func:`rfq_with_details` for this viewer. Raises ``NotFound``
-    (``UNKNOWN_RFQ``) for a missing, forbidden or malformed id alike."""
+def rfq_details(rfqs: list[Rfq], *, counterparties: bool = True) -> list[Rfq]:
+    """Load onto RFQs already read with their firm and requester (:func:`rfq_lock`,
+    :meth:`~rfq.models.RfqQuerySet.for_update` after ``select_related``) the rest of what
+    :func:`rfq_with_details` loads: the legs with their instruments, and the counterparties.
+    One query per relation for the whole list; returns the list."""
+    prefetch_related_objects(rfqs, *_rfq_prefetches(counterparties))
+    return rfqs
+
+
+def rfq_get(viewer: Viewer, rfq_id: UUID | str, *, details: bool = False) -> Rfq:
+    """The RFQ, if the viewer may see it; with ``details``, loaded as
+    :func:`rfq_with_details` for this viewer. Raises ``NotFound`` (``UNKNOWN_RFQ``) for a
+    missing, forbidden or malformed id alike."""
     if not is_uuid(rfq_id):
         # Checked before any query is built: a malformed id is a missing RFQ, not a 500.
         raise NotFound("UNKNOWN_RFQ", "No such RFQ.")
-    queryset = rfq_visible(viewer)
-    if for_update:
-        # Lock only the RFQ row: the visibility check is a semi-join, not a join.
-        queryset = Rfq.objects.select_for_update().filter(pk__in=queryset.filter(pk=rfq_id))
-    queryset = queryset.filter(pk=rfq_id)
+    queryset = rfq_visible(viewer).filter(pk=rfq_id)
     if details:
         queryset = rfq_with_details(queryset, counterparties=viewer.is_requester)
     rfq = queryset.first()
     if rfq is None:
         raise NotFound("UNKNOWN_RFQ", "No such RFQ.")
     return rfq
+
+
+def rfq_lock(viewer: Viewer, rfq_id: UUID | str) -> Rfq:
+    """The RFQ, if the viewer may see it, locked (its row only) to the end of the
+    transaction, read with its firm and requester (:func:`rfq_details` adds the rest).
+    Raises ``NotFound`` (``UNKNOWN_RFQ``) like :func:`rfq_get`."""
+    if not is_uuid(rfq_id):
+        raise NotFound("UNKNOWN_RFQ", "No such RFQ.")
+    # The visibility check is a semi-join, not a join: nothing else is locked.
+    visible = rfq_visible(viewer).filter(pk=rfq_id)
+    rfq = (
+        Rfq.objects.filter(pk__in=visible).select_related("firm", "requester").for_update().first()
+    )
+    if rfq is None:
+        raise NotFound("UNKNOWN_RFQ", "No such RFQ.")
+    return rfq
+
+
+def liquidity_provider_ids() -> list[int]:
+    """Every firm that may quote now, by legal name: the audience of an RFQ sent to all."""
+    return list(Firm.objects.liquidity_providers().values_list("pk", flat=True))
+
+
+def rfq_maker_firm_ids(rfq: Rfq, *, providers: list[int] | None = None) -> list[int]:
+    """The liquidity-provider firms that may see the RFQ, and get its events: the firms it
+    names (read from its counterparty links, prefetched or not), or, sent to all, every
+    liquidity provider but the requester's firm. ``providers`` is
+    :func:`liquidity_provider_ids` when the caller has read it already (one read for a batch
+    of RFQs)."""
+    if not rfq.to_all:
+        return [link.firm_id for link in rfq.counterparty_links.all()]
+    if providers is None:
+        providers = liquidity_provider_ids()
+    return [firm_id for firm_id in providers if firm_id != rfq.firm_id]
 
 
 def rfq_page_ids(
@@ -273,11 +310,23 @@ def quote_visible(viewer: Viewer) -> QuoteQuerySet:
     return Quote.objects.filter(firm_id=viewer.firm_id)
 
 
+QUOTE_RELATED = ("firm", "maker", "replaced_by")
+
+
+def _quote_legs() -> Prefetch:
+    return Prefetch("legs", queryset=QuoteLeg.objects.order_by("leg_no"))
+
+
 def quote_with_details(queryset: QuoteQuerySet) -> QuoteQuerySet:
     """Everything the quote output renders: two queries however many quotes."""
-    return queryset.select_related("firm", "maker", "replaced_by").prefetch_related(
-        Prefetch("legs", queryset=QuoteLeg.objects.order_by("leg_no"))
-    )
+    return queryset.select_related(*QUOTE_RELATED).prefetch_related(_quote_legs())
+
+
+def quote_details(quotes: list[Quote]) -> list[Quote]:
+    """Load the legs onto quotes read with :data:`QUOTE_RELATED` (:func:`quote_lock`), which
+    completes them as :func:`quote_with_details` would. One query; returns the list."""
+    prefetch_related_objects(quotes, _quote_legs())
+    return quotes
 
 
 def quote_get(viewer: Viewer, quote_id: UUID | str, *, details: bool = False) -> Quote:
@@ -290,6 +339,17 @@ def quote_get(viewer: Viewer, quote_id: UUID | str, *, details: bool = False) ->
     if quote is None:
         raise NotFound("UNKNOWN_QUOTE", "No such quote.")
     return quote
+
+
+def quote_lock(queryset: QuoteQuerySet) -> Quote | None:
+    """The first quote of ``queryset``, locked (its row only) to the end of the transaction
+    and read with :data:`QUOTE_RELATED` and its maker's firm (:func:`quote_details` adds the
+    legs); ``None`` if there is none. Take its RFQ's lock first."""
+    return (
+        queryset.select_related(*QUOTE_RELATED, "maker__firm")
+        .select_for_update(of=("self",))
+        .first()
+    )
 
 
 def quote_list(

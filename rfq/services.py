@@ -4,8 +4,10 @@ Every state change runs in one durable transaction under the RFQ's row lock (a q
 written while its RFQ is locked; several RFQs are locked in id order), checks its invariant
 here and nowhere else, applies the models' transitions (``Rfq.close``, ``Quote.close``,
 ``Quote.objects…close``), writes its audit record with the caller's certificate serial, then
-appends the events each desk should see (:mod:`rfq.events`). Errors carry FIX-inspired codes
-(FIX 658 QuoteRequestRejectReason, 300 QuoteRejectReason) and change nothing.
+appends the events each desk should see (:class:`rfq.events.Outbox` renders them). A service
+returns the domain objects it changed, loaded as the API renders them and never read back
+after the write; the view renders its answer from them. Errors carry FIX-inspired codes (FIX
+658 QuoteRequestRejectReason, 300 QuoteRejectReason) and change nothing.
 """
 
 import contextlib
@@ -14,25 +16,27 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from kernel.audit import Actor, AuditEntry, AuditRecord, audit_record, audit_record_many
+from kernel.audit import Actor, AuditEntry, audit_record, audit_record_many
 from kernel.errors import Conflict, Invalid, NotFound, PermissionDenied
-from kernel.models import Firm, Participant
-from rfq.events import Draft, events_append
+from kernel.models import AuditRecord, Firm, Participant
+from rfq.events import Outbox
 from rfq.models import (
     Audience,
     Instrument,
     Quote,
     QuoteLeg,
+    QuoteQuerySet,
     Rfq,
     RfqCounterparty,
     RfqLeg,
+    RfqQuerySet,
     Side,
     Trade,
     TradeLeg,
@@ -40,17 +44,23 @@ from rfq.models import (
     opposite,
     preloaded,
 )
-from rfq.render import quote_render, rfq_render, trade_render
 from rfq.selectors import (
+    QUOTE_RELATED,
     Viewer,
     instrument_list,
     is_uuid,
+    liquidity_provider_ids,
+    quote_details,
     quote_get,
+    quote_lock,
     quote_with_details,
+    rfq_details,
     rfq_get,
-    rfq_with_details,
-    trade_with_details,
+    rfq_lock,
+    rfq_maker_firm_ids,
 )
+
+R = TypeVar("R", Rfq, Quote)
 
 ZERO = Decimal(0)
 # What numeric(24, 8) holds: computed leg quantities and prices must stay below it.
@@ -67,10 +77,12 @@ class Caller:
 
     @property
     def viewer(self) -> Viewer:
+        """What the caller may see: its firm, from its desk."""
         return Viewer.of(self.participant)
 
     @property
     def actor(self) -> Actor:
+        """The caller as the audit log names it: its certificate."""
         return Actor(
             AuditRecord.ActorType.CERTIFICATE,
             self.serial,
@@ -83,6 +95,8 @@ class Caller:
 
 @dataclass(frozen=True)
 class LegIn:
+    """One leg of a new RFQ: an instrument symbol, a side, a ratio."""
+
     instrument: str
     side: str
     ratio: Decimal = Decimal(1)
@@ -90,6 +104,8 @@ class LegIn:
 
 @dataclass(frozen=True)
 class QuoteLegIn:
+    """The prices of one leg of a quote."""
+
     leg_no: int
     bid_price: Decimal | None = None
     ask_price: Decimal | None = None
@@ -97,6 +113,8 @@ class QuoteLegIn:
 
 @dataclass(frozen=True)
 class QuoteIn:
+    """A quote as asked for: package prices and sizes, leg prices, lifetime, client id."""
+
     bid_price: Decimal | None = None
     bid_size: Decimal | None = None
     ask_price: Decimal | None = None
@@ -174,58 +192,6 @@ def _resolve_counterparties(caller: Caller, leis: list[str]) -> list[Firm]:
     return firms
 
 
-def _maker_firm_ids(rfq: Rfq, named: list[int] | None = None) -> list[int]:
-    """The liquidity-provider firms that may see the RFQ (and get its events)."""
-    if named is None:
-        named = list(RfqCounterparty.objects.filter(rfq=rfq).values_list("firm_id", flat=True))
-    if not rfq.to_all:
-        return named
-    return list(
-        Firm.objects.liquidity_providers().exclude(pk=rfq.firm_id).values_list("pk", flat=True)
-    )
-
-
-def _rfq_drafts(
-    rfq: Rfq, type_: str, now: datetime, makers: list[int], *, detailed: bool = False
-) -> list[Draft]:
-    """The events of one RFQ for its requester's desk and the makers'. Built before the
-    audit append: the audit and event locks are global, so nothing slow happens under them."""
-    if not detailed:
-        rfq = rfq_with_details(Rfq.objects.filter(pk=rfq.pk)).get()
-    requester = Viewer(rfq.firm_id, 0, Audience.REQUESTER)
-    drafts = [
-        Draft(rfq.firm_id, Audience.REQUESTER, type_, {"rfq": rfq_render(rfq, requester, now)})
-    ]
-    if makers:
-        as_maker = {"rfq": rfq_render(rfq, Viewer(makers[0], 0, Audience.MAKER), now)}
-        drafts += [Draft(firm_id, Audience.MAKER, type_, as_maker) for firm_id in makers]
-    return drafts
-
-
-def _quote_drafts(
-    quotes: list[Quote], type_: str, now: datetime, *, requester: bool = True
-) -> list[Draft]:
-    drafts = []
-    for quote in quote_with_details(
-        Quote.objects.filter(pk__in=[q.pk for q in quotes])
-    ).select_related("rfq"):
-        maker = Viewer(quote.firm_id, 0, Audience.MAKER)
-        drafts.append(
-            Draft(quote.firm_id, Audience.MAKER, type_, {"quote": quote_render(quote, maker, now)})
-        )
-        if requester:
-            owner = Viewer(quote.rfq.firm_id, 0, Audience.REQUESTER)
-            drafts.append(
-                Draft(
-                    quote.rfq.firm_id,
-                    Audience.REQUESTER,
-                    type_,
-                    {"quote": quote_render(quote, owner, now)},
-                )
-            )
-    return drafts
-
-
 @transaction.atomic(durable=True)
 def rfq_create(
     *,
@@ -237,9 +203,15 @@ def rfq_create(
     expires_in: int | None = None,
     client_rfq_id: str = "",
 ) -> tuple[Rfq, bool]:
-    """Open an RFQ. Returns ``(rfq, created)``: replaying a ``client_rfq_id`` with the same
-    body returns the original (``created`` False), with another body raises 409
-    DUPLICATE_CLIENT_ID; concurrent replays create one RFQ (the unique constraint decides)."""
+    """Open an RFQ. Returns ``(rfq, created)``, the RFQ loaded as ``rfq_with_details``:
+    replaying a ``client_rfq_id`` with the same body returns the original (``created``
+    False); concurrent replays create one RFQ (the unique constraint decides).
+
+    Raises ``PermissionDenied`` (``NOT_AUTHORIZED``) unless the caller is a requester,
+    ``Conflict`` (``DUPLICATE_CLIENT_ID``) for a used ``client_rfq_id`` with another body, and
+    ``Invalid`` (``INVALID_LEGS``, ``INVALID_EXPIRY``, ``UNKNOWN_INSTRUMENT``,
+    ``INVALID_QUANTITY``, ``SELF_TRADE``, ``UNKNOWN_COUNTERPARTY``) for a request that cannot
+    open."""
     _require(caller, Audience.REQUESTER)
     now = timezone.now()
     counterparties = counterparties or []
@@ -259,9 +231,9 @@ def rfq_create(
     )
     firm = caller.participant.firm
     if client_rfq_id:
-        existing = Rfq.objects.filter(firm=firm, client_rfq_id=client_rfq_id).first()
+        existing = _rfqs_by_client_id(firm, client_rfq_id).first()
         if existing is not None:
-            return _replayed(existing, request_hash, "client_rfq_id"), False
+            return _rfq_replayed(existing, request_hash), False
 
     if not 1 <= len(legs) <= cfg["MAX_LEGS"]:
         raise Invalid("INVALID_LEGS", f"An RFQ has 1 to {cfg['MAX_LEGS']} legs.")
@@ -293,8 +265,7 @@ def rfq_create(
             )
     except IntegrityError:
         # A concurrent request with the same client_rfq_id committed first.
-        existing = Rfq.objects.get(firm=firm, client_rfq_id=client_rfq_id)
-        return _replayed(existing, request_hash, "client_rfq_id"), False
+        return _rfq_replayed(_rfqs_by_client_id(firm, client_rfq_id).get(), request_hash), False
     leg_rows = RfqLeg.objects.bulk_create(
         [
             RfqLeg(
@@ -309,11 +280,9 @@ def rfq_create(
     )
     links = RfqCounterparty.objects.bulk_create([RfqCounterparty(rfq=rfq, firm=f) for f in named])
     # The RFQ as rfq_with_details would load it, from what is in memory (no read-back).
-    rfq.firm, rfq.requester = firm, caller.participant
     preloaded(rfq, legs=leg_rows, counterparty_links=links)
-    drafts = _rfq_drafts(
-        rfq, "rfq.created", now, _maker_firm_ids(rfq, [f.pk for f in named]), detailed=True
-    )
+    outbox = Outbox(now)
+    outbox.rfq(rfq, "rfq.created", rfq_maker_firm_ids(rfq))
     audit_record(
         event="rfq.created",
         actor=caller.actor,
@@ -325,11 +294,17 @@ def rfq_create(
         anonymous=anonymous,
         expires_at=rfq.expires_at,
     )
-    events_append(drafts)
+    outbox.append()
     return rfq, True
 
 
-def _replayed(existing: Rfq | Quote, request_hash: str, field: str):
+def _rfqs_by_client_id(firm: Firm, client_rfq_id: str) -> RfqQuerySet:
+    return Rfq.objects.filter(firm=firm, client_rfq_id=client_rfq_id).select_related(
+        "firm", "requester"
+    )
+
+
+def _replayed(existing: R, request_hash: str, field: str) -> R:
     if existing.request_hash != request_hash:
         raise Conflict(
             "DUPLICATE_CLIENT_ID",
@@ -339,24 +314,45 @@ def _replayed(existing: Rfq | Quote, request_hash: str, field: str):
     return existing
 
 
-def _close_quotes(rfq: Rfq, state: str, reason: str, now: datetime) -> list[Quote]:
-    return Quote.objects.filter(rfq=rfq).close(state, reason, now)
+def _rfq_replayed(existing: Rfq, request_hash: str) -> Rfq:
+    """The RFQ a replay returns, with details; ``Conflict`` for another body."""
+    return rfq_details([_replayed(existing, request_hash, "client_rfq_id")])[0]
+
+
+def _close_quotes(rfq_ids: list[UUID], state: str, reason: str, now: datetime) -> list[Quote]:
+    """Close the active quotes on these (locked) RFQs; returns them closed, with details."""
+    if not rfq_ids:
+        return []
+    return quote_with_details(Quote.objects.filter(rfq_id__in=rfq_ids)).close(state, reason, now)
+
+
+def _by_rfq(quotes: list[Quote]) -> dict[UUID, list[Quote]]:
+    groups: dict[UUID, list[Quote]] = {}
+    for quote in quotes:
+        groups.setdefault(quote.rfq_id, []).append(quote)
+    return groups
 
 
 @transaction.atomic(durable=True)
 def rfq_cancel(*, caller: Caller, rfq_id: UUID | str) -> Rfq:
-    """Cancel an open RFQ of the caller's firm; its active quotes close with it."""
+    """Cancel an open RFQ of the caller's firm; its active quotes close with it. Returns the
+    RFQ, cancelled, loaded as ``rfq_with_details``.
+
+    Raises ``PermissionDenied`` (``NOT_AUTHORIZED``) unless the caller is a requester,
+    ``NotFound`` (``UNKNOWN_RFQ``) for an RFQ it may not see, ``Conflict`` (``RFQ_EXPIRED``,
+    ``RFQ_NOT_OPEN``) for one that is not open."""
     _require(caller, Audience.REQUESTER)
     now = timezone.now()
-    rfq = rfq_get(caller.viewer, rfq_id, for_update=True)
+    rfq = rfq_lock(caller.viewer, rfq_id)
     _require_open(rfq, now)
+    rfq_details([rfq])
     rfq.save(update_fields=rfq.close(Rfq.State.CANCELLED, "cancelled_by_requester", now))
-    closed = _close_quotes(rfq, Quote.State.CANCELLED, "rfq_cancelled", now)
-    drafts = _rfq_drafts(rfq, "rfq.cancelled", now, _maker_firm_ids(rfq)) + _quote_drafts(
-        closed, "quote.cancelled", now, requester=False
-    )
+    closed = _close_quotes([rfq.pk], Quote.State.CANCELLED, "rfq_cancelled", now)
+    outbox = Outbox(now)
+    outbox.rfq(rfq, "rfq.cancelled", rfq_maker_firm_ids(rfq))
+    outbox.quotes(closed, "quote.cancelled", requester=False)
     audit_record(event="rfq.cancelled", actor=caller.actor, target=rfq, quotes_closed=len(closed))
-    events_append(drafts)
+    outbox.append()
     return rfq
 
 
@@ -382,7 +378,7 @@ def _validate_quote(
             "INVALID_EXPIRY",
             f"expires_in must be {cfg['QUOTE_EXPIRY_MIN']}-{cfg['QUOTE_EXPIRY_MAX']} seconds.",
         )
-    rfq_legs = list(rfq.legs.select_related("instrument").order_by("leg_no"))
+    rfq_legs = list(rfq_details([rfq], counterparties=False)[0].legs.all())
     fields: dict[str, Decimal | None] = {}
     sides = []
     for side in ("bid", "ask"):
@@ -479,23 +475,36 @@ def _quote_hash(rfq_id: UUID, data: QuoteIn, replaces: UUID | None = None) -> st
     )
 
 
+def _quotes_by_client_id(caller: Caller, client_quote_id: str) -> QuoteQuerySet:
+    return Quote.objects.filter(
+        firm_id=caller.viewer.firm_id, client_quote_id=client_quote_id
+    ).select_related(*QUOTE_RELATED)
+
+
+def _quote_replayed(existing: Quote, request_hash: str) -> Quote:
+    """The quote a replay returns, with details; ``Conflict`` for another body."""
+    return quote_details([_replayed(existing, request_hash, "client_quote_id")])[0]
+
+
 def _quote_insert(
-    *, caller: Caller, rfq: Rfq, data: QuoteIn, now: datetime, replaces: Quote | None = None
+    *,
+    caller: Caller,
+    rfq: Rfq,
+    data: QuoteIn,
+    now: datetime,
+    request_hash: str,
+    replaces: Quote | None = None,
 ) -> tuple[Quote, bool]:
-    request_hash = _quote_hash(rfq.pk, data, replaces.pk if replaces else None)
-    if data.client_quote_id:
-        existing = Quote.objects.filter(
-            firm_id=caller.viewer.firm_id, client_quote_id=data.client_quote_id
-        ).first()
-        if existing is not None:
-            return _replayed(existing, request_hash, "client_quote_id"), False
+    """Validate and store a quote on the locked ``rfq`` (the replay check done already).
+    Returns ``(quote, created)``: the new quote as ``quote_with_details`` would load it, or
+    what a concurrent request with the same ``client_quote_id`` stored."""
     _require_open(rfq, now)
     fields, leg_rows, expires_at = _validate_quote(rfq, data, now)
     try:
         with transaction.atomic():
             quote = Quote.objects.create(
                 rfq=rfq,
-                firm_id=caller.viewer.firm_id,
+                firm=caller.participant.firm,
                 maker=caller.participant,
                 certificate_serial=caller.serial,
                 client_quote_id=data.client_quote_id,
@@ -506,14 +515,13 @@ def _quote_insert(
                 **fields,
             )
     except IntegrityError:
-        existing = Quote.objects.get(
-            firm_id=caller.viewer.firm_id, client_quote_id=data.client_quote_id
-        )
-        return _replayed(existing, request_hash, "client_quote_id"), False
+        existing = _quotes_by_client_id(caller, data.client_quote_id).get()
+        return _quote_replayed(existing, request_hash), False
     for row in leg_rows:
         row.quote = quote
     QuoteLeg.objects.bulk_create(leg_rows)
-    return quote, True
+    # As quote_with_details would load it, from what is in memory (no read-back).
+    return preloaded(quote, legs=leg_rows, replaced_by=None), True
 
 
 def _audit_quote(event: str, caller: Caller, quote: Quote, **details: Any) -> None:
@@ -532,25 +540,48 @@ def _audit_quote(event: str, caller: Caller, quote: Quote, **details: Any) -> No
 
 @transaction.atomic(durable=True)
 def quote_create(*, caller: Caller, rfq_id: UUID | str, data: QuoteIn) -> tuple[Quote, bool]:
-    """Quote an open RFQ addressed to the caller's firm. ``client_quote_id`` replays like
-    ``client_rfq_id``. The quote expires ``expires_in`` seconds from now, never after the RFQ."""
+    """Quote an open RFQ addressed to the caller's firm. Returns ``(quote, created)``, the
+    quote loaded as ``quote_with_details``; ``client_quote_id`` replays like
+    ``client_rfq_id``. The quote expires ``expires_in`` seconds from now, never after the RFQ.
+
+    Raises ``PermissionDenied`` (``NOT_AUTHORIZED``) unless the caller is a liquidity
+    provider, ``NotFound`` (``UNKNOWN_RFQ``) for an RFQ it may not see, ``Conflict``
+    (``DUPLICATE_CLIENT_ID``, ``RFQ_EXPIRED``, ``RFQ_NOT_OPEN``) and ``Invalid``
+    (``INVALID_EXPIRY``, ``INVALID_PRICE``, ``INVALID_QUANTITY``) for a quote it cannot take."""
     _require(caller, Audience.MAKER)
     now = timezone.now()
-    rfq = rfq_get(caller.viewer, rfq_id, for_update=True)
-    quote, created = _quote_insert(caller=caller, rfq=rfq, data=data, now=now)
+    rfq = rfq_lock(caller.viewer, rfq_id)
+    request_hash = _quote_hash(rfq.pk, data)
+    if data.client_quote_id:
+        existing = _quotes_by_client_id(caller, data.client_quote_id).first()
+        if existing is not None:
+            return _quote_replayed(existing, request_hash), False
+    quote, created = _quote_insert(
+        caller=caller, rfq=rfq, data=data, now=now, request_hash=request_hash
+    )
     if created:
-        drafts = _quote_drafts([quote], "quote.created", now)
+        outbox = Outbox(now)
+        outbox.quotes([quote], "quote.created")
         _audit_quote("quote.created", caller, quote)
-        events_append(drafts)
+        outbox.append()
     return quote, created
 
 
-def _locked_own_quote(caller: Caller, quote_id: UUID | str, now: datetime) -> tuple[Rfq, Quote]:
+def _lock_quote_rfq(caller: Caller, quote_id: UUID | str) -> tuple[Rfq, UUID]:
+    """The RFQ of a quote the caller may see, locked (a quote is only written under its
+    RFQ's lock), and the quote's id. ``NotFound`` (``UNKNOWN_QUOTE``) otherwise."""
     quote = quote_get(caller.viewer, quote_id)
-    rfq = Rfq.objects.select_for_update().get(pk=quote.rfq_id)
-    quote = Quote.objects.select_for_update().get(pk=quote.pk)
+    return Rfq.objects.filter(pk=quote.rfq_id).for_update().get(), quote.pk
+
+
+def _lock_active_quote(rfq: Rfq, quote_id: UUID, now: datetime) -> Quote:
+    """The quote, locked and active, with details. ``Conflict`` unless it is active."""
+    quote = quote_lock(Quote.objects.filter(pk=quote_id))
+    if quote is None:  # it was visible under the same RFQ lock: only a deleted row gets here
+        raise NotFound("UNKNOWN_QUOTE", "No such quote.")
     _require_active(quote, now)
-    return rfq, quote
+    quote.rfq = rfq
+    return quote_details([quote])[0]
 
 
 def _require_active(quote: Quote, now: datetime) -> None:
@@ -563,48 +594,67 @@ def _require_active(quote: Quote, now: datetime) -> None:
 
 @transaction.atomic(durable=True)
 def quote_replace(*, caller: Caller, quote_id: UUID | str, data: QuoteIn) -> tuple[Quote, bool]:
-    """Replace an active quote of the caller's firm: a new quote, the old one ``replaced``."""
+    """Replace an active quote of the caller's firm: a new quote, the old one ``replaced``.
+    Returns ``(new quote, created)`` as :func:`quote_create`; a replayed ``client_quote_id``
+    returns the replacement made the first time.
+
+    Raises ``PermissionDenied`` (``NOT_AUTHORIZED``) unless the caller is a liquidity
+    provider, ``NotFound`` (``UNKNOWN_QUOTE``) for a quote it may not see, ``Conflict``
+    (``QUOTE_EXPIRED``, ``QUOTE_NOT_ACTIVE``) for one that is not active, and the errors of
+    :func:`quote_create` for the new quote."""
     _require(caller, Audience.MAKER)
     now = timezone.now()
     # The RFQ's lock first, then the replay check: a retry that waited behind its own first
     # attempt must find the replacement it made, not a quote that is now "replaced".
-    old = quote_get(caller.viewer, quote_id)
-    list(Rfq.objects.select_for_update().filter(pk=old.rfq_id).values_list("pk"))
+    rfq, old_id = _lock_quote_rfq(caller, quote_id)
+    request_hash = _quote_hash(rfq.pk, data, old_id)
     if data.client_quote_id:
-        existing = Quote.objects.filter(
-            firm_id=caller.viewer.firm_id, client_quote_id=data.client_quote_id
-        ).first()
+        existing = _quotes_by_client_id(caller, data.client_quote_id).first()
         if existing is not None:
-            return _replayed(
-                existing, _quote_hash(old.rfq_id, data, old.pk), "client_quote_id"
-            ), False
-    rfq, old = _locked_own_quote(caller, quote_id, now)
-    new, _ = _quote_insert(caller=caller, rfq=rfq, data=data, now=now, replaces=old)
-    old.save(update_fields=old.close(Quote.State.REPLACED, "replaced", now))
-    drafts = _quote_drafts([old], "quote.replaced", now) + _quote_drafts(
-        [new], "quote.created", now
+            return _quote_replayed(existing, request_hash), False
+    old = _lock_active_quote(rfq, old_id, now)
+    new, created = _quote_insert(
+        caller=caller, rfq=rfq, data=data, now=now, request_hash=request_hash, replaces=old
     )
+    if not created:
+        return new, False
+    old.save(update_fields=old.close(Quote.State.REPLACED, "replaced", now))
+    outbox = Outbox(now)
+    outbox.quotes([old], "quote.replaced")
+    outbox.quotes([new], "quote.created")
     _audit_quote("quote.replaced", caller, new, replaces=old.pk)
-    events_append(drafts)
+    outbox.append()
     return new, True
 
 
 @transaction.atomic(durable=True)
 def quote_cancel(*, caller: Caller, quote_id: UUID | str) -> Quote:
+    """Cancel an active quote of the caller's firm. Returns it, cancelled, loaded as
+    ``quote_with_details``.
+
+    Raises ``PermissionDenied`` (``NOT_AUTHORIZED``) unless the caller is a liquidity
+    provider, ``NotFound`` (``UNKNOWN_QUOTE``) for a quote it may not see, ``Conflict``
+    (``QUOTE_EXPIRED``, ``QUOTE_NOT_ACTIVE``) for one that is not active."""
     _require(caller, Audience.MAKER)
     now = timezone.now()
-    _, quote = _locked_own_quote(caller, quote_id, now)
+    rfq, quote_pk = _lock_quote_rfq(caller, quote_id)
+    quote = _lock_active_quote(rfq, quote_pk, now)
     quote.save(update_fields=quote.close(Quote.State.CANCELLED, "cancelled_by_maker", now))
-    drafts = _quote_drafts([quote], "quote.cancelled", now)
+    outbox = Outbox(now)
+    outbox.quotes([quote], "quote.cancelled")
     audit_record(event="quote.cancelled", actor=caller.actor, target=quote, rfq_id=quote.rfq_id)
-    events_append(drafts)
+    outbox.append()
     return quote
 
 
 @transaction.atomic(durable=True)
 def quote_cancel_all(*, caller: Caller, rfq_id: UUID | str | None = None) -> list[Quote]:
-    """Cancel every active quote of the caller's firm (on one RFQ, or everywhere). RFQs are
-    locked in id order, so this never deadlocks with an accept."""
+    """Cancel every active quote of the caller's firm (on one RFQ, or everywhere); returns
+    them, cancelled, newest first. RFQs are locked in id order, so this never deadlocks with
+    an accept.
+
+    Raises ``PermissionDenied`` (``NOT_AUTHORIZED``) unless the caller is a liquidity
+    provider, ``NotFound`` (``UNKNOWN_RFQ``) for an ``rfq_id`` it may not see."""
     _require(caller, Audience.MAKER)
     now = timezone.now()
     active = Quote.objects.filter(firm_id=caller.viewer.firm_id).active(now)
@@ -612,10 +662,15 @@ def quote_cancel_all(*, caller: Caller, rfq_id: UUID | str | None = None) -> lis
         active = active.filter(rfq_id=rfq_get(caller.viewer, rfq_id).pk)
     rfq_ids = sorted(set(active.values_list("rfq_id", flat=True)))
     list(Rfq.objects.filter(pk__in=rfq_ids).for_update().values_list("pk"))
-    quotes = active.filter(rfq_id__in=rfq_ids).close(Quote.State.CANCELLED, "cancel_all", now)
+    quotes = (
+        quote_with_details(active.filter(rfq_id__in=rfq_ids))
+        .select_related("rfq")
+        .close(Quote.State.CANCELLED, "cancel_all", now)
+    )
     if not quotes:
         return []
-    drafts = _quote_drafts(quotes, "quote.cancelled", now)
+    outbox = Outbox(now)
+    outbox.quotes(quotes, "quote.cancelled")
     audit_record_many(
         [
             AuditEntry(
@@ -624,7 +679,7 @@ def quote_cancel_all(*, caller: Caller, rfq_id: UUID | str | None = None) -> lis
             for q in quotes
         ]
     )
-    events_append(drafts)
+    outbox.append()
     return quotes
 
 
@@ -641,24 +696,28 @@ def rfq_accept(
     quantity: Decimal | None = None,
     limit_price: Decimal | None = None,
 ) -> Trade:
-    """Take one active quote on an open RFQ of the caller's firm. Exactly one accept per RFQ
-    can succeed, whatever the concurrency: the RFQ row lock serialises them, and the trade's
-    one-to-one key on the RFQ backs it. Every other quote closes as ``traded_away``."""
+    """Take one active quote on an open RFQ of the caller's firm. Returns the trade loaded as
+    ``trade_with_details``. Exactly one accept per RFQ can succeed, whatever the concurrency:
+    the RFQ row lock serialises them, and the trade's one-to-one key on the RFQ backs it.
+    Every other quote closes as ``traded_away``.
+
+    Raises ``PermissionDenied`` (``NOT_AUTHORIZED``) unless the caller is a requester,
+    ``NotFound`` (``UNKNOWN_RFQ``, ``UNKNOWN_QUOTE``) for an RFQ it may not see or a quote not
+    on it, ``Conflict`` (``RFQ_EXPIRED``, ``RFQ_NOT_OPEN``, ``QUOTE_EXPIRED``,
+    ``QUOTE_NOT_ACTIVE``, ``SELF_TRADE``, ``COUNTERPARTY_UNAVAILABLE``,
+    ``QUOTE_SIDE_UNAVAILABLE``, ``PRICE_LIMIT_EXCEEDED``) and ``Invalid``
+    (``INVALID_QUANTITY``) for a trade that cannot happen."""
     _require(caller, Audience.REQUESTER)
     now = timezone.now()
-    rfq = rfq_get(caller.viewer, rfq_id, for_update=True)
+    rfq = rfq_lock(caller.viewer, rfq_id)
     _require_open(rfq, now)
-    quote = (
-        Quote.objects.select_for_update().filter(pk=quote_id, rfq=rfq).first()
-        if is_uuid(quote_id)
-        else None
-    )
+    quote = quote_lock(Quote.objects.filter(pk=quote_id, rfq=rfq)) if is_uuid(quote_id) else None
     if quote is None:
         raise NotFound("UNKNOWN_QUOTE", "No such quote on this RFQ.")
     _require_active(quote, now)
     if quote.firm_id == rfq.firm_id:
         raise Conflict("SELF_TRADE", "A firm cannot trade with itself.")
-    maker = Participant.objects.select_related("firm").get(pk=quote.maker_id)
+    maker = quote.maker
     if not (maker.is_active and maker.firm.is_active):
         raise Conflict("COUNTERPARTY_UNAVAILABLE", "The quoting firm cannot trade now.")
     # The requester buys the package at the ask or sells it at the bid.
@@ -679,7 +738,7 @@ def rfq_accept(
             f"The quote's price {dec(price)} is worse than the limit {dec(limit_price)}.",
             {"price": dec(price), "limit_price": dec(limit_price)},
         )
-    rfq_legs = list(rfq.legs.select_related("instrument").order_by("leg_no"))
+    rfq_legs = list(rfq_details([rfq], counterparties=False)[0].legs.all())
     if quantity is None:
         quantity = size
     elif not ZERO < quantity <= size:
@@ -689,52 +748,44 @@ def rfq_accept(
     trade = Trade.objects.create(
         rfq=rfq,
         quote=quote,
-        requester_firm_id=rfq.firm_id,
+        requester_firm=rfq.firm,
         requester=caller.participant,
         requester_serial=caller.serial,
-        maker_firm_id=quote.firm_id,
-        maker_id=quote.maker_id,
+        maker_firm=quote.firm,
+        maker=maker,
         maker_serial=quote.certificate_serial,
         side=side,
         quantity=quantity,
         price=price,
         created_at=now,
     )
-    quote_legs = {leg.leg_no: leg for leg in quote.legs.all()}
-    TradeLeg.objects.bulk_create(
-        TradeLeg(
-            trade=trade,
-            leg_no=leg.leg_no,
-            instrument=leg.instrument,
-            side=leg.side if side == Side.BUY else opposite(leg.side),
-            quantity=leg.ratio * quantity,
-            price=quote_legs[leg.leg_no].ask_price
-            if side == Side.BUY
-            else quote_legs[leg.leg_no].bid_price,
-        )
-        for leg in rfq_legs
+    quote_legs = {leg.leg_no: leg for leg in quote_details([quote])[0].legs.all()}
+    trade_legs = TradeLeg.objects.bulk_create(
+        [
+            TradeLeg(
+                trade=trade,
+                leg_no=leg.leg_no,
+                instrument=leg.instrument,
+                side=leg.side if side == Side.BUY else opposite(leg.side),
+                quantity=leg.ratio * quantity,
+                price=quote_legs[leg.leg_no].ask_price
+                if side == Side.BUY
+                else quote_legs[leg.leg_no].bid_price,
+            )
+            for leg in rfq_legs
+        ]
     )
+    # As trade_with_details would load it, from what is in memory (no read-back).
+    preloaded(trade, legs=trade_legs)
     quote.save(update_fields=quote.close(Quote.State.ACCEPTED, "accepted", now))
-    losers = _close_quotes(rfq, Quote.State.TRADED_AWAY, "traded_away", now)
+    losers = _close_quotes([rfq.pk], Quote.State.TRADED_AWAY, "traded_away", now)
     rfq.save(update_fields=rfq.close(Rfq.State.FILLED, "accepted", now))
-    trade = trade_with_details(Trade.objects.filter(pk=trade.pk)).get()
-    drafts = [
-        Draft(
-            rfq.firm_id,
-            Audience.REQUESTER,
-            "trade.created",
-            {"trade": trade_render(trade, Viewer(rfq.firm_id, 0, Audience.REQUESTER))},
-        ),
-        Draft(
-            quote.firm_id,
-            Audience.MAKER,
-            "trade.created",
-            {"trade": trade_render(trade, Viewer(quote.firm_id, 0, Audience.MAKER))},
-        ),
-    ]
-    drafts += _quote_drafts([quote], "quote.accepted", now, requester=False)
-    drafts += _quote_drafts(losers, "quote.traded_away", now, requester=False)
-    drafts += _rfq_drafts(rfq, "rfq.filled", now, _maker_firm_ids(rfq))
+    rfq_details([rfq])
+    outbox = Outbox(now)
+    outbox.trade(trade)
+    outbox.quotes([quote], "quote.accepted", requester=False)
+    outbox.quotes(losers, "quote.traded_away", requester=False)
+    outbox.rfq(rfq, "rfq.filled", rfq_maker_firm_ids(rfq))
     audit_record(
         event="trade.executed",
         actor=caller.actor,
@@ -748,7 +799,7 @@ def rfq_accept(
         maker_serial=quote.certificate_serial,
         quotes_traded_away=[q.pk for q in losers],
     )
-    events_append(drafts)
+    outbox.append()
     return trade
 
 
@@ -760,14 +811,19 @@ def rfq_expire_due(*, now: datetime | None = None, batch: int = 500) -> tuple[in
 
     Rows another transaction holds are skipped (SKIP LOCKED): the accept or cancel holding
     them decides their fate, and the next run picks up what is still due. Safe to run twice:
-    only rows still open or active are touched.
+    only rows still open or active are touched. Each batch of ``batch`` RFQs is one durable
+    transaction, read and closed in a fixed number of queries plus one UPDATE per RFQ.
     """
     now = now or timezone.now()
     actor = Actor.system("rfq expiry sweep")
     rfqs_closed = quotes_closed = 0
     while True:
         with transaction.atomic(durable=True):
-            rfqs = list(Rfq.objects.due(now).for_update(skip_locked=True)[:batch])
+            rfqs = list(
+                Rfq.objects.due(now)
+                .select_related("firm", "requester")
+                .for_update(skip_locked=True)[:batch]
+            )
             stale = list(
                 Quote.objects.due(now)
                 .exclude(rfq_id__in=[r.pk for r in rfqs])
@@ -780,35 +836,41 @@ def rfq_expire_due(*, now: datetime | None = None, batch: int = 500) -> tuple[in
             )
             if not rfqs and not locked:
                 return rfqs_closed, quotes_closed
-            entries, drafts = [], []
+            rfq_details(rfqs)
+            closed = _by_rfq(
+                _close_quotes([r.pk for r in rfqs], Quote.State.EXPIRED, "rfq_expired", now)
+            )
+            providers = liquidity_provider_ids() if any(r.to_all for r in rfqs) else []
+            outbox, entries = Outbox(now), []
             for rfq in rfqs:
                 rfq.save(update_fields=rfq.close(Rfq.State.EXPIRED, "expired", now))
-                closed = _close_quotes(rfq, Quote.State.EXPIRED, "rfq_expired", now)
-                quotes_closed += len(closed)
+                quotes = closed.get(rfq.pk, [])
+                quotes_closed += len(quotes)
                 entries.append(
-                    AuditEntry("rfq.expired", actor, rfq, "", "", {"quotes_closed": len(closed)})
+                    AuditEntry("rfq.expired", actor, rfq, "", "", {"quotes_closed": len(quotes)})
                 )
-                drafts += _rfq_drafts(rfq, "rfq.expired", now, _maker_firm_ids(rfq))
-                drafts += _quote_drafts(closed, "quote.expired", now, requester=False)
+                outbox.rfq(rfq, "rfq.expired", rfq_maker_firm_ids(rfq, providers=providers))
+                outbox.quotes(quotes, "quote.expired", requester=False)
             quotes = (
-                Quote.objects.filter(rfq_id__in=locked)
-                .due(now)
+                quote_with_details(Quote.objects.filter(rfq_id__in=locked).due(now))
+                .select_related("rfq")
                 .close(Quote.State.EXPIRED, "expired", now)
             )
             quotes_closed += len(quotes)
             entries += [
                 AuditEntry("quote.expired", actor, q, "", "", {"rfq_id": q.rfq_id}) for q in quotes
             ]
-            drafts += _quote_drafts(quotes, "quote.expired", now)
+            outbox.quotes(quotes, "quote.expired")
             rfqs_closed += len(rfqs)
             audit_record_many(entries)
-            events_append(drafts)
+            outbox.append()
 
 
 def firm_trading_stop(*, firm_id: int, reason: str) -> tuple[int, int]:
     """A firm was suspended or offboarded: cancel its open RFQs and its active quotes, so no
     maker keeps pricing a firm that cannot trade and no requester sees its quotes. Returns
-    (rfqs, quotes) closed. RFQs are locked in id order, as everywhere."""
+    (rfqs, quotes) closed; a second run finds nothing. RFQs are locked in id order, as
+    everywhere, in one durable transaction."""
     now = timezone.now()
     actor = Actor.system(f"firm {reason}")
     with transaction.atomic(durable=True):
@@ -816,25 +878,32 @@ def firm_trading_stop(*, firm_id: int, reason: str) -> tuple[int, int]:
             set(Rfq.objects.filter(firm_id=firm_id).unclosed().values_list("pk", flat=True))
             | set(Quote.objects.filter(firm_id=firm_id).unclosed().values_list("rfq_id", flat=True))
         )
-        locked = list(Rfq.objects.filter(pk__in=rfq_ids).for_update())
-        entries, drafts, closed_rfqs, closed_quotes = [], [], 0, []
-        for rfq in locked:
-            if rfq.firm_id == firm_id and rfq.state == Rfq.State.OPEN:
-                rfq.save(update_fields=rfq.close(Rfq.State.CANCELLED, reason, now))
-                quotes = _close_quotes(rfq, Quote.State.CANCELLED, "rfq_cancelled", now)
-                drafts += _rfq_drafts(rfq, "rfq.cancelled", now, _maker_firm_ids(rfq))
-                drafts += _quote_drafts(quotes, "quote.cancelled", now, requester=False)
-                entries.append(AuditEntry("rfq.cancelled", actor, rfq, "", "", {"reason": reason}))
-                closed_rfqs += 1
-        own = Quote.objects.filter(firm_id=firm_id, rfq_id__in=rfq_ids).close(
-            Quote.State.CANCELLED, reason, now
+        locked = list(
+            Rfq.objects.filter(pk__in=rfq_ids).select_related("firm", "requester").for_update()
         )
-        closed_quotes = own
-        drafts += _quote_drafts(own, "quote.cancelled", now)
+        cancelled = rfq_details(
+            [rfq for rfq in locked if rfq.firm_id == firm_id and rfq.state == Rfq.State.OPEN]
+        )
+        closed = _by_rfq(
+            _close_quotes([r.pk for r in cancelled], Quote.State.CANCELLED, "rfq_cancelled", now)
+        )
+        providers = liquidity_provider_ids() if any(r.to_all for r in cancelled) else []
+        outbox, entries = Outbox(now), []
+        for rfq in cancelled:
+            rfq.save(update_fields=rfq.close(Rfq.State.CANCELLED, reason, now))
+            outbox.rfq(rfq, "rfq.cancelled", rfq_maker_firm_ids(rfq, providers=providers))
+            outbox.quotes(closed.get(rfq.pk, []), "quote.cancelled", requester=False)
+            entries.append(AuditEntry("rfq.cancelled", actor, rfq, "", "", {"reason": reason}))
+        own = (
+            quote_with_details(Quote.objects.filter(firm_id=firm_id, rfq_id__in=rfq_ids))
+            .select_related("rfq")
+            .close(Quote.State.CANCELLED, reason, now)
+        )
+        outbox.quotes(own, "quote.cancelled")
         entries += [
             AuditEntry("quote.cancelled", actor, q, "", "", {"reason": reason}) for q in own
         ]
         if entries:
             audit_record_many(entries)
-            events_append(drafts)
-    return closed_rfqs, len(closed_quotes)
+            outbox.append()
+    return len(cancelled), len(own)

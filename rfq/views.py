@@ -23,20 +23,17 @@ from pki.authentication import recheck
 from rfq import serializers as s
 from rfq import services
 from rfq.events import events_wait
-from rfq.models import Quote, Rfq, Trade
+from rfq.models import Quote
 from rfq.pagination import Page, cursor_encode
 from rfq.render import event_render, instrument_render, quote_render, rfq_render, trade_render
 from rfq.selectors import (
     instrument_list,
     quote_get,
     quote_list,
-    quote_with_details,
     rfq_get,
     rfq_list,
-    rfq_with_details,
     trade_get,
     trade_list,
-    trade_with_details,
 )
 from rfq.throttling import throttles
 
@@ -156,8 +153,6 @@ class RfqListCreateApi(Api):
             expires_in=data.get("expires_in"),
             client_rfq_id=data["client_rfq_id"],
         )
-        if not created:  # a replay: the original, as stored
-            rfq = rfq_with_details(Rfq.objects.filter(pk=rfq.pk)).get()
         return ok(request, rfq_render(rfq, caller.viewer, timezone.now()), 201 if created else 200)
 
 
@@ -181,7 +176,6 @@ class RfqCancelApi(Api):
         """Cancel an open RFQ of your firm; its active quotes are cancelled with it."""
         caller = _caller(request)
         rfq = services.rfq_cancel(caller=caller, rfq_id=rfq_id)
-        rfq = rfq_with_details(Rfq.objects.filter(pk=rfq.pk)).get()
         return ok(request, rfq_render(rfq, caller.viewer, timezone.now()))
 
 
@@ -201,8 +195,7 @@ def _quote_in(data: dict[str, Any]) -> services.QuoteIn:
 def _quote_response(
     request: Request, caller: services.Caller, quote: Quote, status: int = 200
 ) -> Response:
-    """A quote as the caller sees it."""
-    quote = quote_with_details(Quote.objects.filter(pk=quote.pk)).get()
+    """A quote (loaded with details) as the caller sees it."""
     return ok(request, quote_render(quote, caller.viewer, timezone.now()), status)
 
 
@@ -256,7 +249,6 @@ class RfqAcceptApi(Api):
             quantity=data.get("quantity"),
             limit_price=data.get("limit_price"),
         )
-        trade = trade_with_details(Trade.objects.filter(pk=trade.pk)).get()
         return ok(request, trade_render(trade, caller.viewer), 201)
 
 
@@ -266,7 +258,7 @@ class QuoteDetailApi(Api):
     @extend_schema(responses={200: s.QuoteOut, **_errors(404)}, tags=["quotes"])
     def get(self, request: Request, quote_id: str) -> Response:
         caller = _caller(request)
-        return _quote_response(request, caller, quote_get(caller.viewer, quote_id))
+        return _quote_response(request, caller, quote_get(caller.viewer, quote_id, details=True))
 
 
 class QuoteReplaceApi(Api):

@@ -5,9 +5,11 @@ Every refusal is asserted on its machine code and on what it did not write; ever
 exact values (decimals travel as JSON strings) and on its audit record.
 """
 
+import re
 import threading
 import time
 import uuid
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
@@ -1143,6 +1145,63 @@ def test_list_query_counts_do_not_grow_with_the_rows(world):
         "maker trades/": _query_count(lp, "trades/", 12),
     }
     assert large == small
+
+
+def _reads(desk: Desk, path: str, body: dict | None = None) -> tuple[dict, Counter]:
+    """POST, and count the SELECTs of the request by the table they read (their first FROM;
+    the cache and the trust decision left out)."""
+    desk.get("whoami/")  # warm the trust decision and the rate-limit entry
+    with CaptureQueriesContext(connection) as queries:
+        response = desk.post(path, body)
+    tables = Counter()
+    for query in queries.captured_queries:
+        match = re.search(r'\bFROM "(\w+)"', query["sql"])
+        if query["sql"].lstrip().upper().startswith("SELECT") and match:
+            tables[match.group(1)] += 1
+    return response.json(), tables
+
+
+def test_a_write_reads_nothing_back_it_wrote_and_the_view_renders_what_it_got(world, calls):
+    # The service returns its objects loaded as the API renders them, builds what it created
+    # in memory, and the view renders that: no read-back, no second load, however many legs.
+    a, lp, other_lp = world["a"], world["lp"], world["other_lp"]
+    body = spread(counterparties=[lp.firm.lei, other_lp.firm.lei])
+    rfq, reads = _reads(a, "rfqs/", body)
+    assert rfq["state"] == "open"
+    assert reads["rfq_rfq"] == reads["rfq_rfqleg"] == reads["rfq_rfqcounterparty"] == 0
+
+    legs = [{"leg_no": 1, "ask_price": "0.05"}, {"leg_no": 2, "ask_price": "0.02"}]
+    first, reads = _reads(lp, f"rfqs/{rfq['id']}/quotes/", {"ask_price": "0.03", "legs": legs})
+    assert first["state"] == "active"
+    # The RFQ locked once, its legs once; the new quote never read.
+    assert (reads["rfq_rfq"], reads["rfq_rfqleg"], reads["rfq_quote"]) == (1, 1, 0)
+    assert reads["rfq_quoteleg"] == 0
+
+    legs = [{"leg_no": 1, "ask_price": "0.045"}, {"leg_no": 2, "ask_price": "0.02"}]
+    second, reads = _reads(
+        lp, f"quotes/{first['id']}/replace/", {"ask_price": "0.025", "legs": legs}
+    )
+    assert second["replaces"] == first["id"]
+    # The old quote found, then locked with what its event renders; its legs once.
+    assert (reads["rfq_rfq"], reads["rfq_quote"], reads["rfq_quoteleg"]) == (1, 2, 1)
+    losing = quote(other_lp, rfq["id"], {"ask_price": "0.025", "legs": legs})
+
+    trade, reads = _reads(a, f"rfqs/{rfq['id']}/accept/", {"quote_id": second["id"], "side": "buy"})
+    assert [leg["price"] for leg in trade["legs"]] == ["0.045", "0.02"]
+    assert reads["rfq_trade"] == reads["rfq_tradeleg"] == 0
+    assert (reads["rfq_rfq"], reads["rfq_rfqleg"], reads["rfq_rfqcounterparty"]) == (1, 1, 1)
+    # The accepted quote locked, then the one traded away; the legs of each once.
+    assert (reads["rfq_quote"], reads["rfq_quoteleg"]) == (2, 2)
+    assert ok(other_lp.get(f"quotes/{losing['id']}/"))["state"] == "traded_away"
+
+    spare = create(a, one_leg("1", counterparties=[lp.firm.lei]))
+    q = quote(lp, spare["id"], {"bid_price": "99999"})
+    cancelled, reads = _reads(lp, f"quotes/{q['id']}/cancel/")
+    assert cancelled["state"] == "cancelled"
+    assert (reads["rfq_rfq"], reads["rfq_quote"], reads["rfq_quoteleg"]) == (1, 2, 1)
+    cancelled, reads = _reads(a, f"rfqs/{spare['id']}/cancel/")
+    assert cancelled["state"] == "cancelled"
+    assert (reads["rfq_rfq"], reads["rfq_rfqleg"], reads["rfq_rfqcounterparty"]) == (1, 1, 1)
 
 
 # --- expiry ------------------------------------------------------------------------------------
