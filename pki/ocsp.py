@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 from django.utils import timezone
 
+from kernel.redis import redis_client
 from pki.cache_cas import PUT_UNCHANGED
 from pki.conf import pki_settings
 from pki.crypto import CaPrivateKey
@@ -246,8 +247,8 @@ class _RedisStore:
     certificate. A read error is a miss (the response is signed live); a failed invalidation
     is logged loudly (and recorded by the caller)."""
 
-    def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
         self._put_unchanged = self.client.register_script(PUT_UNCHANGED)
 
     def get(self, key: str) -> bytes | None:
@@ -309,9 +310,11 @@ _stores: dict[str, _NullStore | _RedisStore] = {}
 
 
 def _store() -> _NullStore | _RedisStore:
+    """The cache of pre-signed answers on the process's Redis client (kernel.redis), if any."""
     url = pki_settings().redis_url
     if url not in _stores:
-        _stores[url] = _RedisStore(url) if url else _NullStore()
+        client = redis_client()
+        _stores[url] = _RedisStore(client) if client is not None else _NullStore()
     return _stores[url]
 
 

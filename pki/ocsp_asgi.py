@@ -37,6 +37,7 @@ django.setup()
 import redis.asyncio as aioredis  # noqa: E402 - after django.setup()
 from django.db import close_old_connections  # noqa: E402
 
+from kernel.redis import async_redis_client  # noqa: E402
 from pki import ocsp  # noqa: E402
 from pki.conf import pki_settings  # noqa: E402
 from pki.ocsp_http import get_request_bytes, ocsp_path  # noqa: E402
@@ -96,17 +97,11 @@ class NearCache:
 
 
 near = NearCache()
-_redis: aioredis.Redis | None = None
 
 
 def _client() -> aioredis.Redis | None:
-    global _redis
-    url = pki_settings().redis_url
-    if not url:
-        return None
-    if _redis is None:
-        _redis = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    return _redis
+    """The process's asyncio Redis client (kernel.redis), or None without Redis."""
+    return async_redis_client()
 
 
 async def _listen() -> None:

@@ -25,6 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 from redis.commands.core import Script
 
+from kernel.redis import redis_client
 from pki.cache_cas import PUT_UNCHANGED
 from pki.models import Certificate, CertificateAuthority
 
@@ -66,18 +67,15 @@ def decision_cache_key(fingerprint_sha256: str) -> str:
 # With Redis, decisions are read with one plain GET of a small JSON value: the API pays this
 # on every request, and Django's cache layer costs about 2.5 times a raw GET here (533 µs
 # against 204 µs, measured). Without Redis, Django's (database) cache, shared by all processes.
-_clients: dict[str, redis.Redis] = {}
 _put_unchanged: dict[str, Script] = {}
 
 
 def _redis() -> redis.Redis | None:
-    url = settings.REDIS_URL
-    if not url:
-        return None
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        _put_unchanged[url] = _clients[url].register_script(PUT_UNCHANGED)
-    return _clients[url]
+    """The process's Redis client (kernel.redis), with the compare-and-set script registered."""
+    client = redis_client()
+    if client is not None and settings.REDIS_URL not in _put_unchanged:
+        _put_unchanged[settings.REDIS_URL] = client.register_script(PUT_UNCHANGED)
+    return client
 
 
 def _encode(decision: "TrustDecision") -> bytes:

@@ -18,10 +18,10 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from kernel.redis import redis_client
 from rfq.models import Audience, Event, EventHead, Quote, Rfq, Trade
 from rfq.render import quote_render, rfq_render, trade_render
 from rfq.selectors import Viewer, event_feed
@@ -136,20 +136,6 @@ def events_append(drafts: list[Draft]) -> int:
     return seq
 
 
-_clients: dict[str, redis.Redis] = {}
-
-
-def redis_client() -> redis.Redis | None:
-    """The raw Redis client of this process (None without REDIS_URL): event wake-ups, rate
-    limits and stream slots."""
-    url = settings.REDIS_URL
-    if not url:
-        return None
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=0.5)
-    return _clients[url]
-
-
 def _publish(seq: int) -> None:
     client = redis_client()
     if client is None:
@@ -165,7 +151,8 @@ def events_wait(viewer: Viewer, *, since: int, wait: float, limit: int) -> list[
     """Events after ``since`` for the viewer, waiting up to ``wait`` seconds for the first
     one. Subscribes before the first read, so an event committed in between still wakes us."""
     deadline = time.monotonic() + wait
-    client = redis_client() if wait > 0 else None
+    # Pub/sub reads wait up to a second (below), longer than the default read timeout.
+    client = redis_client(socket_timeout=1) if wait > 0 else None
     pubsub = None
     if client is not None:
         try:

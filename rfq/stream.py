@@ -31,9 +31,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kernel.api import ApiError, request_id
+from kernel.redis import redis_client
 from pki import trust
 from pki.authentication import MESSAGES
-from rfq.events import events_wait, redis_client
+from rfq.events import events_wait
 from rfq.render import event_render
 from rfq.selectors import Viewer
 from rfq.serializers import ErrorOut

@@ -16,7 +16,7 @@ import time
 import redis
 from rest_framework.throttling import SimpleRateThrottle
 
-from rfq.events import redis_client
+from kernel.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
