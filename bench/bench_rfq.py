@@ -678,7 +678,7 @@ def section_list(args, workdir: Path) -> None:
 
     from kernel.models import Firm
     from rfq.models import Instrument, Rfq
-    from rfq.views import _cursor_encode
+    from rfq.pagination import cursor_encode
 
     clients = [firm(100 + i, f"List Client {i}", Firm.Role.CLIENT) for i in range(4)]
     lps = [firm(200 + i, f"List LP {i}", Firm.Role.LIQUIDITY_PROVIDER) for i in range(3)]
@@ -701,7 +701,7 @@ def section_list(args, workdir: Path) -> None:
     def deep(queryset) -> str:
         offset = queryset.count() // 2
         pk = queryset.order_by("-pk").values_list("pk", flat=True)[offset]
-        return _cursor_encode(pk)
+        return cursor_encode(pk)
 
     from rfq.selectors import Viewer, rfq_visible
 

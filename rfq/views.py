@@ -24,7 +24,7 @@ from rfq import serializers as s
 from rfq import services
 from rfq.events import events_wait
 from rfq.models import Quote
-from rfq.pagination import Page, cursor_encode
+from rfq.pagination import Page
 from rfq.render import event_render, instrument_render, quote_render, rfq_render, trade_render
 from rfq.selectors import (
     instrument_list,
@@ -36,9 +36,6 @@ from rfq.selectors import (
     trade_list,
 )
 from rfq.throttling import throttles
-
-# bench/bench_rfq.py makes cursors under this name.
-_cursor_encode = cursor_encode
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
