@@ -32,8 +32,7 @@ from rest_framework.views import APIView
 
 from kernel.api import ApiError, request_id
 from kernel.redis import redis_client
-from pki import trust
-from pki.authentication import MESSAGES
+from pki.authentication import recheck
 from rfq.events import events_wait
 from rfq.render import event_render
 from rfq.selectors import Viewer
@@ -67,13 +66,15 @@ def _since(request: Request) -> int:
     return int(raw)
 
 
-def _frames(viewer: Viewer, fingerprint: str, since: int, seconds: float) -> Iterator[bytes]:
+def _frames(request: Request, viewer: Viewer, since: int, seconds: float) -> Iterator[bytes]:
     yield b"retry: 1000\n\n"
     deadline = time.monotonic() + seconds
     while (remaining := deadline - time.monotonic()) > 0:
-        decision = trust.certificate_decide(fingerprint)
-        if not decision.ok:
-            body = json.dumps({"code": decision.code, "message": MESSAGES[decision.code]})
+        try:
+            # The one re-check of the API (the long-poll's too): refused and audited alike.
+            recheck(request)
+        except ApiError as refused:
+            body = json.dumps({"code": refused.error_code, "message": str(refused.detail)})
             yield f"event: error\ndata: {body}\n\n".encode()
             return
         events = events_wait(viewer, since=since, wait=min(CHECK_INTERVAL, remaining), limit=100)
@@ -181,8 +182,8 @@ class EventStreamApi(APIView):
         response = _Stream(
             release,
             _frames(
+                request,
                 viewer,
-                request.user.decision.fingerprint_sha256,
                 since,
                 settings.KEYLINE_RFQ["EVENTS_STREAM_SECONDS"],
             ),

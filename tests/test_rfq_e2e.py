@@ -9,7 +9,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from kernel.models import Firm
+from kernel.models import AuditRecord, Firm
 from rfq.models import Instrument
 from tests.factories import FirmFactory, ParticipantFactory
 from tests.keys import ec_key, key_pem, make_csr
@@ -203,6 +203,11 @@ def test_event_stream_through_nginx_delivers_and_ends_on_revocation(terminator, 
         assert not listener.is_alive(), "the stream did not end after the revocation"
         assert "event: error" in frames, frames
         assert any('"certificate_revoked"' in f for f in frames), frames
+        # Refused by the API's one re-check, so audited like any refusal.
+        refusal = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
+        assert refusal.details["code"] == "certificate_revoked"
+        assert refusal.details["path"] == "/api/v1/events/stream/"
+        assert refusal.actor_id == desks["carol"].row.serial
     # nginx sent the feed to its own pool (threads), the rest to the API's sync workers. (The
     # access log line of a stream is written when it ends, just after the client saw it end.)
     deadline = time.monotonic() + 5
