@@ -1089,12 +1089,19 @@ def _multi_leg_trade(a: Desk, lp: Desk, n: int) -> None:
     services.rfq_accept(caller=caller(a), rfq_id=rfq.pk, quote_id=q.pk, side="buy")
 
 
+# Reads that are not the list's own: the certificate's trust decision comes from the
+# database whenever its cache entry is missing, and whether it is depends on the machine (a
+# Redis read that times out under load is a miss, by design), not on the rows.
+NOT_THE_LISTS = re.compile(r'\bFROM "(pki_certificate|keyline_cache)"')
+
+
 def _query_count(desk: Desk, path: str, rows: int) -> int:
+    """The queries of one list request, the trust decision and the cache left out."""
     desk.get(path)  # warm the trust decision and the rate-limit entry
     with CaptureQueriesContext(connection) as queries:
         response = desk.get(path, limit=50)
     assert len(ok(response)["results"]) == rows
-    return len(queries)
+    return sum(1 for q in queries.captured_queries if not NOT_THE_LISTS.search(q["sql"]))
 
 
 def test_list_query_counts_do_not_grow_with_the_rows(world):
