@@ -125,12 +125,18 @@ class TerminatorCertificateAuthentication(BaseAuthentication):
         return ApiPrincipal(decision), decision
 
 
+def principal_of(request: Request) -> ApiPrincipal:
+    """``request.user`` of a request this authentication let in (typed as Django's users)."""
+    principal = request.user
+    if not isinstance(principal, ApiPrincipal):  # the API's views authenticate only so
+        raise TypeError("the request was not authenticated by a client certificate")
+    return principal
+
+
 def recheck(request: Request) -> None:
     """Decide again for the certificate this request authenticated with: a request that waits
     (a long-poll) may outlive a revocation. Refuses exactly as authentication does."""
-    principal = request.user
-    if not isinstance(principal, ApiPrincipal):  # the API's views authenticate only so
-        raise TypeError("recheck: the request was not authenticated by a client certificate")
+    principal = principal_of(request)
     decision = trust.certificate_decide(principal.decision.fingerprint_sha256)
     if not decision.ok:
         _refuse_decision(request, decision)

@@ -1,7 +1,10 @@
 """Instruments are managed here; RFQs, quotes and trades are read-only records of what
 traders did (they change only through the API's services)."""
 
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from rfq.models import Instrument, Quote, Rfq, Trade
 
@@ -24,13 +27,13 @@ class InstrumentAdmin(admin.ModelAdmin):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 

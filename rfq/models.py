@@ -10,7 +10,7 @@ RFQ is locked), so the database constraints below are a second line, not the mec
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Self, TypeVar, cast
+from typing import Any, ClassVar, Self, TypedDict, TypeVar, cast
 
 from django.db import models
 from django.db.models import ForeignObjectRel, Q
@@ -18,7 +18,15 @@ from django.utils.translation import gettext_lazy as _
 
 from rfq.ids import uuid7
 
-PRICE = {"max_digits": 24, "decimal_places": 8}
+
+class Digits(TypedDict):
+    """The precision of a DecimalField (typed, so ``**PRICE`` checks against its keywords)."""
+
+    max_digits: int
+    decimal_places: int
+
+
+PRICE: Digits = {"max_digits": 24, "decimal_places": 8}
 M = TypeVar("M", bound=models.Model)
 
 

@@ -7,6 +7,7 @@ OpenAPI schema; Schemathesis checks every response against them (tests/rfq/test_
 
 import re
 from decimal import Decimal
+from typing import Any
 
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
@@ -39,12 +40,12 @@ class DecimalString(serializers.DecimalField):
         '(no "+", exponent, separator or spaces).',
     }
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(
             max_digits=PRICE["max_digits"], decimal_places=PRICE["decimal_places"], **kwargs
         )
 
-    def to_internal_value(self, data) -> Decimal:
+    def to_internal_value(self, data: Any) -> Decimal:
         """Refuse anything but the strict grammar before DRF's (lenient) decimal parsing."""
         if not isinstance(data, str):
             self.fail("not_string")
@@ -52,7 +53,7 @@ class DecimalString(serializers.DecimalField):
             self.fail("grammar")
         return super().to_internal_value(data)
 
-    def to_representation(self, value) -> str:
+    def to_representation(self, value: Any) -> str:
         """As a string, as on the wire (the schema shows defaults through this)."""
         return str(value)
 
@@ -63,7 +64,7 @@ class JsonBoolean(serializers.BooleanField):
 
     default_error_messages = {"not_boolean": "Send true or false (a JSON boolean)."}
 
-    def to_internal_value(self, data) -> bool:
+    def to_internal_value(self, data: Any) -> bool:
         """The value itself, when it is a JSON boolean."""
         if not isinstance(data, bool):
             self.fail("not_boolean")
@@ -77,7 +78,9 @@ class LegIn(serializers.Serializer):
 
 
 class RfqCreateIn(serializers.Serializer):
-    legs = LegIn(many=True, min_length=1, max_length=20)
+    # TYPEHINT NOTE: the stubs' BaseSerializer lacks min_length/max_length, which DRF (3.15+)
+    # hands to the ListSerializer that many=True builds.
+    legs = LegIn(many=True, min_length=1, max_length=20)  # type: ignore[call-arg]
     quantity = DecimalString(min_value=TINY)
     counterparties = serializers.ListField(
         child=serializers.CharField(max_length=20),
@@ -277,7 +280,11 @@ class EventOut(serializers.Serializer):
         "expired|accepted|traded_away, trade.created"
     )
     created_at = serializers.DateTimeField()
-    data = serializers.DictField(help_text="{rfq: …}, {quote: …} or {trade: …}, as you see it.")
+    # TYPEHINT NOTE: the stubs see Serializer.data (a property) overridden; DRF's serializer
+    # metaclass takes declared fields out of the class body, so the property stays.
+    data = serializers.DictField(  # type: ignore[assignment]
+        help_text="{rfq: …}, {quote: …} or {trade: …}, as you see it."
+    )
 
 
 class EventsOut(serializers.Serializer):

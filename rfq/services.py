@@ -369,7 +369,7 @@ def _require_open(rfq: Rfq, now: datetime) -> None:
 
 def _validate_quote(
     rfq: Rfq, data: QuoteIn, now: datetime
-) -> tuple[dict, list[QuoteLeg], datetime]:
+) -> tuple[dict[str, Decimal | None], list[QuoteLeg], datetime]:
     """Check a quote against its RFQ; returns (quote fields, leg rows, expires_at)."""
     cfg = settings.KEYLINE_RFQ
     expires_in = cfg["QUOTE_EXPIRY_DEFAULT"] if data.expires_in is None else data.expires_in
@@ -380,7 +380,7 @@ def _validate_quote(
         )
     rfq_legs = list(rfq_details([rfq], counterparties=False)[0].legs.all())
     fields: dict[str, Decimal | None] = {}
-    sides = []
+    prices: dict[str, Decimal] = {}  # the package price of each side quoted
     for side in ("bid", "ask"):
         price, size = getattr(data, f"{side}_price"), getattr(data, f"{side}_size")
         if price is None:
@@ -397,10 +397,10 @@ def _validate_quote(
             )
         _check_leg_quantities([(leg.instrument, leg.ratio) for leg in rfq_legs], size)
         fields[f"{side}_price"], fields[f"{side}_size"] = price, size
-        sides.append(side)
-    if not sides:
+        prices[side] = price
+    if not prices:
         raise Invalid("INVALID_PRICE", "A quote needs a bid, an ask or both.")
-    if len(sides) == 2 and fields["bid_price"] >= fields["ask_price"]:
+    if len(prices) == 2 and prices["bid"] >= prices["ask"]:
         raise Invalid("INVALID_PRICE", "The bid must be below the ask.")
 
     leg_prices: dict[int, dict[str, Decimal | None]] = {
@@ -411,10 +411,10 @@ def _validate_quote(
             raise Invalid("INVALID_PRICE", "A multi-leg quote needs a price for every leg.")
         leg = rfq_legs[0]
         sign = 1 if leg.side == Side.BUY else -1
-        for side in sides:
-            leg_prices[1][side] = fields[f"{side}_price"] / (sign * leg.ratio)
+        for side, package_price in prices.items():
+            leg_prices[1][side] = package_price / (sign * leg.ratio)
     else:
-        given = {leg.leg_no: leg for leg in data.legs}
+        given = {leg_in.leg_no: leg_in for leg_in in data.legs}
         if len(given) != len(data.legs) or set(given) != set(leg_prices):
             raise Invalid(
                 "INVALID_PRICE",
@@ -422,19 +422,20 @@ def _validate_quote(
                 {"legs": sorted(given)},
             )
         for side in ("bid", "ask"):
-            for leg_no, leg in given.items():
-                price = getattr(leg, f"{side}_price")
-                if side in sides and price is None:
+            for leg_no, leg_in in given.items():
+                leg_price = getattr(leg_in, f"{side}_price")
+                if side in prices and leg_price is None:
                     raise Invalid("INVALID_PRICE", f"Leg {leg_no} has no {side}_price.")
-                if side not in sides and price is not None:
+                if side not in prices and leg_price is not None:
                     raise Invalid("INVALID_PRICE", f"Leg {leg_no} prices a {side} the quote lacks.")
-                leg_prices[leg_no][side] = price
-    for side in sides:
+                leg_prices[leg_no][side] = leg_price
+    for side, package_price in prices.items():
         total = ZERO
         for leg in rfq_legs:
             price = leg_prices[leg.leg_no][side]
             tick = leg.instrument.tick_size
-            if price <= ZERO or price >= LIMIT or not _multiple_of(price, tick):
+            # None never: every leg is priced on each side quoted (checked above).
+            if price is None or price <= ZERO or price >= LIMIT or not _multiple_of(price, tick):
                 raise Invalid(
                     "INVALID_PRICE",
                     f"Leg {leg.leg_no} {side} {dec(price)} must be positive and a multiple of "
@@ -442,10 +443,10 @@ def _validate_quote(
                     {"leg_no": leg.leg_no, "side": side, "tick_size": dec(tick)},
                 )
             total += (1 if leg.side == Side.BUY else -1) * leg.ratio * price
-        if total != fields[f"{side}_price"]:
+        if total != package_price:
             raise Invalid(
                 "INVALID_PRICE",
-                f"The {side}_price {dec(fields[f'{side}_price'])} does not equal the sum of "
+                f"The {side}_price {dec(package_price)} does not equal the sum of "
                 f"the leg prices, {dec(total)} (sum of +/- ratio x leg price).",
                 {"side": side, "legs_total": dec(total)},
             )
@@ -724,7 +725,8 @@ def rfq_accept(
     price, size = (
         (quote.ask_price, quote.ask_size) if side == Side.BUY else (quote.bid_price, quote.bid_size)
     )
-    if price is None:
+    # A side's size is None only with its price (the services write them together).
+    if price is None or size is None:
         raise Conflict(
             "QUOTE_SIDE_UNAVAILABLE",
             f"The quote has no {'ask' if side == Side.BUY else 'bid'}.",
@@ -744,6 +746,16 @@ def rfq_accept(
     elif not ZERO < quantity <= size:
         raise Invalid("INVALID_QUANTITY", f"quantity must be more than 0 and at most {dec(size)}.")
     _check_leg_quantities([(leg.instrument, leg.ratio) for leg in rfq_legs], quantity)
+    leg_prices: dict[int, Decimal] = {}
+    for quote_leg in quote_details([quote])[0].legs.all():
+        leg_price = quote_leg.ask_price if side == Side.BUY else quote_leg.bid_price
+        if leg_price is None:  # never: a quote prices every leg on each side it has
+            raise Conflict(
+                "QUOTE_SIDE_UNAVAILABLE",
+                f"The quote has no {'ask' if side == Side.BUY else 'bid'}.",
+                {"side": side},
+            )
+        leg_prices[quote_leg.leg_no] = leg_price
 
     trade = Trade.objects.create(
         rfq=rfq,
@@ -759,7 +771,6 @@ def rfq_accept(
         price=price,
         created_at=now,
     )
-    quote_legs = {leg.leg_no: leg for leg in quote_details([quote])[0].legs.all()}
     trade_legs = TradeLeg.objects.bulk_create(
         [
             TradeLeg(
@@ -768,9 +779,7 @@ def rfq_accept(
                 instrument=leg.instrument,
                 side=leg.side if side == Side.BUY else opposite(leg.side),
                 quantity=leg.ratio * quantity,
-                price=quote_legs[leg.leg_no].ask_price
-                if side == Side.BUY
-                else quote_legs[leg.leg_no].bid_price,
+                price=leg_prices[leg.leg_no],
             )
             for leg in rfq_legs
         ]

@@ -2,6 +2,8 @@
 quotes are cancelled after the status change commits (rfq reacts to portal; portal never
 imports rfq)."""
 
+from typing import Any
+
 from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
@@ -9,11 +11,14 @@ from django.dispatch import receiver
 from kernel.models import Firm
 from rfq.services import firm_trading_stop
 
-STOPPED = {Firm.Status.SUSPENDED: "firm_suspended", Firm.Status.OFFBOARDED: "firm_offboarded"}
+STOPPED: dict[str, str] = {
+    Firm.Status.SUSPENDED: "firm_suspended",
+    Firm.Status.OFFBOARDED: "firm_offboarded",
+}
 
 
 @receiver(post_save, sender=Firm, dispatch_uid="rfq_firm_trading_stop")
-def firm_status_changed(sender, instance: Firm, **kwargs) -> None:
+def firm_status_changed(sender: type[Firm], instance: Firm, **kwargs: Any) -> None:
     reason = STOPPED.get(instance.status)
     if reason is None:
         return

@@ -32,7 +32,7 @@ from rest_framework.views import APIView
 
 from kernel.api import ApiError, request_id
 from kernel.redis import redis_client
-from pki.authentication import recheck
+from pki.authentication import principal_of, recheck
 from rfq.events import events_wait
 from rfq.render import event_render
 from rfq.selectors import Viewer
@@ -177,8 +177,9 @@ class EventStreamApi(APIView):
         """Your desk's events as a Server-Sent Events stream (reconnect with Last-Event-ID)."""
 
         since = _since(request)
-        viewer = Viewer.of(request.user.participant)
-        release = _stream_slot(request.user.serial)
+        principal = principal_of(request)
+        viewer = Viewer.of(principal.participant)
+        release = _stream_slot(principal.serial)
         response = _Stream(
             release,
             _frames(

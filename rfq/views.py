@@ -19,7 +19,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from kernel.api import ApiError, ok
-from pki.authentication import recheck
+from pki.authentication import principal_of, recheck
 from rfq import serializers as s
 from rfq import services
 from rfq.events import events_wait
@@ -54,7 +54,8 @@ def _input(serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
 
 
 def _caller(request: Request) -> services.Caller:
-    return services.Caller(request.user.participant, request.user.serial)
+    principal = principal_of(request)
+    return services.Caller(principal.participant, principal.serial)
 
 
 def _page(page: Page[Any], render: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
@@ -368,9 +369,12 @@ class WhoAmIView(Api):
 
     @extend_schema(responses={200: s.WhoAmIOut, **_errors()}, tags=["identity"])
     def get(self, request: Request) -> Response:
-        principal = request.user
+        principal = principal_of(request)
         participant = principal.participant
         firm = participant.firm
+        not_after = principal.not_after
+        if not_after is None:  # never: every certificate the venue issues has a not_after
+            raise TypeError("the trusted certificate has no not_after")
         now = timezone.now()
         return ok(
             request,
@@ -389,8 +393,8 @@ class WhoAmIView(Api):
                 "certificate": {
                     "serial": principal.serial,
                     "fingerprint_sha256": principal.decision.fingerprint_sha256,
-                    "not_after": principal.not_after,
-                    "days_to_expiry": (principal.not_after - now).days,
+                    "not_after": not_after,
+                    "days_to_expiry": (not_after - now).days,
                 },
                 "checked_at": now,
             },

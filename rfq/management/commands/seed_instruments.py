@@ -3,6 +3,7 @@
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.core.management.base import BaseCommand
 from django.utils import timezone
@@ -18,7 +19,7 @@ UNDERLYINGS = {
 
 def _expiries(now: datetime) -> list[datetime]:
     """The last Friday 08:00 UTC of each of the next three quarter months (Deribit style)."""
-    out = []
+    out: list[datetime] = []
     year, month = now.year, now.month
     while len(out) < 3:
         month += 1
@@ -79,7 +80,7 @@ def instruments_spec(now: datetime) -> list[dict]:
 class Command(BaseCommand):
     help = "Create the demo instruments (idempotent)."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         created = 0
         for spec in instruments_spec(timezone.now()):
             symbol = spec.pop("symbol")
