@@ -15,6 +15,7 @@ import collections
 import os
 import random
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -30,8 +31,6 @@ OUR_PREFIXES = ("DJANGO_", "KEYLINE_", "CELERY_", "DATABASE_", "REDIS_")
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

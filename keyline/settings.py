@@ -9,7 +9,6 @@ when those are unset (bin/_services.sh). A ``.env`` file at the
 project root is read only if it exists; see ``.env.example`` for every variable.
 """
 
-import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -160,10 +159,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
-    _sqlite = Path(DATABASES["default"]["NAME"])
-    if DATABASES["default"]["NAME"] != ":memory:" and not _sqlite.exists():
-        _sqlite.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(_sqlite, os.O_CREAT | os.O_WRONLY, 0o600))
+    # The file is made private when a connection opens it (kernel.apps).
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 
