@@ -13,7 +13,7 @@ from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from kernel.errors import DomainError
+from kernel.errors import DomainError, error_code
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # The attribute the id is kept under on the request, so every caller in one request agrees.
@@ -37,7 +37,7 @@ class ApiError(exceptions.APIException):
     ) -> None:
         super().__init__(message, code)
         self.status_code = status_code
-        self.error_code = code
+        self.error_code = error_code(code)
         self.details = details or {}
 
 
@@ -45,7 +45,7 @@ def error_body(
     request: HttpRequest | Request, code: str, message: str, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     return {
-        "code": code,
+        "code": error_code(code),
         "message": message,
         "request_id": request_id(request),
         "details": details or {},
@@ -53,16 +53,16 @@ def error_body(
 
 
 _DRF_CODES = {
-    exceptions.NotAuthenticated: "not_authenticated",
-    exceptions.AuthenticationFailed: "authentication_failed",
-    exceptions.PermissionDenied: "permission_denied",
-    exceptions.NotFound: "not_found",
-    exceptions.MethodNotAllowed: "method_not_allowed",
-    exceptions.NotAcceptable: "not_acceptable",
-    exceptions.UnsupportedMediaType: "unsupported_media_type",
-    exceptions.ParseError: "malformed_request",
-    exceptions.ValidationError: "invalid",
-    exceptions.Throttled: "rate_limited",
+    exceptions.NotAuthenticated: "NOT_AUTHENTICATED",
+    exceptions.AuthenticationFailed: "AUTHENTICATION_FAILED",
+    exceptions.PermissionDenied: "PERMISSION_DENIED",
+    exceptions.NotFound: "NOT_FOUND",
+    exceptions.MethodNotAllowed: "METHOD_NOT_ALLOWED",
+    exceptions.NotAcceptable: "NOT_ACCEPTABLE",
+    exceptions.UnsupportedMediaType: "UNSUPPORTED_MEDIA_TYPE",
+    exceptions.ParseError: "MALFORMED_REQUEST",
+    exceptions.ValidationError: "INVALID",
+    exceptions.Throttled: "RATE_LIMITED",
 }
 
 
@@ -74,7 +74,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DomainError):
         exc = ApiError(exc.code, exc.message, exc.status_code, exc.details)
     if isinstance(exc, Http404):
-        exc = ApiError("not_found", "Not found.", status.HTTP_404_NOT_FOUND)
+        exc = ApiError("NOT_FOUND", "Not found.", status.HTTP_404_NOT_FOUND)
     if isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(*exc.args)  # as DRF's handler does, so it has .detail
     response = drf_exception_handler(exc, context)
@@ -85,7 +85,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, ApiError):
         body = error_body(request, exc.error_code, str(exc.detail), exc.details)
     else:
-        code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+        code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "ERROR")
         details = {"fields": exc.detail} if isinstance(exc, exceptions.ValidationError) else {}
         message = "Invalid input." if details else str(exc.detail)
         body = error_body(request, code, message, details)

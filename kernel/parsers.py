@@ -56,7 +56,7 @@ def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
 
 class BoundedJSONParser(JSONParser):
     """``JSONParser`` that refuses a body nested deeper than ``MAX_JSON_DEPTH`` with 400
-    ``json_too_deep`` before the decoder sees it."""
+    ``JSON_TOO_DEEP`` before the decoder sees it."""
 
     def parse(
         self,
@@ -73,7 +73,7 @@ class BoundedJSONParser(JSONParser):
             raise ParseError(f"JSON parse error - {exc}") from exc
         if json_depth_exceeds(text):
             raise ApiError(
-                "json_too_deep",
+                "JSON_TOO_DEEP",
                 f"The JSON body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels.",
                 400,
                 {"max_depth": MAX_JSON_DEPTH},

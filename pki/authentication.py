@@ -33,11 +33,11 @@ from pki import trust
 # Decisions that mean "we know who you are, but you may not come in".
 FORBIDDEN = {trust.PARTICIPANT_DISABLED, trust.FIRM_INACTIVE}
 MESSAGES = {
-    "terminator_not_configured": "The API is not configured to trust a TLS terminator.",
-    "terminator_secret_invalid": "Requests must come through the venue's TLS terminator.",
-    "client_certificate_missing": "A client certificate is required.",
-    "client_certificate_unverified": "The client certificate did not verify.",
-    "client_certificate_invalid": "The forwarded client certificate could not be read.",
+    "TERMINATOR_NOT_CONFIGURED": "The API is not configured to trust a TLS terminator.",
+    "TERMINATOR_SECRET_INVALID": "Requests must come through the venue's TLS terminator.",
+    "CLIENT_CERTIFICATE_MISSING": "A client certificate is required.",
+    "CLIENT_CERTIFICATE_UNVERIFIED": "The client certificate did not verify.",
+    "CLIENT_CERTIFICATE_INVALID": "The forwarded client certificate could not be read.",
     trust.CERTIFICATE_UNKNOWN: "This certificate was not issued by the venue.",
     trust.ISSUER_UNKNOWN: "This certificate's issuing CA is not trusted any more.",
     trust.CERTIFICATE_REVOKED: "This certificate has been revoked.",
@@ -105,18 +105,18 @@ class TerminatorCertificateAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiPrincipal, trust.TrustDecision]:
         secret = settings.KEYLINE_TERMINATOR_SECRET
         if not secret:
-            _refuse(request, "terminator_not_configured", 503)
+            _refuse(request, "TERMINATOR_NOT_CONFIGURED", 503)
         given = _header(request, settings.KEYLINE_HEADER_SECRET)
         if not hmac.compare_digest(given.encode(), secret.encode()):
-            _refuse(request, "terminator_secret_invalid", 401)
+            _refuse(request, "TERMINATOR_SECRET_INVALID", 401)
         verify = _header(request, settings.KEYLINE_HEADER_VERIFY)
         if verify in ("", "NONE"):
-            _refuse(request, "client_certificate_missing", 401)
+            _refuse(request, "CLIENT_CERTIFICATE_MISSING", 401)
         if verify != "SUCCESS":
-            _refuse(request, "client_certificate_unverified", 401, {"verify": verify[:200]})
+            _refuse(request, "CLIENT_CERTIFICATE_UNVERIFIED", 401, {"verify": verify[:200]})
         der = _pem_to_der(unquote(_header(request, settings.KEYLINE_HEADER_CERT)))
         if der is None:
-            _refuse(request, "client_certificate_invalid", 401)
+            _refuse(request, "CLIENT_CERTIFICATE_INVALID", 401)
         # Only the fingerprint matters: it is looked up among the certificates we issued, so
         # anything else (garbage included) is simply unknown. No X.509 parse on the hot path.
         decision = trust.certificate_decide(hashlib.sha256(der).hexdigest())

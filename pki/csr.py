@@ -28,19 +28,19 @@ from pki.crypto import PublicKey, describe_public_key, spki_der
 
 MAX_CSR_BYTES = 64 * 1024
 
-CSR_EMPTY = "csr_empty"
-CSR_TOO_LARGE = "csr_too_large"
-CSR_MALFORMED = "csr_malformed"
-CSR_MULTIPLE_OBJECTS = "csr_multiple_objects"
-CSR_CONTAINS_PRIVATE_KEY = "csr_contains_private_key"
-CSR_IS_CERTIFICATE = "csr_is_certificate"
-CSR_BAD_SIGNATURE = "csr_bad_signature"
-CSR_KEY_NOT_ALLOWED = "csr_key_not_allowed"
-CSR_WEAK_SIGNATURE = "csr_weak_signature_algorithm"
-CSR_SIGNATURE_NOT_ALLOWED = "csr_signature_algorithm_not_allowed"
-CSR_KEY_REUSED = "csr_key_reused"
-CSR_KEY_COMPROMISED = "csr_key_compromised"
-CSR_ALREADY_SUBMITTED = "csr_already_submitted"
+CSR_EMPTY = "CSR_EMPTY"
+CSR_TOO_LARGE = "CSR_TOO_LARGE"
+CSR_MALFORMED = "CSR_MALFORMED"
+CSR_MULTIPLE_OBJECTS = "CSR_MULTIPLE_OBJECTS"
+CSR_CONTAINS_PRIVATE_KEY = "CSR_CONTAINS_PRIVATE_KEY"
+CSR_IS_CERTIFICATE = "CSR_IS_CERTIFICATE"
+CSR_BAD_SIGNATURE = "CSR_BAD_SIGNATURE"
+CSR_KEY_NOT_ALLOWED = "CSR_KEY_NOT_ALLOWED"
+CSR_WEAK_SIGNATURE = "CSR_WEAK_SIGNATURE_ALGORITHM"
+CSR_SIGNATURE_NOT_ALLOWED = "CSR_SIGNATURE_ALGORITHM_NOT_ALLOWED"
+CSR_KEY_REUSED = "CSR_KEY_REUSED"
+CSR_KEY_COMPROMISED = "CSR_KEY_COMPROMISED"
+CSR_ALREADY_SUBMITTED = "CSR_ALREADY_SUBMITTED"
 
 MESSAGES = {
     CSR_EMPTY: "The upload is empty. Paste or upload the CSR file (it starts with "

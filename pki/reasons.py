@@ -40,6 +40,6 @@ def reason_from_name(name: str) -> str:
     except KeyError:
         choices = ", ".join(n for n in REASON_NAMES if not n.islower() or n == "unspecified")
         raise Invalid(
-            "revocation_reason_invalid",
+            "REVOCATION_REASON_INVALID",
             f"unknown revocation reason {name!r}; use one of: {choices}",
         ) from None

@@ -50,7 +50,7 @@ class CrlPublishFailed(DomainError):
     status_code = 503
 
     def __init__(self, message: str, stderr: str = "") -> None:
-        super().__init__("crl_publish_failed", message, {"stderr": stderr} if stderr else None)
+        super().__init__("CRL_PUBLISH_FAILED", message, {"stderr": stderr} if stderr else None)
 
 
 # --- revoking ------------------------------------------------------------------------------
@@ -60,9 +60,9 @@ def _check_invalidity_date(invalidity_date: datetime | None, now: datetime) -> N
     if invalidity_date is None:
         return
     if timezone.is_naive(invalidity_date):
-        raise Invalid("invalidity_date_invalid", "the invalidity date needs a time zone")
+        raise Invalid("INVALIDITY_DATE_INVALID", "the invalidity date needs a time zone")
     if invalidity_date > now:
-        raise Invalid("invalidity_date_invalid", "the invalidity date cannot be in the future")
+        raise Invalid("INVALIDITY_DATE_INVALID", "the invalidity date cannot be in the future")
 
 
 def _revoked_details(cert: Certificate) -> dict[str, Any]:
@@ -95,13 +95,13 @@ def certificate_revoke(
     """Revoke one certificate. Revoking a revoked certificate is a 409 that changes nothing.
 
     A ``key_compromise`` revocation also bars the public key from ever being certified again
-    (``pki.services.csr_submit`` refuses it with ``csr_key_compromised``).
+    (``pki.services.csr_submit`` refuses it with ``CSR_KEY_COMPROMISED``).
 
     The status, its audit record and the announcement to ``pki.propagation`` commit together,
     in a transaction of its own (durable: calling it inside one raises ``RuntimeError``).
     Returns the revoked row (``certificate`` is refreshed too). Raises ``Invalid`` for an
-    unknown reason (``revocation_reason_invalid``) or an invalidity date that is naive or in
-    the future (``invalidity_date_invalid``), ``Conflict`` (``certificate_already_revoked``),
+    unknown reason (``REVOCATION_REASON_INVALID``) or an invalidity date that is naive or in
+    the future (``INVALIDITY_DATE_INVALID``), ``Conflict`` (``CERTIFICATE_ALREADY_REVOKED``),
     ``Certificate.DoesNotExist`` for a row that is gone.
     """
     reason = reason_from_name(reason)
@@ -116,7 +116,7 @@ def certificate_revoke(
         # Revoked: the status and the time go together (pki_certificate_revocation_consistent).
         if cert.revoked_at is not None:
             raise Conflict(
-                "certificate_already_revoked",
+                "CERTIFICATE_ALREADY_REVOKED",
                 f"certificate {cert.serial} was already revoked"
                 f" at {cert.revoked_at:%Y-%m-%d %H:%M:%S}Z ({cert.revocation_reason}).",
                 {"serial": cert.serial, "revoked_at": cert.revoked_at.isoformat()},
@@ -178,7 +178,7 @@ def certificates_revoke_for_participant(
     Live means active and unexpired; the others are left as they are, so running it twice
     revokes nothing the second time. Each revocation is audited, and the change announced
     when it commits. Returns the certificates revoked. Raises ``Invalid``
-    (``revocation_reason_invalid``), and ``RuntimeError`` inside another transaction."""
+    (``REVOCATION_REASON_INVALID``), and ``RuntimeError`` inside another transaction."""
     return _revoke_all(
         Certificate.objects.filter(participant=participant),
         reason=reason,
@@ -192,7 +192,7 @@ def certificates_revoke_for_firm(*, firm: Firm, reason: str, actor: Actor) -> li
 
     As :func:`certificates_revoke_for_participant`, over the whole firm, in one transaction;
     the audit records name the firm's LEI. Returns the certificates revoked. Raises
-    ``Invalid`` (``revocation_reason_invalid``), and ``RuntimeError`` inside another
+    ``Invalid`` (``REVOCATION_REASON_INVALID``), and ``RuntimeError`` inside another
     transaction."""
     return _revoke_all(
         Certificate.objects.filter(participant__firm=firm),

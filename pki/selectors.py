@@ -16,11 +16,11 @@ from pki.models import Certificate, CertificateAuthority
 
 def ca_get_active(kind: str) -> CertificateAuthority:
     """The active CA of ``kind`` (``root``, ``client`` or ``server``): there is at most one
-    (constraint ``pki_one_active_ca_per_kind``). Raises ``NotFound`` (``ca_not_initialised``)
+    (constraint ``pki_one_active_ca_per_kind``). Raises ``NotFound`` (``CA_NOT_INITIALISED``)
     when there is none, before ``init_ca``."""
     ca = CertificateAuthority.objects.filter(kind=kind, is_active=True).first()
     if ca is None:
-        raise NotFound("ca_not_initialised", f"No active {kind} CA; run 'manage.py init_ca'.")
+        raise NotFound("CA_NOT_INITIALISED", f"No active {kind} CA; run 'manage.py init_ca'.")
     return ca
 
 

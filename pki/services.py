@@ -85,7 +85,7 @@ class CertificateLintFailed(DomainError):
 
     def __init__(self, findings: list[Finding]) -> None:
         super().__init__(
-            "certificate_lint_failed",
+            "CERTIFICATE_LINT_FAILED",
             "pre-issuance lint refused the certificate: " + "; ".join(map(str, findings)),
             {"findings": [str(f) for f in findings]},
         )
@@ -282,24 +282,24 @@ def ca_export_files() -> None:
 def ca_init(*, key_type: str = "ec-p256", force: bool = False, actor: Actor) -> CaSet:
     """Create the root CA, the client issuing CA, the server CA and the OCSP delegate.
 
-    Refuses (409 ``ca_exists``) when a CA is active, unless ``force``: then the old CAs are
+    Refuses (409 ``CA_EXISTS``) when a CA is active, unless ``force``: then the old CAs are
     deactivated (kept for their certificates and CRLs) and a new hierarchy replaces them.
     Each new CA records its distribution URLs from this process's settings; from then on they
     are the CA's (``ca_urls_plan`` / ``ca_urls_apply`` change them), and the intermediates
     are signed with the root's, exactly as its row records them.
 
     The keys are written before the rows that name them, and the rows commit together: a
-    failure leaves at most unused key files. Raises ``Invalid`` (``ca_key_type``) for an
-    unknown key type and ``Conflict`` (``ca_exists``), both before anything is made;
+    failure leaves at most unused key files. Raises ``Invalid`` (``CA_KEY_TYPE``) for an
+    unknown key type and ``Conflict`` (``CA_EXISTS``), both before anything is made;
     ``ImproperlyConfigured`` without the CA passphrase (checked before any key is generated);
     :class:`CertificateLintFailed` when pkilint refuses a CA certificate (nothing written).
     The OCSP delegate is issued after the CAs commit: if that fails (no OCSP key passphrase,
     say), its error is raised and the CAs stay, for ``renew_ocsp_responder`` to complete.
     """
     if key_type not in crypto.KEY_TYPES:
-        raise Invalid("ca_key_type", f"key type must be one of {', '.join(crypto.KEY_TYPES)}")
+        raise Invalid("CA_KEY_TYPE", f"key type must be one of {', '.join(crypto.KEY_TYPES)}")
     if CertificateAuthority.objects.filter(is_active=True).exists() and not force:
-        raise Conflict("ca_exists", "A CA is already initialised; pass --force to replace it.")
+        raise Conflict("CA_EXISTS", "A CA is already initialised; pass --force to replace it.")
     ca_passphrase()  # fail before generating anything
     conf = pki_settings()
     org, country = conf.organization, conf.country
@@ -491,7 +491,7 @@ def _stale_certificates(
 def _lint_urls(ca: CertificateAuthority, urls: CaUrls) -> list[Finding]:
     """pkilint's findings on a certificate of the kind ``ca`` issues, carrying ``urls``:
     checked when the URLs change, so that a URL pkilint refuses is refused then, not by every
-    issuance afterwards (``certificate_lint_failed``)."""
+    issuance afterwards (``CERTIFICATE_LINT_FAILED``)."""
     conf = pki_settings()
     issuer = _issuer_of(ca_certificate(ca), urls)
     subject = crypto.name(
@@ -541,20 +541,20 @@ def _check_new_urls(ca: CertificateAuthority, before: CaUrls, after: CaUrls) -> 
         ("caIssuers URL", after.ca_issuers_url),
     ):
         if value and (problem := url_problem(value)):
-            raise Invalid("ca_url_invalid", f"{ca.slug}: the {label} {problem}, got {value!r}")
+            raise Invalid("CA_URL_INVALID", f"{ca.slug}: the {label} {problem}, got {value!r}")
     served = pki_settings().ocsp_path
     if after.ocsp_url != before.ocsp_url and url_path(after.ocsp_url) != served:
         # Serving is this deployment's configuration (keyline.wsgi, pki.ocsp_asgi and nginx
         # route KEYLINE_OCSP_URL's path): a CA URL on another path would go unanswered.
         raise Invalid(
-            "ca_ocsp_url_not_served",
+            "CA_OCSP_URL_NOT_SERVED",
             f"{ca.slug}: the OCSP responder answers at {served} (the path of KEYLINE_OCSP_URL), "
             f"so {after.ocsp_url!r} would go unanswered; keep that path, or move "
             "KEYLINE_OCSP_URL and nginx first",
         )
     if pki_settings().lint_before_signing and (findings := _lint_urls(ca, after)):
         raise Invalid(
-            "ca_url_invalid",
+            "CA_URL_INVALID",
             f"{ca.slug}: pkilint refuses a certificate with these URLs: "
             + "; ".join(map(str, findings)),
         )
@@ -579,13 +579,13 @@ def ca_urls_plan(
     Returns one change per CA concerned, changed or not.
 
     Changes nothing, whatever happens. Raises ``Invalid`` for an unknown ``ca``
-    (``ca_unknown``), no URL at all (``ca_urls_missing``), a bad URL, one pkilint refuses or
-    an OCSP URL for a CA that names none (``ca_url_invalid``), or an OCSP path this deployment
-    does not answer at (``ca_ocsp_url_not_served``); ``NotFound`` (``ca_not_initialised``)
+    (``CA_UNKNOWN``), no URL at all (``CA_URLS_MISSING``), a bad URL, one pkilint refuses or
+    an OCSP URL for a CA that names none (``CA_URL_INVALID``), or an OCSP path this deployment
+    does not answer at (``CA_OCSP_URL_NOT_SERVED``); ``NotFound`` (``CA_NOT_INITIALISED``)
     before ``init_ca``.
     """
     if ca not in CA_CHOICES:
-        raise Invalid("ca_unknown", f"unknown CA {ca!r}; use one of {', '.join(CA_CHOICES)}")
+        raise Invalid("CA_UNKNOWN", f"unknown CA {ca!r}; use one of {', '.join(CA_CHOICES)}")
     given = (
         ("PKI URL", pki_url, False),
         ("CRL base URL", crl_base_url, False),
@@ -594,11 +594,11 @@ def ca_urls_plan(
     )
     if all(value is None for _label, value, _own in given):
         raise Invalid(
-            "ca_urls_missing", "give the PKI URL or a CRL base, OCSP or caIssuers base URL"
+            "CA_URLS_MISSING", "give the PKI URL or a CRL base, OCSP or caIssuers base URL"
         )
     for label, value, own_path in given:
         if value is not None and (problem := url_problem(value, own_path=own_path)):
-            raise Invalid("ca_url_invalid", f"the {label} {problem}, got {value!r}")
+            raise Invalid("CA_URL_INVALID", f"the {label} {problem}, got {value!r}")
     base = pki_url.rstrip("/") if pki_url is not None else None
     crl_base = crl_base_url or (f"{base}/crl" if base else None)
     ocsp = ocsp_url or (f"{base}/ocsp" if base else None)
@@ -606,10 +606,10 @@ def ca_urls_plan(
 
     cas = [c for c in ca_list_active() if ca in ("all", c.kind)]
     if not cas:
-        raise NotFound("ca_not_initialised", "No active CA; run 'manage.py init_ca'.")
+        raise NotFound("CA_NOT_INITIALISED", "No active CA; run 'manage.py init_ca'.")
     if ocsp_url is not None and not any(c.kind in OCSP_KINDS for c in cas):
         raise Invalid(
-            "ca_url_invalid",
+            "CA_URL_INVALID",
             "only the client CA's certificates name an OCSP responder; "
             "an OCSP URL applies to the client CA (or all)",
         )
@@ -640,7 +640,7 @@ def ca_urls_apply(changes: list[CaUrlsChange], *, actor: Actor) -> list[CaUrlsCh
     certificate signed after the commit carries them, in every process: signing reads the
     row each time. Returns the changes applied (those that changed anything).
 
-    Raises ``Conflict`` (``ca_urls_changed_concurrently``, nothing changes) when a row no
+    Raises ``Conflict`` (``CA_URLS_CHANGED_CONCURRENTLY``, nothing changes) when a row no
     longer has the URLs the plan started from."""
     applied = [change for change in changes if change.changed]
     if not applied:
@@ -656,7 +656,7 @@ def ca_urls_apply(changes: list[CaUrlsChange], *, actor: Actor) -> list[CaUrlsCh
             row = rows.get(change.ca.pk)
             if row is None or not row.is_active or CaUrls.of(row) != change.before:
                 raise Conflict(
-                    "ca_urls_changed_concurrently",
+                    "CA_URLS_CHANGED_CONCURRENTLY",
                     f"{change.ca.slug} changed while this ran; nothing was changed, run it again",
                 )
             row.crl_url = change.after.crl_url
@@ -701,7 +701,7 @@ def ocsp_responder_renew(*, actor: Actor, force: bool = False) -> Certificate | 
     stored like a CA key but under its own passphrase: it signs statuses for the whole CA.
 
     The key file is written before the row (a failure leaves at most an unused key file); the
-    row and its audit record commit together. Raises ``NotFound`` (``ca_not_initialised``)
+    row and its audit record commit together. Raises ``NotFound`` (``CA_NOT_INITIALISED``)
     without an active client CA, ``ImproperlyConfigured`` without the CA or the OCSP key
     passphrase, ``ValueError`` when the CA key does not open, ``OSError`` for the key and
     certificate files, :class:`CertificateLintFailed` when pkilint refuses the certificate.
@@ -846,7 +846,7 @@ def certificate_issue(
     ``Conflict`` when the request is not pending or the participant or firm is not active,
     and :class:`pki.csr.CsrKeyRejected` when the key was certified before or compromised; the
     request is then marked rejected (committed) before the error is raised. Also raises
-    ``NotFound`` (``csr_not_found`` for a request that is gone, ``ca_not_initialised``),
+    ``NotFound`` (``CSR_NOT_FOUND`` for a request that is gone, ``CA_NOT_INITIALISED``),
     ``ImproperlyConfigured`` or ``ValueError`` when the CA key cannot be opened, and
     :class:`CertificateLintFailed` (nothing signed or changed).
     """
@@ -866,8 +866,8 @@ def certificates_issue(
     cannot be signed changes nothing (or is marked rejected, for a key that was certified
     before or compromised) and does not hold up the others.
 
-    Per-request refusals are outcomes, not exceptions: ``csr_not_found``, ``csr_not_pending``,
-    ``participant_inactive``, :class:`pki.csr.CsrKeyRejected`. A key is never certified twice:
+    Per-request refusals are outcomes, not exceptions: ``CSR_NOT_FOUND``, ``CSR_NOT_PENDING``,
+    ``PARTICIPANT_INACTIVE``, :class:`pki.csr.CsrKeyRejected`. A key is never certified twice:
     when another transaction certified it meanwhile (constraint
     ``pki_client_key_certified_once``), the batch is redone one request at a time and the
     loser's outcome is :class:`pki.csr.CsrKeyRejected`. Raises only what stops a batch (its
@@ -919,11 +919,11 @@ def _certificates_issue(
         request = locked.get(request_id)
         if request is None:
             outcomes.append(
-                IssueOutcome(request_id, error=NotFound("csr_not_found", "No such request."))
+                IssueOutcome(request_id, error=NotFound("CSR_NOT_FOUND", "No such request."))
             )
             continue
         if request.status != CertificateRequest.Status.SUBMITTED:
-            error = Conflict("csr_not_pending", f"This request is already {request.status}.")
+            error = Conflict("CSR_NOT_PENDING", f"This request is already {request.status}.")
             outcomes.append(IssueOutcome(request_id, error=error))
             continue
         if rejection := _key_rejection(history.get(request.spki_sha256, set())):
@@ -939,7 +939,7 @@ def _certificates_issue(
         participant = request.participant
         if not participant.can_hold_certificate:
             error = Conflict(
-                "participant_inactive",
+                "PARTICIPANT_INACTIVE",
                 "Certificates are issued only to active participants of approved firms.",
             )
             outcomes.append(IssueOutcome(request_id, error=error))
@@ -1013,7 +1013,7 @@ def _check_dns_name(value: str) -> str:
     name = value.strip().lower().rstrip(".")
     labels = name.split(".")
     if not name or len(name) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
-        raise Invalid("server_name_invalid", f"{value!r} is not a valid DNS name")
+        raise Invalid("SERVER_NAME_INVALID", f"{value!r} is not a valid DNS name")
     return name
 
 
@@ -1032,18 +1032,18 @@ def server_certificate_issue(
     the venue's own and generated here; the caller writes it out (mode 0600).
 
     The row and its audit record commit together; the key is returned, never stored. Raises
-    ``Invalid`` for a bad DNS name (``server_name_invalid``) or IP address
-    (``server_ip_invalid``) or neither given (``server_name_missing``), ``NotFound``
-    (``ca_not_initialised``) without the server or root CA, ``ImproperlyConfigured`` or
+    ``Invalid`` for a bad DNS name (``SERVER_NAME_INVALID``) or IP address
+    (``SERVER_IP_INVALID``) or neither given (``SERVER_NAME_MISSING``), ``NotFound``
+    (``CA_NOT_INITIALISED``) without the server or root CA, ``ImproperlyConfigured`` or
     ``ValueError`` when the server CA key cannot be opened, :class:`CertificateLintFailed`.
     """
     names = [_check_dns_name(d) for d in dns_names]
     try:
         addresses = [str(ipaddress.ip_address(a.strip())) for a in ip_addresses]
     except ValueError as exc:
-        raise Invalid("server_ip_invalid", str(exc)) from exc
+        raise Invalid("SERVER_IP_INVALID", str(exc)) from exc
     if not names and not addresses:
-        raise Invalid("server_name_missing", "give at least one --dns name or --ip address")
+        raise Invalid("SERVER_NAME_MISSING", "give at least one --dns name or --ip address")
     conf = pki_settings()
     ca = ca_get_active(CertificateAuthority.Kind.SERVER)
     root = ca_get_active(CertificateAuthority.Kind.ROOT)

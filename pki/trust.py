@@ -31,17 +31,17 @@ from pki.models import Certificate, CertificateAuthority
 
 logger = logging.getLogger(__name__)
 
-DECISION_PREFIX = "keyline:trust:v1:"
+DECISION_PREFIX = "keyline:trust:v2:"
 DECISION_TTL = 60  # seconds: bounds a decision whose forgetting failed (e.g. Redis down)
 
-OK = "ok"
-CERTIFICATE_UNKNOWN = "certificate_unknown"
-ISSUER_UNKNOWN = "certificate_issuer_unknown"
-CERTIFICATE_REVOKED = "certificate_revoked"
-CERTIFICATE_EXPIRED = "certificate_expired"
-CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
-PARTICIPANT_DISABLED = "participant_disabled"
-FIRM_INACTIVE = "firm_inactive"
+OK = "OK"
+CERTIFICATE_UNKNOWN = "CERTIFICATE_UNKNOWN"
+ISSUER_UNKNOWN = "CERTIFICATE_ISSUER_UNKNOWN"
+CERTIFICATE_REVOKED = "CERTIFICATE_REVOKED"
+CERTIFICATE_EXPIRED = "CERTIFICATE_EXPIRED"
+CERTIFICATE_NOT_YET_VALID = "CERTIFICATE_NOT_YET_VALID"
+PARTICIPANT_DISABLED = "PARTICIPANT_DISABLED"
+FIRM_INACTIVE = "FIRM_INACTIVE"
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ def certificate_status(request: HttpRequest, ident: str) -> HttpResponse:
         if as_json:
             return JsonResponse(
                 {
-                    "code": "certificate_not_found",
+                    "code": "CERTIFICATE_NOT_FOUND",
                     "message": "No certificate with this serial or fingerprint was issued here.",
                 },
                 status=404,

@@ -100,12 +100,12 @@ def application_submit(*, fields: dict[str, Any], actor: Actor) -> tuple[Applica
 
 def application_by_token(token: str) -> Application:
     """The application this case token opens, with its firm. Raises ``NotFound``
-    (``application_not_found``) for any other token."""
+    (``APPLICATION_NOT_FOUND``) for any other token."""
     application = (
         Application.objects.select_related("firm").filter(token_hash=token_hash(token)).first()
     )
     if application is None:
-        raise NotFound("application_not_found", "No such application.")
+        raise NotFound("APPLICATION_NOT_FOUND", "No such application.")
     return application
 
 
@@ -115,8 +115,8 @@ def callback_confirm(*, token: str, code: str) -> CallbackChallenge:
 
     Returns the challenge, confirmed if the code matched (compared in constant time, as hashes);
     a wrong code is counted and audited, and the challenge stays unconfirmed. Raises
-    ``NotFound`` (``application_not_found``), ``Conflict`` (``callback_not_pending``: no
-    unexpired code waiting; ``callback_locked``: ``CALLBACK_ATTEMPTS`` wrong codes)."""
+    ``NotFound`` (``APPLICATION_NOT_FOUND``), ``Conflict`` (``CALLBACK_NOT_PENDING``: no
+    unexpired code waiting; ``CALLBACK_LOCKED``: ``CALLBACK_ATTEMPTS`` wrong codes)."""
     application = application_by_token(token)
     challenge = (
         CallbackChallenge.objects.select_for_update()
@@ -126,10 +126,10 @@ def callback_confirm(*, token: str, code: str) -> CallbackChallenge:
     actor = Actor.anonymous(f"applicant {application.firm.lei}")
     if challenge is None or challenge.expires_at <= timezone.now():
         raise Conflict(
-            "callback_not_pending", "There is no call-back code waiting; ask the officer."
+            "CALLBACK_NOT_PENDING", "There is no call-back code waiting; ask the officer."
         )
     if challenge.attempts >= CALLBACK_ATTEMPTS:
-        raise Conflict("callback_locked", "Too many wrong codes; the officer must call again.")
+        raise Conflict("CALLBACK_LOCKED", "Too many wrong codes; the officer must call again.")
     challenge.attempts += 1
     if not hmac.compare_digest(token_hash(code.strip()), challenge.code_hash):
         challenge.save(update_fields=["attempts"])
@@ -147,7 +147,7 @@ def callback_confirm(*, token: str, code: str) -> CallbackChallenge:
 def _officer(user: User | AnonymousUser) -> tuple[User, Actor]:
     """The acting officer and its audit actor; anyone else is refused."""
     if not (user.is_authenticated and user.is_staff):
-        raise PermissionDenied("officer_required", "Only compliance officers may do this.")
+        raise PermissionDenied("OFFICER_REQUIRED", "Only compliance officers may do this.")
     return user, Actor.user(user)
 
 
@@ -159,7 +159,7 @@ def _locked_application(application_id: int) -> Application:
         .first()
     )
     if application is None:
-        raise NotFound("application_not_found", "No such application.")
+        raise NotFound("APPLICATION_NOT_FOUND", "No such application.")
     return application
 
 
@@ -171,7 +171,7 @@ def _require_in_review(application: Application) -> None:
     the second officer decides on exactly what was prepared."""
     if application.firm.status not in _REVIEWABLE or application.prepared_at:
         raise Conflict(
-            "application_not_in_review", "The case can change only before it is submitted."
+            "APPLICATION_NOT_IN_REVIEW", "The case can change only before it is submitted."
         )
 
 
@@ -182,10 +182,10 @@ def check_record(
     """An officer records one out-of-band check and its evidence; the first work on a case
     moves the firm to ``under_review``. The check and its audit record commit together.
 
-    Raises ``PermissionDenied`` (``officer_required``), ``NotFound``
-    (``application_not_found``), ``Conflict`` (``application_not_in_review``: submitted or
-    decided; ``callback_not_confirmed``: a call-back check before the contact entered the
-    code), ``Invalid`` (``evidence_required``)."""
+    Raises ``PermissionDenied`` (``OFFICER_REQUIRED``), ``NotFound``
+    (``APPLICATION_NOT_FOUND``), ``Conflict`` (``APPLICATION_NOT_IN_REVIEW``: submitted or
+    decided; ``CALLBACK_NOT_CONFIRMED``: a call-back check before the contact entered the
+    code), ``Invalid`` (``EVIDENCE_REQUIRED``)."""
     officer, actor = _officer(user)
     application = _locked_application(application_id)
     _require_in_review(application)
@@ -194,11 +194,11 @@ def check_record(
         and not application.callbacks.filter(confirmed_at__isnull=False).exists()
     ):
         raise Conflict(
-            "callback_not_confirmed",
+            "CALLBACK_NOT_CONFIRMED",
             "Record the call-back only after the contact has entered the code.",
         )
     if not evidence.strip():
-        raise Invalid("evidence_required", "Describe the evidence.")
+        raise Invalid("EVIDENCE_REQUIRED", "Describe the evidence.")
     _start_review(application, actor)
     check = VerificationCheck.objects.create(
         application=application,
@@ -232,20 +232,20 @@ def document_add(
     is checked, not the name).
 
     The file is stored under its SHA-256 (mode 0600, outside any public path) before the row
-    and its audit record commit. Raises ``PermissionDenied`` (``officer_required``),
-    ``NotFound`` (``application_not_found``), ``Conflict`` (``application_not_in_review``),
-    ``Invalid`` (``document_too_large``, ``document_type``), ``OSError`` for the file."""
+    and its audit record commit. Raises ``PermissionDenied`` (``OFFICER_REQUIRED``),
+    ``NotFound`` (``APPLICATION_NOT_FOUND``), ``Conflict`` (``APPLICATION_NOT_IN_REVIEW``),
+    ``Invalid`` (``DOCUMENT_TOO_LARGE``, ``DOCUMENT_TYPE``), ``OSError`` for the file."""
     officer, actor = _officer(user)
     application = _locked_application(application_id)
     _require_in_review(application)
     if (upload.size or 0) > MAX_DOCUMENT_BYTES:  # unknown size: the read below bounds it
-        raise Invalid("document_too_large", "Documents are limited to 10 MB.")
+        raise Invalid("DOCUMENT_TOO_LARGE", "Documents are limited to 10 MB.")
     data = upload.read(MAX_DOCUMENT_BYTES + 1)
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise Invalid("document_too_large", "Documents are limited to 10 MB.")
+        raise Invalid("DOCUMENT_TOO_LARGE", "Documents are limited to 10 MB.")
     content_type = next((t for t, magic in DOCUMENT_TYPES.items() if data.startswith(magic)), None)
     if content_type is None:
-        raise Invalid("document_type", "Upload a PDF, PNG or JPEG file.")
+        raise Invalid("DOCUMENT_TYPE", "Upload a PDF, PNG or JPEG file.")
     digest = hashlib.sha256(data).hexdigest()
     directory = Path(settings.KEYLINE_DOCUMENTS_DIR)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -296,23 +296,23 @@ def callback_start(
     must not be the one on the application: the point is a number sourced independently.
 
     Any code still waiting for this case expires; only the new code's hash is kept, valid for
-    ``CALLBACK_MINUTES``. Raises ``PermissionDenied`` (``officer_required``), ``NotFound``
-    (``application_not_found``), ``Conflict`` (``application_not_in_review``), ``Invalid``
-    (``phone_invalid``, ``phone_not_independent``, ``phone_source_required``)."""
+    ``CALLBACK_MINUTES``. Raises ``PermissionDenied`` (``OFFICER_REQUIRED``), ``NotFound``
+    (``APPLICATION_NOT_FOUND``), ``Conflict`` (``APPLICATION_NOT_IN_REVIEW``), ``Invalid``
+    (``PHONE_INVALID``, ``PHONE_NOT_INDEPENDENT``, ``PHONE_SOURCE_REQUIRED``)."""
     officer, actor = _officer(user)
     application = _locked_application(application_id)
     _require_in_review(application)
     digits = "".join(c for c in phone if c.isdigit())
     if len(digits) < 6:
-        raise Invalid("phone_invalid", "Enter the full number you dialled.")
+        raise Invalid("PHONE_INVALID", "Enter the full number you dialled.")
     if _same_phone(phone, application.firm.contact_phone):
         raise Invalid(
-            "phone_not_independent",
+            "PHONE_NOT_INDEPENDENT",
             "Call a number you sourced yourself (registry, website, filing), "
             "not the one on the application.",
         )
     if not source.strip():
-        raise Invalid("phone_source_required", "Say where the number came from.")
+        raise Invalid("PHONE_SOURCE_REQUIRED", "Say where the number came from.")
     _start_review(application, actor)
     CallbackChallenge.objects.filter(application=application, confirmed_at__isnull=True).update(
         expires_at=timezone.now()
@@ -337,13 +337,13 @@ def application_prepare(*, application_id: int, user: User | AnonymousUser) -> A
     """The preparing officer submits the case for a second officer's decision.
 
     Only once every required check has passed; the case then takes no more checks, documents
-    or call-backs. Raises ``PermissionDenied`` (``officer_required``), ``NotFound``
-    (``application_not_found``), ``Conflict`` (``application_not_in_review``;
-    ``checks_missing``, naming the missing kinds)."""
+    or call-backs. Raises ``PermissionDenied`` (``OFFICER_REQUIRED``), ``NotFound``
+    (``APPLICATION_NOT_FOUND``), ``Conflict`` (``APPLICATION_NOT_IN_REVIEW``;
+    ``CHECKS_MISSING``, naming the missing kinds)."""
     officer, actor = _officer(user)
     application = _locked_application(application_id)
     if application.firm.status != Firm.Status.UNDER_REVIEW or application.prepared_at:
-        raise Conflict("application_not_in_review", "This case is not being reviewed.")
+        raise Conflict("APPLICATION_NOT_IN_REVIEW", "This case is not being reviewed.")
     passed = set(
         application.checks.filter(outcome=VerificationCheck.Outcome.PASSED).values_list(
             "kind", flat=True
@@ -351,7 +351,7 @@ def application_prepare(*, application_id: int, user: User | AnonymousUser) -> A
     )
     missing = sorted(REQUIRED_CHECKS - passed)
     if missing:
-        raise Conflict("checks_missing", "Every check must pass first.", {"missing": missing})
+        raise Conflict("CHECKS_MISSING", "Every check must pass first.", {"missing": missing})
     application.prepared_by, application.prepared_at = officer, timezone.now()
     application.save(update_fields=["prepared_by", "prepared_at"])
     audit_record(event="application.prepared", actor=actor, target=application.firm)
@@ -378,26 +378,26 @@ def application_decide(
     Approval activates the firm and invites its administrator (the contact).
 
     The decision, the firm's status, the audit record and the invitation commit together; the
-    e-mails go out after the commit. Raises ``PermissionDenied`` (``officer_required``;
-    ``four_eyes`` for an officer who took part), ``NotFound`` (``application_not_found``),
-    ``Conflict`` (``application_not_prepared``: not submitted, or already decided),
-    ``Invalid`` (``reason_required``)."""
+    e-mails go out after the commit. Raises ``PermissionDenied`` (``OFFICER_REQUIRED``;
+    ``FOUR_EYES`` for an officer who took part), ``NotFound`` (``APPLICATION_NOT_FOUND``),
+    ``Conflict`` (``APPLICATION_NOT_PREPARED``: not submitted, or already decided),
+    ``Invalid`` (``REASON_REQUIRED``)."""
     officer, actor = _officer(user)
     application = _locked_application(application_id)
     if application.prepared_at is None or application.decided_at is not None:
         raise Conflict(
-            "application_not_prepared", "Only a prepared, undecided case can be decided."
+            "APPLICATION_NOT_PREPARED", "Only a prepared, undecided case can be decided."
         )
     if took_part(application, officer):
         raise PermissionDenied(
-            "four_eyes", "An officer who prepared or worked on this case cannot decide it."
+            "FOUR_EYES", "An officer who prepared or worked on this case cannot decide it."
         )
     if not reason.strip():
-        raise Invalid("reason_required", "Give the reason for the decision.")
+        raise Invalid("REASON_REQUIRED", "Give the reason for the decision.")
     prepared_by = application.prepared_by
     if prepared_by is None:  # never: application_prepare sets it with prepared_at
         raise Conflict(
-            "application_not_prepared", "Only a prepared, undecided case can be decided."
+            "APPLICATION_NOT_PREPARED", "Only a prepared, undecided case can be decided."
         )
     firm = application.firm
     application.decided_by, application.decided_at = officer, timezone.now()
@@ -453,19 +453,19 @@ def firm_suspend(*, firm_id: int, offboard: bool, reason: str, user: User | Anon
     certificates, the trust decision checks the firm) and then the revocations, which publish
     CRLs and OCSP. Running it again on a suspended firm revokes whatever is still live.
 
-    Raises ``PermissionDenied`` (``officer_required``), ``Invalid`` (``reason_required``),
-    ``NotFound`` (``firm_not_found``), ``Conflict`` (``firm_not_active``: neither approved nor
+    Raises ``PermissionDenied`` (``OFFICER_REQUIRED``), ``Invalid`` (``REASON_REQUIRED``),
+    ``NotFound`` (``FIRM_NOT_FOUND``), ``Conflict`` (``FIRM_NOT_ACTIVE``: neither approved nor
     suspended), all before anything changes; an error of the revocations comes after the
     status change committed (running it again completes them)."""
     _, actor = _officer(user)
     if not reason.strip():
-        raise Invalid("reason_required", "Give the reason.")
+        raise Invalid("REASON_REQUIRED", "Give the reason.")
     with transaction.atomic(durable=True):
         firm = Firm.objects.select_for_update().filter(pk=firm_id).first()
         if firm is None:
-            raise NotFound("firm_not_found", "No such firm.")
+            raise NotFound("FIRM_NOT_FOUND", "No such firm.")
         if firm.status not in (Firm.Status.APPROVED, Firm.Status.SUSPENDED):
-            raise Conflict("firm_not_active", f"The firm is {firm.get_status_display().lower()}.")
+            raise Conflict("FIRM_NOT_ACTIVE", f"The firm is {firm.get_status_display().lower()}.")
         firm.status = Firm.Status.OFFBOARDED if offboard else Firm.Status.SUSPENDED
         firm.save(update_fields=["status", "updated_at"])
         User.objects.filter(portal__firm=firm).update(is_active=False)
@@ -489,7 +489,7 @@ def firm_suspend(*, firm_id: int, offboard: bool, reason: str, user: User | Anon
 
 def invitation_get(token: str) -> Invitation:
     """The invitation this token opens: unused, unexpired, for a firm that is still active.
-    Raises ``NotFound`` (``invitation_invalid``) otherwise, without saying which."""
+    Raises ``NotFound`` (``INVITATION_INVALID``) otherwise, without saying which."""
     invitation = (
         Invitation.objects.select_related("firm").filter(token_hash=token_hash(token)).first()
     )
@@ -500,7 +500,7 @@ def invitation_get(token: str) -> Invitation:
         # A suspended or offboarded firm's pending invitations die with its accounts.
         or not invitation.firm.is_active
     ):
-        raise NotFound("invitation_invalid", "This invitation is not valid (used or expired).")
+        raise NotFound("INVITATION_INVALID", "This invitation is not valid (used or expired).")
     return invitation
 
 
@@ -510,14 +510,14 @@ def invitation_accept(*, token: str, username: str, password: str) -> User:
 
     The user, its portal account (tied to the participant, for a trader), the invitation's
     use and the audit record commit together; a concurrent second use waits, then is refused.
-    Raises ``NotFound`` (``invitation_invalid``), ``Conflict`` (``username_taken``, compared
+    Raises ``NotFound`` (``INVITATION_INVALID``), ``Conflict`` (``USERNAME_TAKEN``, compared
     without case)."""
     invitation = invitation_get(token)
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if invitation.used_at:
-        raise NotFound("invitation_invalid", "This invitation is not valid (used or expired).")
+        raise NotFound("INVITATION_INVALID", "This invitation is not valid (used or expired).")
     if User.objects.filter(username__iexact=username).exists():
-        raise Conflict("username_taken", "Choose another user name.")
+        raise Conflict("USERNAME_TAKEN", "Choose another user name.")
     user = User.objects.create_user(username=username, email=invitation.email, password=password)
     PortalAccount.objects.create(
         user=user, firm=invitation.firm, role=invitation.role, participant=invitation.participant
@@ -532,11 +532,11 @@ def invitation_accept(*, token: str, username: str, password: str) -> User:
 
 def account_of(user: User | AnonymousUser) -> PortalAccount:
     """The portal account of a signed-in user of an active firm. Raises ``PermissionDenied``
-    (``firm_user_required``) for anyone else: anonymous, a user without a firm (an officer),
+    (``FIRM_USER_REQUIRED``) for anyone else: anonymous, a user without a firm (an officer),
     a user of a suspended or offboarded firm."""
     account: PortalAccount | None = getattr(user, "portal", None) if user.is_authenticated else None
     if account is None or not account.firm.is_active:
-        raise PermissionDenied("firm_user_required", "Sign in as a user of an approved firm.")
+        raise PermissionDenied("FIRM_USER_REQUIRED", "Sign in as a user of an approved firm.")
     return account
 
 
@@ -544,8 +544,8 @@ def participant_for(user: User | AnonymousUser, participant_id: int) -> Particip
     """A participant the user may act for: any of its firm's (administrator) or its own
     (trader). Another firm's participant does not exist for it (404).
 
-    Raises ``PermissionDenied`` (``firm_user_required``), ``NotFound``
-    (``participant_not_found``)."""
+    Raises ``PermissionDenied`` (``FIRM_USER_REQUIRED``), ``NotFound``
+    (``PARTICIPANT_NOT_FOUND``)."""
     account = account_of(user)
     participant = (
         Participant.objects.select_related("firm")
@@ -555,7 +555,7 @@ def participant_for(user: User | AnonymousUser, participant_id: int) -> Particip
     if participant is None or (
         account.role == PortalAccount.Role.TRADER and account.participant_id != participant.pk
     ):
-        raise NotFound("participant_not_found", "No such participant.")
+        raise NotFound("PARTICIPANT_NOT_FOUND", "No such participant.")
     return participant
 
 
@@ -566,13 +566,13 @@ def participant_add(
     """A firm administrator adds a trader (as the firm's role allows) and invites it.
 
     The participant, its invitation and their audit records commit together; the e-mail goes
-    out after the commit. Raises ``PermissionDenied`` (``firm_user_required``,
-    ``firm_admin_required``), ``django.core.exceptions.ValidationError`` for what the
+    out after the commit. Raises ``PermissionDenied`` (``FIRM_USER_REQUIRED``,
+    ``FIRM_ADMIN_REQUIRED``), ``django.core.exceptions.ValidationError`` for what the
     participant model refuses (a malformed or taken trader id, a role the firm may not have)."""
     account = account_of(user)
     if account.role != PortalAccount.Role.ADMIN:
         raise PermissionDenied(
-            "firm_admin_required", "Only the firm's administrators add participants."
+            "FIRM_ADMIN_REQUIRED", "Only the firm's administrators add participants."
         )
     actor = Actor.user(user)
     participant = Participant(
@@ -599,8 +599,8 @@ def csr_upload(
     """Submit a CSR for a participant. Signed at once when the firm is approved and
     ``KEYLINE_AUTO_SIGN`` allows it; otherwise it waits for an officer's decision.
 
-    Raises ``PermissionDenied`` (``firm_user_required``), ``NotFound``
-    (``participant_not_found``), :class:`pki.csr.CsrRejected` and
+    Raises ``PermissionDenied`` (``FIRM_USER_REQUIRED``), ``NotFound``
+    (``PARTICIPANT_NOT_FOUND``), :class:`pki.csr.CsrRejected` and
     :class:`pki.csr.CsrKeyRejected` (nothing stored but the audit record). When auto-signing
     fails, its error (what ``pki.services.certificate_issue`` raises) is raised, and the
     request stays stored as that left it (pending, for an officer, unless it was rejected)."""
@@ -625,33 +625,33 @@ def csr_decide(
 
     Signing returns the certificate (``pki.services.certificate_issue``); rejecting, the
     request, rejected with the reason and audited. Raises ``PermissionDenied``
-    (``officer_required``), ``NotFound`` (``csr_not_found``), ``Conflict``
-    (``csr_not_pending``, also when decided meanwhile), ``Invalid`` (``reason_required``, to
+    (``OFFICER_REQUIRED``), ``NotFound`` (``CSR_NOT_FOUND``), ``Conflict``
+    (``CSR_NOT_PENDING``, also when decided meanwhile), ``Invalid`` (``REASON_REQUIRED``, to
     reject), and what ``certificate_issue`` raises."""
     _, actor = _officer(user)
     request = (
         CertificateRequest.objects.select_related("participant__firm").filter(pk=request_id).first()
     )
     if request is None:
-        raise NotFound("csr_not_found", "No such request.")
+        raise NotFound("CSR_NOT_FOUND", "No such request.")
     if request.status != CertificateRequest.Status.SUBMITTED:
-        raise Conflict("csr_not_pending", f"This request is {request.status}.")
+        raise Conflict("CSR_NOT_PENDING", f"This request is {request.status}.")
     if approve:
         return pki_services.certificate_issue(request=request, actor=actor)
     if not reason.strip():
-        raise Invalid("reason_required", "Give the reason.")
+        raise Invalid("REASON_REQUIRED", "Give the reason.")
     with transaction.atomic():
         updated = CertificateRequest.objects.filter(
             pk=request.pk, status=CertificateRequest.Status.SUBMITTED
         ).update(
             status=CertificateRequest.Status.REJECTED,
-            rejection_code="officer_rejected",
+            rejection_code="OFFICER_REJECTED",
             rejection_reason=reason,
             decided_by=actor.label,
             decided_at=timezone.now(),
         )
         if not updated:
-            raise Conflict("csr_not_pending", "This request was decided meanwhile.")
+            raise Conflict("CSR_NOT_PENDING", "This request was decided meanwhile.")
         audit_record(event="csr.rejected_by_officer", actor=actor, target=request, reason=reason)
     request.refresh_from_db()
     return request
@@ -661,8 +661,8 @@ def certificate_for(user: User | AnonymousUser, certificate_id: int) -> Certific
     """A client certificate the user may see: officers any; firm users their firm's (a
     trader its own). Otherwise 404.
 
-    Raises ``NotFound`` (``certificate_not_found``), and ``PermissionDenied``
-    (``firm_user_required``) for an existing certificate asked for by someone who is neither
+    Raises ``NotFound`` (``CERTIFICATE_NOT_FOUND``), and ``PermissionDenied``
+    (``FIRM_USER_REQUIRED``) for an existing certificate asked for by someone who is neither
     an officer nor a user of an active firm."""
     certificate = (
         Certificate.objects.select_related("participant__firm", "issuer")
@@ -670,7 +670,7 @@ def certificate_for(user: User | AnonymousUser, certificate_id: int) -> Certific
         .first()
     )
     if certificate is None:
-        raise NotFound("certificate_not_found", "No such certificate.")
+        raise NotFound("CERTIFICATE_NOT_FOUND", "No such certificate.")
     if user.is_authenticated and user.is_staff:
         return certificate
     account = account_of(user)
@@ -683,7 +683,7 @@ def certificate_for(user: User | AnonymousUser, certificate_id: int) -> Certific
             and account.participant_id != certificate.participant_id
         )
     ):
-        raise NotFound("certificate_not_found", "No such certificate.")
+        raise NotFound("CERTIFICATE_NOT_FOUND", "No such certificate.")
     return certificate
 
 
@@ -694,10 +694,10 @@ def certificate_download(
 
     ``kind`` is ``cert``, ``chain`` (with its issuing CA and the root) or ``ca`` (the root and
     the server CA, for verifying the API). Raises what :func:`certificate_for` raises, and
-    ``NotFound`` (``download_not_found`` for another kind; ``ca_not_initialised``)."""
+    ``NotFound`` (``DOWNLOAD_NOT_FOUND`` for another kind; ``CA_NOT_INITIALISED``)."""
     certificate = certificate_for(user, certificate_id)
     if certificate.participant is None:  # never: certificate_for returns client certificates
-        raise NotFound("certificate_not_found", "No such certificate.")
+        raise NotFound("CERTIFICATE_NOT_FOUND", "No such certificate.")
     root = ca_get_active("root")
     trader = certificate.participant.trader_id
     if kind == "cert":
@@ -711,7 +711,7 @@ def certificate_download(
         server_ca = ca_get_active("server")
         name, data = "keyline-ca-bundle.pem", root.certificate_pem + server_ca.certificate_pem
     else:
-        raise NotFound("download_not_found", "No such download.")
+        raise NotFound("DOWNLOAD_NOT_FOUND", "No such download.")
     with transaction.atomic():
         audit_record(
             event="certificate.downloaded", actor=Actor.user(user), target=certificate, kind=kind
@@ -726,11 +726,11 @@ def certificate_revoke_by(
 
     Returns the revoked certificate (``pki.revocation.certificate_revoke``: audited, the CRLs
     and OCSP answers follow). Raises what :func:`certificate_for` raises,
-    ``PermissionDenied`` (``firm_admin_required``), ``Invalid`` (``reason_invalid``: a reason
-    the form does not offer), ``Conflict`` (``certificate_already_revoked``)."""
+    ``PermissionDenied`` (``FIRM_ADMIN_REQUIRED``), ``Invalid`` (``REASON_INVALID``: a reason
+    the form does not offer), ``Conflict`` (``CERTIFICATE_ALREADY_REVOKED``)."""
     certificate = certificate_for(user, certificate_id)
     if not user.is_staff and account_of(user).role != PortalAccount.Role.ADMIN:
-        raise PermissionDenied("firm_admin_required", "Only the firm's administrators revoke.")
+        raise PermissionDenied("FIRM_ADMIN_REQUIRED", "Only the firm's administrators revoke.")
     allowed = {
         "unspecified",
         "keyCompromise",
@@ -739,5 +739,5 @@ def certificate_revoke_by(
         "cessationOfOperation",
     }
     if reason not in allowed:
-        raise Invalid("reason_invalid", "Choose a reason from the list.")
+        raise Invalid("REASON_INVALID", "Choose a reason from the list.")
     return certificate_revoke(certificate=certificate, reason=reason, actor=Actor.user(user))

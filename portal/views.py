@@ -79,7 +79,7 @@ def officer_required(
             return redirect_to_login(request.get_full_path())
         if not user.is_staff:
             return _error(
-                request, PermissionDenied("officer_required", "This area is for officers.")
+                request, PermissionDenied("OFFICER_REQUIRED", "This area is for officers.")
             )
         # TYPEHINT NOTE: django-otp's OTPMiddleware installs is_verified() on request.user.
         if not user.is_verified():  # type: ignore[attr-defined]
@@ -299,7 +299,7 @@ def officer_case(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         .first()
     )
     if application is None:
-        raise NotFound("application_not_found", "No such application.")
+        raise NotFound("APPLICATION_NOT_FOUND", "No such application.")
     return render(
         request,
         "portal/officer/case.html",
@@ -323,11 +323,11 @@ def officer_case(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 
 
 def _posted(form_class: type[Form], request: HttpRequest) -> dict[str, Any]:
-    """The POSTed form's cleaned data, or 400 ``invalid_form`` naming the first problem."""
+    """The POSTed form's cleaned data, or 400 ``INVALID_FORM`` naming the first problem."""
     form = form_class(request.POST, request.FILES)
     if not form.is_valid():
         first = next(iter(form.errors.values()))[0]
-        raise Invalid("invalid_form", str(first), {"fields": form.errors.get_json_data()})
+        raise Invalid("INVALID_FORM", str(first), {"fields": form.errors.get_json_data()})
     return form.cleaned_data
 
 
@@ -360,7 +360,7 @@ def officer_document_download(request: AuthenticatedHttpRequest, pk: int, doc: i
 
     document = Document.objects.filter(pk=doc, application_id=pk).first()
     if document is None:
-        raise NotFound("document_not_found", "No such document.")
+        raise NotFound("DOCUMENT_NOT_FOUND", "No such document.")
     response = HttpResponse(services.document_read(document), content_type=document.content_type)
     response["Content-Disposition"] = f'attachment; filename="document-{document.pk}"'
     response["X-Content-Type-Options"] = "nosniff"
@@ -405,7 +405,7 @@ def officer_firm_suspend(
 ) -> HttpResponse:
     data = _posted(forms.ReasonForm, request)
     if action not in ("suspend", "offboard"):
-        raise NotFound("not_found", "No such action.")
+        raise NotFound("NOT_FOUND", "No such action.")
     services.firm_suspend(
         firm_id=firm_id,
         offboard=action == "offboard",
@@ -473,7 +473,7 @@ def participant_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     account = services.account_of(request.user)
     if account.role != PortalAccount.Role.ADMIN:
         raise PermissionDenied(
-            "firm_admin_required", "Only the firm's administrators add participants."
+            "FIRM_ADMIN_REQUIRED", "Only the firm's administrators add participants."
         )
     form = forms.ParticipantForm(request.POST or None, firm=account.firm)
     if request.method == "POST" and form.is_valid():

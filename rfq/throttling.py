@@ -1,7 +1,7 @@
 """Rate limits per client certificate (not per address: the certificate is the identity).
 
 Each view names a scope; ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]`` sets its rate. A refusal
-is 429 ``rate_limited`` with ``Retry-After``.
+is 429 ``RATE_LIMITED`` with ``Retry-After``.
 
 With Redis the count is a fixed window: one pipelined ``INCR`` + ``EXPIRE`` on the raw client
 (one round trip; DRF's own throttle reads and rewrites a list of timestamps through Django's

@@ -69,8 +69,8 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 class Api(APIView):
     """Every endpoint of the API. A body is parsed before the handler runs, also where the
-    handler reads none, so a malformed or hostile body (``malformed_request``,
-    ``json_too_deep``) is refused alike everywhere, and before anything is written."""
+    handler reads none, so a malformed or hostile body (``MALFORMED_REQUEST``,
+    ``JSON_TOO_DEEP``) is refused alike everywhere, and before anything is written."""
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         """After authentication and throttling (a stranger's body is never read), before the

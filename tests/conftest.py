@@ -162,3 +162,15 @@ def key_matches_certificate(key: Path, certificate: Path) -> bool:
     key_pub = run(["openssl", "pkey", "-in", str(key), "-pubout"]).stdout
     cert_pub = run(["openssl", "x509", "-in", str(certificate), "-pubkey", "-noout"]).stdout
     return bool(key_pub) and key_pub == cert_pub
+
+
+def refused(response, status: int, code: str) -> dict:
+    """The API's error answer, checked: ``status``, the error shape with ``code`` (and nothing
+    else), JSON, and the request id echoed in its header. Returns the body."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["code"] == code, body
+    assert set(body) == {"code", "message", "request_id", "details"}
+    assert response["X-Request-ID"] == body["request_id"]
+    return body

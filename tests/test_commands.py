@@ -42,8 +42,8 @@ def test_sign_csr_issues_a_certificate_openssl_accepts(participant, tmp_path, ca
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [
-        ("unknown participant", "participant_not_found:"),
-        ("csr with key", "csr_contains_private_key:"),
+        ("unknown participant", "PARTICIPANT_NOT_FOUND:"),
+        ("csr with key", "CSR_CONTAINS_PRIVATE_KEY:"),
         ("missing file", "cannot read"),
     ],
 )
@@ -90,9 +90,9 @@ def test_issue_server_cert_writes_key_and_chain(tmp_path, cas):
 
 
 def test_issue_server_cert_rejects_bad_names(tmp_path, cas):
-    with pytest.raises(CommandError, match=r"^server_name_invalid:"):
+    with pytest.raises(CommandError, match=r"^SERVER_NAME_INVALID:"):
         call_command("issue_server_cert", "--dns", "bad_name!", "--out", str(tmp_path))
-    with pytest.raises(CommandError, match=r"^server_ip_invalid:"):
+    with pytest.raises(CommandError, match=r"^SERVER_IP_INVALID:"):
         call_command("issue_server_cert", "--ip", "300.1.1.1", "--out", str(tmp_path))
 
 

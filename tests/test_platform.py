@@ -165,11 +165,11 @@ def test_nginx_refusals_and_unknown_paths_answer_in_the_api_error_shape(platform
             "/api/v1/rfqs/", content=b"{" + b" " * 1_100_000 + b"}",
             headers={"Content-Type": "application/json"},
         )  # fmt: skip
-        assert _json_error(too_large, 413)["code"] == "body_too_large"
+        assert _json_error(too_large, 413)["code"] == "BODY_TOO_LARGE"
         bad_header = client.get("/api/v1/whoami/", headers={"X-Filler": "a" * 70_000})
-        assert _json_error(bad_header, 400)["code"] == "bad_request"
+        assert _json_error(bad_header, 400)["code"] == "BAD_REQUEST"
         for path in ("/api/v1/no-such-thing/", "/api/v2/", "/nowhere"):
-            assert _json_error(client.get(path), 404)["code"] == "not_found", path
+            assert _json_error(client.get(path), 404)["code"] == "NOT_FOUND", path
 
 
 # --- one trade from 50 concurrent accepts --------------------------------------------------------

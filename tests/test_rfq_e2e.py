@@ -202,10 +202,10 @@ def test_event_stream_through_nginx_delivers_and_ends_on_revocation(terminator, 
         listener.join(15)
         assert not listener.is_alive(), "the stream did not end after the revocation"
         assert "event: error" in frames, frames
-        assert any('"certificate_revoked"' in f for f in frames), frames
+        assert any('"CERTIFICATE_REVOKED"' in f for f in frames), frames
         # Refused by the API's one re-check, so audited like any refusal.
         refusal = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
-        assert refusal.details["code"] == "certificate_revoked"
+        assert refusal.details["code"] == "CERTIFICATE_REVOKED"
         assert refusal.details["path"] == "/api/v1/events/stream/"
         assert refusal.actor_id == desks["carol"].row.serial
     # nginx sent the feed to its own pool (threads), the rest to the API's sync workers. (The

@@ -86,21 +86,21 @@ def test_a_valid_certificate_reaches_whoami_with_httpx_and_curl(terminator, hold
 
 
 def test_no_certificate_is_refused_by_nginx(terminator):
-    assert_refused(get(terminator, None), 401, "client_certificate_missing")
+    assert_refused(get(terminator, None), 401, "CLIENT_CERTIFICATE_MISSING")
 
 
 def test_a_look_alike_ca_with_the_same_subject_is_refused_by_nginx(terminator, tmp_path, holder):
     real = holder("real")
     cert_pem, key = foreign_certificate(subject_cn=real.row.participant.trader_id)
     fake = Holder(tmp_path, "fake", cert_pem, key)
-    body = assert_refused(get(terminator, fake), 401, "client_certificate_unverified")
+    body = assert_refused(get(terminator, fake), 401, "CLIENT_CERTIFICATE_UNVERIFIED")
     assert body["details"]["verify"].startswith("FAILED:")
 
 
 def test_an_expired_certificate_is_refused_by_nginx(terminator, holder):
     with time_machine.travel(timezone.now() - timedelta(days=3)):
         old = holder("old", validity_days=1)
-    body = assert_refused(get(terminator, old), 401, "client_certificate_unverified")
+    body = assert_refused(get(terminator, old), 401, "CLIENT_CERTIFICATE_UNVERIFIED")
     assert body["details"]["verify"] == "FAILED:certificate has expired"
 
 
@@ -111,11 +111,11 @@ def test_a_revoked_certificate_is_refused_by_the_app_then_by_nginx(
     assert get(terminator, bob).status_code == 200
     certificate_revoke(certificate=bob.row, reason="keyCompromise", actor=system_actor)
     # The very next request: nginx has not reloaded any CRL yet, the app refuses.
-    assert_refused(get(terminator, bob), 401, "certificate_revoked")
+    assert_refused(get(terminator, bob), 401, "CERTIFICATE_REVOKED")
     with override_settings(KEYLINE_CRL_RELOAD_COMMAND=terminator.reload_command):
         crl_publish(actor=system_actor)
     deadline = time.monotonic() + 10
-    while (response := get(terminator, bob)).json()["code"] != "client_certificate_unverified":
+    while (response := get(terminator, bob)).json()["code"] != "CLIENT_CERTIFICATE_UNVERIFIED":
         assert time.monotonic() < deadline, response.text
         time.sleep(0.05)
     assert response.json()["details"]["verify"] == "FAILED:certificate revoked"
@@ -127,13 +127,13 @@ def test_disabled_participant_and_suspended_firm_are_403(terminator, holder, fir
     assert get(terminator, carol).status_code == 200  # trusted, and the decision cached
     participant.is_active = False
     participant.save()  # as the portal or the admin does: the cached decision is forgotten
-    assert_refused(get(terminator, carol), 403, "participant_disabled")
+    assert_refused(get(terminator, carol), 403, "PARTICIPANT_DISABLED")
     participant.is_active = True
     participant.save()
     assert get(terminator, carol).status_code == 200
     firm.status = Firm.Status.SUSPENDED
     firm.save()
-    assert_refused(get(terminator, carol), 403, "firm_inactive")
+    assert_refused(get(terminator, carol), 403, "FIRM_INACTIVE")
 
 
 def test_a_resumed_tls_session_after_revocation_is_still_refused_by_the_app(
@@ -162,7 +162,7 @@ def test_a_resumed_tls_session_after_revocation_is_still_refused_by_the_app(
     time.sleep(0.5)  # the old nginx worker finishes; the session cache survives reloads
     status, body, _, reused = request(session)
     assert reused, "the TLS session was not resumed"
-    assert (status, body["code"]) == (401, "certificate_revoked")
+    assert (status, body["code"]) == (401, "CERTIFICATE_REVOKED")
 
 
 def test_straight_to_gunicorn_forged_headers_are_refused(terminator, holder):
@@ -178,7 +178,7 @@ def test_straight_to_gunicorn_forged_headers_are_refused(terminator, holder):
         transport = httpx.HTTPTransport(uds=str(terminator.app.socket))
         with httpx.Client(transport=transport, timeout=10) as client:
             response = client.get("http://localhost" + WHOAMI, headers=headers)
-        assert_refused(response, 401, "terminator_secret_invalid")
+        assert_refused(response, 401, "TERMINATOR_SECRET_INVALID")
 
 
 def test_a_clients_own_copies_of_the_headers_never_reach_the_app(terminator, holder):
@@ -192,7 +192,7 @@ def test_a_clients_own_copies_of_the_headers_never_reach_the_app(terminator, hol
     assert response.status_code == 200
     assert response.json()["certificate"]["serial"] == mallory.row.serial
     # Without a certificate of one's own, the forged ones get nothing.
-    assert_refused(get(terminator, None, headers=forged), 401, "client_certificate_missing")
+    assert_refused(get(terminator, None, headers=forged), 401, "CLIENT_CERTIFICATE_MISSING")
 
 
 def test_the_portal_and_the_pki_endpoints_are_served_too(terminator, cas, system_actor):
@@ -202,13 +202,13 @@ def test_the_portal_and_the_pki_endpoints_are_served_too(terminator, cas, system
         # The API is never forwarded without mutual TLS, whatever headers come along.
         forged = {settings.KEYLINE_HEADER_SECRET: settings.KEYLINE_TERMINATOR_SECRET}
         api = client.get(f"https://127.0.0.1:{terminator.portal_port}{WHOAMI}", headers=forged)
-        assert_refused(api, 404, "not_found")
+        assert_refused(api, 404, "NOT_FOUND")
     response = httpx.get(f"http://127.0.0.1:{terminator.pki_port}/pki/crl/client-ca.crl")
     assert response.headers["content-type"] == "application/pkix-crl"
 
 
 def test_an_unknown_api_path_is_json_404(terminator, holder):
-    assert_refused(get(terminator, holder("eve"), "/nope"), 404, "not_found")
+    assert_refused(get(terminator, holder("eve"), "/nope"), 404, "NOT_FOUND")
 
 
 def test_identity_is_the_certificate_never_the_address(terminator, holder):
@@ -225,4 +225,4 @@ def test_identity_is_the_certificate_never_the_address(terminator, holder):
         response = from_address(address, alice)
         assert response.status_code == 200, response.text
         assert response.json()["certificate"]["serial"] == alice.row.serial
-    assert_refused(from_address("127.0.0.2", None), 401, "client_certificate_missing")
+    assert_refused(from_address("127.0.0.2", None), 401, "CLIENT_CERTIFICATE_MISSING")

@@ -409,7 +409,7 @@ def test_onboarding_in_the_browser(platform: Platform, tmp_path: Path, new_conte
         }""",
         urlsplit(officer_case_url).path,
     )
-    expect(a.locator("#error-code")).to_have_text("four_eyes")
+    expect(a.locator("#error-code")).to_have_text("FOUR_EYES")
     expect(a.locator("p.error")).to_have_text(
         "An officer who prepared or worked on this case cannot decide it."
     )
@@ -547,7 +547,7 @@ def test_onboarding_in_the_browser(platform: Platform, tmp_path: Path, new_conte
         refused = client.get("/api/v1/whoami/")
     # Refused by the app (certificate_revoked), or by nginx once the new CRL is in.
     assert refused.status_code == 401, refused.text
-    assert refused.json()["code"] in ("certificate_revoked", "client_certificate_unverified")
+    assert refused.json()["code"] in ("CERTIFICATE_REVOKED", "CLIENT_CERTIFICATE_UNVERIFIED")
     admin.goto(base + "/firm/")
     expect(admin.locator("#certificates")).to_contain_text("Revoked")
     b.goto(base + "/officer/")

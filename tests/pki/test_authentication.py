@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from kernel.api import exception_handler
 from kernel.models import AuditRecord, Firm
 from pki.revocation import certificate_revoke
+from tests.conftest import refused
 from tests.foreign_ca import foreign_certificate
 from tests.keys import ec_key, make_csr
 
@@ -34,15 +35,6 @@ def forwarded(pem: str, *, secret: str | None = None, verify: str = "SUCCESS") -
         settings.KEYLINE_TERMINATOR_SECRET if secret is None else secret
     )
     return headers
-
-
-def refused(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == code
-    assert set(body) == {"code", "message", "request_id", "details"}
-    assert response["X-Request-ID"] == body["request_id"]
-    return body
 
 
 def test_whoami_for_a_trusted_certificate(leaf, participant):
@@ -67,25 +59,25 @@ def test_no_or_wrong_terminator_secret_is_401_and_audited(leaf, secret):
     body = refused(
         Client().get(WHOAMI, **forwarded(leaf.pem, secret=secret)),
         401,
-        "terminator_secret_invalid",
+        "TERMINATOR_SECRET_INVALID",
     )
     record = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
     assert AuditRecord.objects.filter(event="api.authentication_refused").count() == before + 1
-    assert record.details["code"] == "terminator_secret_invalid"
+    assert record.details["code"] == "TERMINATOR_SECRET_INVALID"
     assert record.details["request_id"] == body["request_id"]
 
 
 def test_without_a_configured_secret_everything_is_refused(leaf):
     with override_settings(KEYLINE_TERMINATOR_SECRET=""):
-        refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 503, "terminator_not_configured")
+        refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 503, "TERMINATOR_NOT_CONFIGURED")
 
 
 @pytest.mark.parametrize(
     ("verify", "code"),
     [
-        ("", "client_certificate_missing"),
-        ("NONE", "client_certificate_missing"),
-        ("FAILED:certificate has expired", "client_certificate_unverified"),
+        ("", "CLIENT_CERTIFICATE_MISSING"),
+        ("NONE", "CLIENT_CERTIFICATE_MISSING"),
+        ("FAILED:certificate has expired", "CLIENT_CERTIFICATE_UNVERIFIED"),
     ],
 )
 def test_nginx_verification_must_have_succeeded(leaf, verify, code):
@@ -103,20 +95,20 @@ def test_nginx_verification_must_have_succeeded(leaf, verify, code):
     ids=["truncated", "not-base64", "empty", "junk"],
 )
 def test_an_unreadable_certificate_header_is_401(leaf, pem):
-    refused(Client().get(WHOAMI, **forwarded(pem)), 401, "client_certificate_invalid")
+    refused(Client().get(WHOAMI, **forwarded(pem)), 401, "CLIENT_CERTIFICATE_INVALID")
 
 
 def test_two_certificates_in_the_header_are_refused(leaf, participant, issue):
     other = issue(participant, make_csr(ec_key()))
     refused(
-        Client().get(WHOAMI, **forwarded(leaf.pem + other.pem)), 401, "client_certificate_invalid"
+        Client().get(WHOAMI, **forwarded(leaf.pem + other.pem)), 401, "CLIENT_CERTIFICATE_INVALID"
     )
 
 
 def test_a_certificate_we_did_not_issue_is_401(cas):
     # Same subject shape, made by a look-alike CA: only the fingerprint matters.
     pem, _ = foreign_certificate()
-    refused(Client().get(WHOAMI, **forwarded(pem)), 401, "certificate_unknown")
+    refused(Client().get(WHOAMI, **forwarded(pem)), 401, "CERTIFICATE_UNKNOWN")
 
 
 def test_a_revoked_certificate_is_refused_on_the_next_request(
@@ -125,7 +117,7 @@ def test_a_revoked_certificate_is_refused_on_the_next_request(
     assert Client().get(WHOAMI, **forwarded(leaf.pem)).status_code == 200
     with django_capture_on_commit_callbacks(execute=True):
         certificate_revoke(certificate=leaf, reason="keyCompromise", actor=system_actor)
-    body = refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 401, "certificate_revoked")
+    body = refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 401, "CERTIFICATE_REVOKED")
     assert body["details"] == {"serial": leaf.serial}
     record = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
     assert (record.actor_type, record.actor_id) == ("certificate", leaf.serial)
@@ -133,7 +125,7 @@ def test_a_revoked_certificate_is_refused_on_the_next_request(
 
 def test_expired_certificate_is_401(leaf):
     with time_machine.travel(leaf.not_after + timedelta(seconds=1)):
-        refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 401, "certificate_expired")
+        refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 401, "CERTIFICATE_EXPIRED")
 
 
 def test_disabled_participant_and_suspended_firm_are_403(
@@ -143,7 +135,7 @@ def test_disabled_participant_and_suspended_firm_are_403(
     with django_capture_on_commit_callbacks(execute=True):
         participant.is_active = False
         participant.save()
-    refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 403, "participant_disabled")
+    refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 403, "PARTICIPANT_DISABLED")
     with django_capture_on_commit_callbacks(execute=True):
         participant.is_active = True
         participant.save()
@@ -152,19 +144,19 @@ def test_disabled_participant_and_suspended_firm_are_403(
     with django_capture_on_commit_callbacks(execute=True):
         firm.status = Firm.Status.SUSPENDED
         firm.save()
-    refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 403, "firm_inactive")
+    refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 403, "FIRM_INACTIVE")
 
 
 def test_the_request_id_from_nginx_is_kept(leaf):
     response = Client().get(
         WHOAMI, HTTP_X_REQUEST_ID="3f2a9c0d11e24b7a", **forwarded(leaf.pem, secret="x")
     )
-    assert refused(response, 401, "terminator_secret_invalid")["request_id"] == ("3f2a9c0d11e24b7a")
+    assert refused(response, 401, "TERMINATOR_SECRET_INVALID")["request_id"] == ("3f2a9c0d11e24b7a")
 
 
 def test_unknown_api_path_and_method_use_the_error_shape(leaf):
     response = Client().post(WHOAMI, **forwarded(leaf.pem))
-    refused(response, 405, "method_not_allowed")
+    refused(response, 405, "METHOD_NOT_ALLOWED")
 
 
 def test_djangos_permission_denied_in_an_api_view_uses_the_error_shape():
@@ -175,7 +167,7 @@ def test_djangos_permission_denied_in_an_api_view_uses_the_error_shape():
     assert response is not None
     assert response.status_code == 403
     assert response.data == {
-        "code": "permission_denied",
+        "code": "PERMISSION_DENIED",
         "message": "Not yours.",
         "request_id": "abc123",
         "details": {},

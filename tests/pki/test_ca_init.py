@@ -115,7 +115,7 @@ def test_init_ca_refuses_to_overwrite_without_force(tmp_path, capsys):
     before = set(CertificateAuthority.objects.values_list("pk", flat=True))
     with override_settings(KEYLINE_CA_DIR=str(tmp_path)), pytest.raises(CommandError) as refused:
         call_command("init_ca")
-    assert str(refused.value).startswith("ca_exists:")
+    assert str(refused.value).startswith("CA_EXISTS:")
     assert "\n" not in str(refused.value)
     assert refused.value.returncode == 2
     assert set(CertificateAuthority.objects.values_list("pk", flat=True)) == before

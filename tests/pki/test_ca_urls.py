@@ -292,22 +292,22 @@ def test_dry_run_and_a_repeat_change_nothing(participant, issue, cas):
 @pytest.mark.parametrize(
     ("args", "code"),
     [
-        (["--pki-url", "ftp://pki.keyline.test/pki"], "ca_url_invalid"),
-        (["--pki-url", "pki.keyline.test/pki"], "ca_url_invalid"),
-        (["--pki-url", "http:///pki"], "ca_url_invalid"),
-        (["--pki-url", "http://operator:secret@pki.keyline.test/pki"], "ca_url_invalid"),
-        (["--pki-url", "http://pki.keyline.test/pki?x=1"], "ca_url_invalid"),
-        (["--pki-url", "http://pki.keyline.test:99999/pki"], "ca_url_invalid"),
-        (["--pki-url", "http://pki.keyline.test/p ki"], "ca_url_invalid"),
-        (["--pki-url", "http://pki.kéyline.test/pki"], "ca_url_invalid"),
-        (["--crl-base-url", "http://pki.keyline.test/" + "c" * 400], "ca_url_invalid"),
-        (["--ocsp-url", "http://pki.keyline.test/"], "ca_url_invalid"),
-        (["--ca", "server", "--ocsp-url", "http://pki.keyline.test/pki/ocsp"], "ca_url_invalid"),
+        (["--pki-url", "ftp://pki.keyline.test/pki"], "CA_URL_INVALID"),
+        (["--pki-url", "pki.keyline.test/pki"], "CA_URL_INVALID"),
+        (["--pki-url", "http:///pki"], "CA_URL_INVALID"),
+        (["--pki-url", "http://operator:secret@pki.keyline.test/pki"], "CA_URL_INVALID"),
+        (["--pki-url", "http://pki.keyline.test/pki?x=1"], "CA_URL_INVALID"),
+        (["--pki-url", "http://pki.keyline.test:99999/pki"], "CA_URL_INVALID"),
+        (["--pki-url", "http://pki.keyline.test/p ki"], "CA_URL_INVALID"),
+        (["--pki-url", "http://pki.kéyline.test/pki"], "CA_URL_INVALID"),
+        (["--crl-base-url", "http://pki.keyline.test/" + "c" * 400], "CA_URL_INVALID"),
+        (["--ocsp-url", "http://pki.keyline.test/"], "CA_URL_INVALID"),
+        (["--ca", "server", "--ocsp-url", "http://pki.keyline.test/pki/ocsp"], "CA_URL_INVALID"),
         # Valid syntax that pkilint refuses (an empty DNS label): refused now, not at issuance.
-        (["--pki-url", "http://pki..keyline.test/pki"], "ca_url_invalid"),
-        (["--pki-url", "http://pki.keyline.test/elsewhere"], "ca_ocsp_url_not_served"),
-        (["--ocsp-url", "http://pki.keyline.test/ocsp"], "ca_ocsp_url_not_served"),
-        ([], "ca_urls_missing"),
+        (["--pki-url", "http://pki..keyline.test/pki"], "CA_URL_INVALID"),
+        (["--pki-url", "http://pki.keyline.test/elsewhere"], "CA_OCSP_URL_NOT_SERVED"),
+        (["--ocsp-url", "http://pki.keyline.test/ocsp"], "CA_OCSP_URL_NOT_SERVED"),
+        ([], "CA_URLS_MISSING"),
     ],
 )
 def test_bad_input_is_refused_in_one_line_and_changes_nothing(args, code, cas):
@@ -345,7 +345,7 @@ def test_a_change_made_meanwhile_is_not_overwritten(cas, system_actor):
     CertificateAuthority.objects.filter(pk=cas["client"].pk).update(crl_url=f"{CA_PKI}/x.crl")
     with pytest.raises(Conflict) as refused:
         ca_urls_apply(plan, actor=system_actor)
-    assert refused.value.code == "ca_urls_changed_concurrently"
+    assert refused.value.code == "CA_URLS_CHANGED_CONCURRENTLY"
     assert CertificateAuthority.objects.get(pk=cas["client"].pk).crl_url == f"{CA_PKI}/x.crl"
     assert not AuditRecord.objects.filter(event="ca.urls_changed").exists()
 

@@ -134,10 +134,10 @@ def test_issuance_is_audited_with_the_actor(participant, issue):
     assert record.actor_label == "test"
 
 
-@pytest.mark.parametrize("change", ["participant_disabled", "firm_suspended", "firm_applied"])
+@pytest.mark.parametrize("change", ["PARTICIPANT_DISABLED", "firm_suspended", "firm_applied"])
 def test_inactive_participant_or_firm_gets_no_certificate(change, participant, system_actor):
     request = csr_submit(participant=participant, data=make_csr(), actor=system_actor)
-    if change == "participant_disabled":
+    if change == "PARTICIPANT_DISABLED":
         participant.is_active = False
         participant.save()
     else:
@@ -147,7 +147,7 @@ def test_inactive_participant_or_firm_gets_no_certificate(change, participant, s
         participant.firm.save()
     with pytest.raises(Conflict) as refused:
         certificate_issue(request=request, actor=system_actor)
-    assert refused.value.code == "participant_inactive"
+    assert refused.value.code == "PARTICIPANT_INACTIVE"
     assert not Certificate.objects.filter(participant=participant).exists()
 
 
@@ -156,7 +156,7 @@ def test_a_request_is_signed_once(participant, system_actor):
     certificate_issue(request=request, actor=system_actor)
     with pytest.raises(Conflict) as refused:
         certificate_issue(request=request, actor=system_actor)
-    assert refused.value.code == "csr_not_pending"
+    assert refused.value.code == "CSR_NOT_PENDING"
     assert Certificate.objects.filter(participant=participant).count() == 1
 
 
@@ -261,12 +261,12 @@ def test_batch_issue_gives_one_outcome_per_request_in_order(firm, system_actor):
     codes = [o.error.code if o.error else "issued" for o in outcomes]
     assert codes == [
         "issued",
-        "csr_not_pending",
-        "participant_inactive",
+        "CSR_NOT_PENDING",
+        "PARTICIPANT_INACTIVE",
         "issued",
-        "csr_key_compromised",
+        "CSR_KEY_COMPROMISED",
         "issued",
-        "csr_key_reused",
+        "CSR_KEY_REUSED",
         "issued",
     ]
     for outcome in outcomes:
@@ -275,7 +275,7 @@ def test_batch_issue_gives_one_outcome_per_request_in_order(firm, system_actor):
                 Certificate.objects.get(pk=outcome.certificate.pk).request_id == outcome.request_id
             )
     assert CertificateRequest.objects.get(pk=inactive.pk).status == "submitted"
-    assert CertificateRequest.objects.get(pk=twin_b.pk).rejection_code == "csr_key_reused"
+    assert CertificateRequest.objects.get(pk=twin_b.pk).rejection_code == "CSR_KEY_REUSED"
     issued_audit = AuditRecord.objects.filter(event="certificate.issued").order_by("-sequence")[:4]
     assert {int(r.target_id) for r in issued_audit} == {
         o.certificate.pk for o in outcomes if o.certificate

@@ -357,11 +357,11 @@ def test_failing_reload_is_raised_remembered_and_shown_until_the_next_success(
     ):
         crl_publish(actor=system_actor)
 
-    assert failed.value.code == "crl_publish_failed"
+    assert failed.value.code == "CRL_PUBLISH_FAILED"
     assert failed.value.status_code == 503
     failure = crl_last_failure()
     assert failure is not None
-    assert failure["error"].startswith("crl_publish_failed: CRL reload command failed:")
+    assert failure["error"].startswith("CRL_PUBLISH_FAILED: CRL reload command failed:")
     assert "'false'" in failure["error"]
 
     response = Client().get("/pki/health/")

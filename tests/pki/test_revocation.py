@@ -100,7 +100,7 @@ def test_revoke_twice_is_409_and_changes_nothing(cert, system_actor):
     with pytest.raises(Conflict) as conflict:
         certificate_revoke(certificate=cert, reason="keyCompromise", actor=OFFICER)
 
-    assert conflict.value.code == "certificate_already_revoked"
+    assert conflict.value.code == "CERTIFICATE_ALREADY_REVOKED"
     assert conflict.value.status_code == 409
     assert conflict.value.details == {
         "serial": cert.serial,
@@ -120,7 +120,7 @@ def test_unknown_reason_is_refused_and_changes_nothing(cert, system_actor, reaso
     audits = AuditRecord.objects.count()
     with pytest.raises(Invalid) as invalid:
         certificate_revoke(certificate=cert, reason=reason, actor=system_actor)
-    assert invalid.value.code == "revocation_reason_invalid"
+    assert invalid.value.code == "REVOCATION_REASON_INVALID"
     assert Certificate.objects.get(pk=cert.pk).status == Certificate.Status.ACTIVE
     assert AuditRecord.objects.count() == audits
 
@@ -137,7 +137,7 @@ def test_bad_invalidity_date_is_refused(cert, system_actor, when):
         certificate_revoke(
             certificate=cert, reason="keyCompromise", actor=system_actor, invalidity_date=when()
         )
-    assert invalid.value.code == "invalidity_date_invalid"
+    assert invalid.value.code == "INVALIDITY_DATE_INVALID"
     assert Certificate.objects.get(pk=cert.pk).status == Certificate.Status.ACTIVE
 
 
@@ -155,7 +155,7 @@ def test_key_compromise_bars_the_public_key_for_good(participant, issue, system_
     with pytest.raises(CsrKeyRejected) as rejected:
         csr_submit(participant=participant, data=make_csr(key), actor=system_actor)
 
-    assert rejected.value.code == CSR_KEY_COMPROMISED == "csr_key_compromised"
+    assert rejected.value.code == CSR_KEY_COMPROMISED == "CSR_KEY_COMPROMISED"
     assert rejected.value.status_code == 409
 
 
@@ -275,7 +275,7 @@ def test_revoke_for_participant_with_nothing_live_does_nothing(participant, syst
 def test_bulk_revoke_with_unknown_reason_changes_nothing(estate):
     with pytest.raises(Invalid) as invalid:
         certificates_revoke_for_firm(firm=estate["firm"], reason="bogus", actor=OFFICER)
-    assert invalid.value.code == "revocation_reason_invalid"
+    assert invalid.value.code == "REVOCATION_REASON_INVALID"
     _assert_untouched(*estate["live"])
 
 
@@ -324,7 +324,7 @@ def test_revoke_cert_command_unknown_serial_exits_2(cas):
     with pytest.raises(CommandError) as failed:
         call_command("revoke_cert", "--serial", "abcdef", "--reason", "superseded")
     assert failed.value.returncode == 2
-    assert str(failed.value).startswith("certificate_not_found:")
+    assert str(failed.value).startswith("CERTIFICATE_NOT_FOUND:")
     assert "\n" not in str(failed.value)
 
 
@@ -334,7 +334,7 @@ def test_revoke_cert_command_second_revoke_exits_2(cert):
     with pytest.raises(CommandError) as failed:
         call_command("revoke_cert", "--serial", cert.serial, "--reason", "keyCompromise")
     assert failed.value.returncode == 2
-    assert str(failed.value).startswith("certificate_already_revoked:")
+    assert str(failed.value).startswith("CERTIFICATE_ALREADY_REVOKED:")
     again = Certificate.objects.get(pk=cert.pk)
     assert (again.revoked_at, again.revocation_reason) == (first.revoked_at, "superseded")
 
@@ -342,10 +342,10 @@ def test_revoke_cert_command_second_revoke_exits_2(cert):
 @pytest.mark.parametrize(
     ("invalidity_date", "reason", "code"),
     [
-        ("yesterday", "keyCompromise", "invalidity_date_invalid"),
-        ("2024-01-02T03:04:05", "keyCompromise", "invalidity_date_invalid"),  # no zone
-        ("2999-01-01T00:00:00+00:00", "keyCompromise", "invalidity_date_invalid"),
-        (None, "lostMyKey", "revocation_reason_invalid"),
+        ("yesterday", "keyCompromise", "INVALIDITY_DATE_INVALID"),
+        ("2024-01-02T03:04:05", "keyCompromise", "INVALIDITY_DATE_INVALID"),  # no zone
+        ("2999-01-01T00:00:00+00:00", "keyCompromise", "INVALIDITY_DATE_INVALID"),
+        (None, "lostMyKey", "REVOCATION_REASON_INVALID"),
     ],
 )
 def test_revoke_cert_command_bad_input_exits_2_and_changes_nothing(

@@ -213,7 +213,7 @@ def test_unknown_certificate_is_404(cas, ident):
 
     response = Client().get(f"/pki/status/{ident}/?format=json")
     assert response.status_code == 404
-    assert response.json()["code"] == "certificate_not_found"
+    assert response.json()["code"] == "CERTIFICATE_NOT_FOUND"
     assert set(response.json()) == {"code", "message"}
 
 

@@ -51,7 +51,7 @@ def fields(**changes) -> dict:
 
 
 def error_code(response) -> str | None:
-    found = re.search(rb'id="error-code">([a-z0-9_]+)<', response.content)
+    found = re.search(rb'id="error-code">([A-Z0-9_]+)<', response.content)
     return found.group(1).decode() if found else None
 
 
@@ -272,7 +272,7 @@ def test_a_document_over_10_mb_is_refused(case, settings):
         f"/officer/cases/{application.pk}/documents/", {"title": "Big", "file": upload}
     )
     assert response.status_code == 400
-    assert error_code(response) == "document_too_large"
+    assert error_code(response) == "DOCUMENT_TOO_LARGE"
     assert not Document.objects.exists()
     assert _documents_stored(settings) == []
 
@@ -298,9 +298,9 @@ def test_a_document_whose_content_is_not_what_its_name_says_is_refused(
         f"/officer/cases/{application.pk}/documents/", {"title": "ID", "file": upload}
     )
     assert response.status_code == 400
-    assert error_code(response) in ("document_type", "invalid_form")  # empty: Django refuses
+    assert error_code(response) in ("DOCUMENT_TYPE", "INVALID_FORM")  # empty: Django refuses
     if content:
-        assert error_code(response) == "document_type"
+        assert error_code(response) == "DOCUMENT_TYPE"
     assert not Document.objects.exists()
     assert _documents_stored(settings) == []
 
@@ -382,7 +382,7 @@ def test_a_private_key_is_refused_never_stored_and_never_echoed(upload_page, wha
 
     assert response.status_code == 400
     page = response.content.decode()
-    assert "(csr_contains_private_key)" in page
+    assert "(CSR_CONTAINS_PRIVATE_KEY)" in page
     assert "PRIVATE KEY-----" not in page
     secret_lines = [line for line in _key_material(data) if len(line) > 20]
     secret_lines = [line for line in secret_lines if line not in make_csr(key).decode()]
@@ -392,7 +392,7 @@ def test_a_private_key_is_refused_never_stored_and_never_echoed(upload_page, wha
     assert not CertificateRequest.objects.exists()
     (record,) = AuditRecord.objects.filter(sequence__gt=audit_before)
     assert record.event == "csr.rejected"
-    assert record.details["code"] == "csr_contains_private_key"
+    assert record.details["code"] == "CSR_CONTAINS_PRIVATE_KEY"
     assert not any(line in str(record.details) for line in secret_lines)
 
 
@@ -400,7 +400,7 @@ def test_a_pasted_csr_that_fails_is_not_echoed_either(upload_page):
     client, url = upload_page
     response = _post_csr(client, url, "text", b"-----BEGIN CERTIFICATE REQUEST-----\nnot\n")
     assert response.status_code == 400
-    assert "(csr_malformed)" in response.content.decode()
+    assert "(CSR_MALFORMED)" in response.content.decode()
     assert not CertificateRequest.objects.exists()
 
 
@@ -446,7 +446,7 @@ def test_a_bad_invitation_is_404_and_creates_nobody(firm, state):
         Client().post(f"/invite/{token}/", ACCEPT),
     ):
         assert response.status_code == 404
-        assert error_code(response) == "invitation_invalid"
+        assert error_code(response) == "INVITATION_INVALID"
     assert User.objects.count() == users
 
 
@@ -487,7 +487,7 @@ def test_five_wrong_callback_codes_lock_the_challenge(callback):
         assert "That is not the code" in response.content.decode()
     locked = applicant.post(case_url, {"code": code})
     assert locked.status_code == 409
-    assert error_code(locked) == "callback_locked"
+    assert error_code(locked) == "CALLBACK_LOCKED"
     challenge = CallbackChallenge.objects.get()
     assert challenge.confirmed_at is None
     assert challenge.attempts == 5
@@ -496,7 +496,7 @@ def test_five_wrong_callback_codes_lock_the_challenge(callback):
     # The officer cannot record the call-back as passed ...
     base = f"/officer/cases/{application.pk}/"
     r = officer.post(base + "checks/", {"kind": "callback", "outcome": "passed", "evidence": "x"})
-    assert error_code(r) == "callback_not_confirmed"
+    assert error_code(r) == "CALLBACK_NOT_CONFIRMED"
     # ... until a new call gives a new code, which works.
     officer.post(base + "callback/", {"phone": "+44 1632 960 123", "source": "GLEIF"})
     new_code = re.search(r'id="callback-code">(\d{6})<', officer.get(base).content.decode())[1]
@@ -520,7 +520,7 @@ def test_an_expired_callback_code_is_refused(callback):
     CallbackChallenge.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     response = applicant.post(case_url, {"code": code})
     assert response.status_code == 409
-    assert error_code(response) == "callback_not_pending"
+    assert error_code(response) == "CALLBACK_NOT_PENDING"
     assert CallbackChallenge.objects.get().confirmed_at is None
 
 
@@ -547,7 +547,7 @@ def test_a_callback_to_the_applications_own_number_is_refused(db, make_officer, 
         f"/officer/cases/{application.pk}/callback/", {"phone": dialled, "source": "website"}
     )
     assert response.status_code == 400
-    assert error_code(response) == "phone_not_independent"
+    assert error_code(response) == "PHONE_NOT_INDEPENDENT"
     assert not CallbackChallenge.objects.exists()
 
 

@@ -41,7 +41,7 @@ def test_application_to_certificate(cas, settings, tmp_path, make_officer):
     # The call-back to the application's own number is refused.
     r = alice.post(base + "callback/", {"phone": "+44 20 7946 0999", "source": "application"})
     assert r.status_code == 400
-    assert b"phone_not_independent" in r.content
+    assert b"PHONE_NOT_INDEPENDENT" in r.content
     r = alice.post(
         base + "callback/", {"phone": "+44 20 7946 0123", "source": "Companies House filing"}
     )
@@ -67,7 +67,7 @@ def test_application_to_certificate(cas, settings, tmp_path, make_officer):
     # Four eyes: the preparing officer cannot decide.
     r = alice.post(base + "decide/", {"decision": "approve", "reason": "all good"})
     assert r.status_code == 403
-    assert b"four_eyes" in r.content
+    assert b"FOUR_EYES" in r.content
     r = bob.post(base + "decide/", {"decision": "approve", "reason": "checks complete"})
     assert r.status_code == 302, r.content
     assert Firm.objects.get(lei=lei).status == "approved"

@@ -248,7 +248,7 @@ def db_state() -> tuple:
 
 
 def error_code(response) -> str | None:
-    found = re.search(rb'id="error-code">([a-z0-9_]+)<', response.content)
+    found = re.search(rb'id="error-code">([A-Z0-9_]+)<', response.content)
     return found.group(1).decode() if found else None
 
 
@@ -279,13 +279,13 @@ VERIFY = Expect(302, "/accounts/verify/?next=")
 TO_FIRM = Expect(302, "/firm/")
 TO_DESK = Expect(302, "/officer/")
 INVALID = Expect(400)
-OFFICERS = Expect(403, "officer_required")
-FIRM_ONLY = Expect(403, "firm_user_required")
-ADMINS = Expect(403, "firm_admin_required")
-NO_APP = Expect(404, "application_not_found")
-NO_INV = Expect(404, "invitation_invalid")
-NO_PART = Expect(404, "participant_not_found")
-NO_CERT = Expect(404, "certificate_not_found")
+OFFICERS = Expect(403, "OFFICER_REQUIRED")
+FIRM_ONLY = Expect(403, "FIRM_USER_REQUIRED")
+ADMINS = Expect(403, "FIRM_ADMIN_REQUIRED")
+NO_APP = Expect(404, "APPLICATION_NOT_FOUND")
+NO_INV = Expect(404, "INVITATION_INVALID")
+NO_PART = Expect(404, "PARTICIPANT_NOT_FOUND")
+NO_CERT = Expect(404, "CERTIFICATE_NOT_FOUND")
 REFUSALS = {LOGIN, VERIFY, OFFICERS, FIRM_ONLY, ADMINS, NO_PART, NO_CERT}
 
 

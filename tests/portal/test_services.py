@@ -106,7 +106,7 @@ def test_four_eyes_an_officer_who_prepared_or_checked_cannot_decide(db, who):
             services.application_decide(
                 application_id=application.pk, approve=approve, reason="fine", user=deciding[who]
             )
-        assert refused.value.code == "four_eyes"
+        assert refused.value.code == "FOUR_EYES"
     application = refresh(application)
     assert application.decided_at is None
     assert application.firm.status == Firm.Status.UNDER_REVIEW
@@ -155,7 +155,7 @@ def test_four_eyes_an_officer_who_contributed_material_cannot_decide(db, contrib
         services.application_decide(
             application_id=application.pk, approve=True, reason="ok", user=helper
         )
-    assert refused.value.code == "four_eyes"
+    assert refused.value.code == "FOUR_EYES"
     services.application_decide(
         application_id=application.pk, approve=True, reason="ok", user=decider
     )
@@ -191,7 +191,7 @@ def test_prepare_needs_all_four_checks_passed(db, recorded, missing):
         record(application, kind, alice, outcome)
     with pytest.raises(Conflict) as refused:
         services.application_prepare(application_id=application.pk, user=alice)
-    assert refused.value.code == "checks_missing"
+    assert refused.value.code == "CHECKS_MISSING"
     assert refused.value.details == {"missing": missing}
     assert refresh(application).prepared_at is None
 
@@ -211,7 +211,7 @@ def test_a_case_without_checks_cannot_be_prepared(db):
     application, _ = submit()
     with pytest.raises(Conflict) as refused:
         services.application_prepare(application_id=application.pk, user=officer("alice"))
-    assert refused.value.code == "application_not_in_review"
+    assert refused.value.code == "APPLICATION_NOT_IN_REVIEW"
 
 
 def test_a_prepared_case_takes_no_more_checks_and_is_not_prepared_twice(db):
@@ -222,7 +222,7 @@ def test_a_prepared_case_takes_no_more_checks_and_is_not_prepared_twice(db):
         record(application, "sanctions", alice, "failed")
     with pytest.raises(Conflict) as again:
         services.application_prepare(application_id=application.pk, user=alice)
-    assert again.value.code == "application_not_in_review"
+    assert again.value.code == "APPLICATION_NOT_IN_REVIEW"
     assert VerificationCheck.objects.filter(application=application).count() == 4
 
 
@@ -234,7 +234,7 @@ def test_a_callback_check_needs_the_contact_to_have_confirmed(db):
     )
     with pytest.raises(Conflict) as refused:
         record(application, "callback", alice)
-    assert refused.value.code == "callback_not_confirmed"
+    assert refused.value.code == "CALLBACK_NOT_CONFIRMED"
 
 
 @pytest.mark.parametrize("evidence", ["", "   ", "\n\t"])
@@ -248,7 +248,7 @@ def test_a_check_needs_evidence(db, evidence):
             evidence=evidence,
             user=officer("alice"),
         )
-    assert refused.value.code == "evidence_required"
+    assert refused.value.code == "EVIDENCE_REQUIRED"
     assert not VerificationCheck.objects.exists()
 
 
@@ -271,7 +271,7 @@ def test_a_decision_needs_a_reason(prepared, reason):
         services.application_decide(
             application_id=application.pk, approve=True, reason=reason, user=bob
         )
-    assert refused.value.code == "reason_required"
+    assert refused.value.code == "REASON_REQUIRED"
     application = refresh(application)
     assert application.decided_at is None
     assert application.firm.status == Firm.Status.UNDER_REVIEW
@@ -302,7 +302,7 @@ def test_a_rejection_tells_the_contact_why_and_invites_nobody(
         services.application_decide(
             application_id=application.pk, approve=True, reason="second thoughts", user=bob
         )
-    assert again.value.code == "application_not_prepared"
+    assert again.value.code == "APPLICATION_NOT_PREPARED"
     assert refresh(application).firm.status == Firm.Status.REJECTED
 
 
@@ -366,7 +366,7 @@ def test_only_officers_may_call_the_officers_services(db, service):
     before = last_sequence()
     with pytest.raises(PermissionDenied) as refused:
         OFFICER_ONLY[service](application, firm_admin)
-    assert refused.value.code == "officer_required"
+    assert refused.value.code == "OFFICER_REQUIRED"
     assert not audit_since(before).exists()
     assert refresh(application).firm.status == Firm.Status.APPLIED
 
@@ -461,7 +461,7 @@ def test_suspending_a_firm_revokes_its_certificates_and_disables_its_users(
         services.account_of(w["users"][0])
     with pytest.raises(Conflict) as signing:
         services.csr_decide(user=bob, request_id=w["pending"].pk, approve=True)
-    assert signing.value.code == "participant_inactive"
+    assert signing.value.code == "PARTICIPANT_INACTIVE"
     with pytest.raises(NotFound):
         services.invitation_get("pending-invitation")
     with pytest.raises(NotFound):
@@ -497,10 +497,10 @@ def test_a_suspension_reaches_the_api_even_if_the_revocations_fail(
 @pytest.mark.parametrize(
     ("status", "reason", "code"),
     [
-        (Firm.Status.APPLIED, "x", "firm_not_active"),
-        (Firm.Status.REJECTED, "x", "firm_not_active"),
-        (Firm.Status.OFFBOARDED, "x", "firm_not_active"),
-        (Firm.Status.APPROVED, "  ", "reason_required"),
+        (Firm.Status.APPLIED, "x", "FIRM_NOT_ACTIVE"),
+        (Firm.Status.REJECTED, "x", "FIRM_NOT_ACTIVE"),
+        (Firm.Status.OFFBOARDED, "x", "FIRM_NOT_ACTIVE"),
+        (Firm.Status.APPROVED, "  ", "REASON_REQUIRED"),
     ],
 )
 def test_suspension_needs_an_active_firm_and_a_reason(db, status, reason, code):
@@ -571,12 +571,12 @@ def test_an_officer_rejection_needs_a_reason_and_is_final(firm_admin):
     bob = officer("bob")
     with pytest.raises(Invalid) as refused:
         services.csr_decide(user=bob, request_id=request.pk, approve=False, reason=" ")
-    assert refused.value.code == "reason_required"
+    assert refused.value.code == "REASON_REQUIRED"
     rejected = services.csr_decide(user=bob, request_id=request.pk, approve=False, reason="typo")
     assert rejected.status == CertificateRequest.Status.REJECTED
     with pytest.raises(Conflict) as again:
         services.csr_decide(user=bob, request_id=request.pk, approve=True)
-    assert again.value.code == "csr_not_pending"
+    assert again.value.code == "CSR_NOT_PENDING"
     assert not Certificate.objects.filter(kind="client").exists()
 
 

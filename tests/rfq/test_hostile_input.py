@@ -1,6 +1,6 @@
 """Hostile input on the REST API: a 400 with a machine code (never a 500), and nothing written.
 
-- JSON nested deeper than the parser's bound is ``json_too_deep`` on every route that takes a
+- JSON nested deeper than the parser's bound is ``JSON_TOO_DEEP`` on every route that takes a
   body (the routes are read from the URLconf, so a new endpoint is covered without a new test);
 - decimals follow one grammar, ``-?[0-9]+(\\.[0-9]+)?`` in a JSON string;
 - booleans are JSON booleans;
@@ -23,6 +23,7 @@ from kernel.audit import AuditRecord
 from kernel.parsers import MAX_JSON_DEPTH, json_depth_exceeds
 from rfq import serializers as s
 from rfq.models import Event, Quote, QuoteLeg, Rfq, RfqCounterparty, RfqLeg, Trade, TradeLeg
+from tests.conftest import refused
 from tests.rfq.conftest import API, Desk, one_leg
 
 pytestmark = pytest.mark.django_db
@@ -40,16 +41,6 @@ def snapshot() -> dict:
         "rfqs": sorted(Rfq.objects.values_list("id", "state")),
         "quotes": sorted(Quote.objects.values_list("id", "state")),
     }
-
-
-def refused(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == "application/json"
-    body = response.json()
-    assert body["code"] == code, body
-    assert set(body) == {"code", "message", "request_id", "details"}
-    assert response["X-Request-ID"] == body["request_id"]
-    return body
 
 
 def send(desk: Desk, method: str, path: str, body: str | bytes, content_type: str = ""):
@@ -127,7 +118,7 @@ def test_deep_json_is_refused_on_every_body_route_and_changes_nothing(market, me
     path = _path(route, market)
     before = snapshot()
     for role in ("a", "lp"):
-        error = refused(send(market[role], method, path, DEEP_BODIES[kind]), 400, "json_too_deep")
+        error = refused(send(market[role], method, path, DEEP_BODIES[kind]), 400, "JSON_TOO_DEEP")
         assert error["details"] == {"max_depth": MAX_JSON_DEPTH}
     assert snapshot() == before
 
@@ -139,7 +130,7 @@ def test_the_depth_bound_is_exact(market):
         send(a, "POST", API + "rfqs/", _nested(MAX_JSON_DEPTH)), 400, "INVALID_REQUEST"
     )
     assert list(at_bound["details"]["fields"]) == ["quantity"]
-    refused(send(a, "POST", API + "rfqs/", _nested(MAX_JSON_DEPTH + 1)), 400, "json_too_deep")
+    refused(send(a, "POST", API + "rfqs/", _nested(MAX_JSON_DEPTH + 1)), 400, "JSON_TOO_DEEP")
     assert snapshot() == before
 
 
@@ -147,7 +138,7 @@ def test_a_deep_body_in_another_charset_is_measured_after_decoding(market):
     before = snapshot()
     body = ("[" * 1000).encode("utf-16")
     response = send(market["a"], "POST", API + "rfqs/", body, "application/json; charset=utf-16")
-    refused(response, 400, "json_too_deep")
+    refused(response, 400, "JSON_TOO_DEEP")
     assert snapshot() == before
 
 
@@ -158,7 +149,7 @@ def test_a_deep_body_in_another_charset_is_measured_after_decoding(market):
 )
 def test_a_body_that_is_not_json_is_malformed_request(market, body):
     before = snapshot()
-    refused(send(market["a"], "POST", API + "rfqs/", body), 400, "malformed_request")
+    refused(send(market["a"], "POST", API + "rfqs/", body), 400, "MALFORMED_REQUEST")
     assert snapshot() == before
 
 
@@ -389,7 +380,7 @@ def test_an_unknown_api_path_is_the_apis_json_404(market, path, method):
         response = client.generic(
             method, path, "[" * 2000, content_type="application/json", **headers
         )
-        error = refused(response, 404, "not_found")
+        error = refused(response, 404, "NOT_FOUND")
         assert error["details"] == {}
     assert snapshot() == before
 

@@ -38,6 +38,7 @@ from rfq.models import (
     TradeLeg,
 )
 from rfq.tasks import rfq_expire_task
+from tests.conftest import refused
 from tests.factories import FirmFactory, random_lei
 from tests.rfq.conftest import Desk, one_leg
 
@@ -49,14 +50,6 @@ pytestmark = pytest.mark.django_db
 def ok(response, status: int = 200) -> dict:
     assert response.status_code == status, response.content
     return response.json()
-
-
-def refused(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == code, body
-    assert set(body) == {"code", "message", "request_id", "details"}
-    return body
 
 
 def counts() -> dict:
@@ -1315,7 +1308,7 @@ def test_rfq_creation_is_rate_limited_per_certificate(world, desk, monkeypatch):
     create(a, one_leg("1"))
     before = counts()
     response = a.post("rfqs/", one_leg("1"))
-    refused(response, 429, "rate_limited")
+    refused(response, 429, "RATE_LIMITED")
     assert 0 < int(response["Retry-After"]) <= 60
     assert counts() == before
     # Another scope of the same certificate, and another certificate of the same firm, are not.
@@ -1340,7 +1333,7 @@ def test_the_rate_log_without_redis_still_counts_across_a_second_boundary(world,
         ok(a.get("rfqs/"))
         ok(a.get("rfqs/"))
         traveller.shift(0.2)  # past the second boundary, still within the window
-        refused(a.get("rfqs/"), 429, "rate_limited")
+        refused(a.get("rfqs/"), 429, "RATE_LIMITED")
         traveller.shift(1)
         ok(a.get("rfqs/"))
 
@@ -1439,11 +1432,11 @@ def test_a_long_poll_outlived_by_its_certificate_hands_over_nothing(world):
     assert not thread.is_alive()
     response = result["response"]
     assert response.status_code == 401, response.content
-    assert response.json()["code"] == "certificate_revoked"
+    assert response.json()["code"] == "CERTIFICATE_REVOKED"
     # Refused as authentication refuses: audited with the certificate's serial.
     refusal = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
     assert refusal.actor_id == lp.certificate.serial
-    assert refusal.details["code"] == "certificate_revoked"
+    assert refusal.details["code"] == "CERTIFICATE_REVOKED"
 
 
 @pytest.mark.parametrize(

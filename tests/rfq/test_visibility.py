@@ -20,6 +20,7 @@ from kernel.audit import AuditRecord
 from kernel.models import Firm
 from rfq.models import Event, Quote, Rfq, Trade
 from rfq.services import rfq_expire_due
+from tests.conftest import refused
 from tests.factories import FirmFactory
 from tests.rfq.conftest import Desk, one_leg
 
@@ -34,13 +35,6 @@ CALLERS = ["a", "b", "lp", "other_lp"]
 def ok(response, status: int = 200) -> dict:
     assert response.status_code == status, response.content
     return response.json()
-
-
-def refused(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == code, body
-    return body
 
 
 def without_request_id(body: dict) -> dict:

@@ -37,14 +37,14 @@ class Command(KeylineCommand):
         serial = serial_normalize(serial) or serial
         certificate = Certificate.objects.filter(serial=serial).first()
         if certificate is None:
-            raise NotFound("certificate_not_found", f"no certificate with serial {serial}")
+            raise NotFound("CERTIFICATE_NOT_FOUND", f"no certificate with serial {serial}")
         when = None
         if invalidity_date:
             try:
                 when = datetime.fromisoformat(invalidity_date)
             except ValueError:
                 raise Invalid(
-                    "invalidity_date_invalid", f"not an ISO 8601 time: {invalidity_date!r}"
+                    "INVALIDITY_DATE_INVALID", f"not an ISO 8601 time: {invalidity_date!r}"
                 ) from None
         cert = certificate_revoke(
             certificate=certificate,

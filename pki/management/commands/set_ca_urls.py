@@ -66,7 +66,7 @@ class Command(KeylineCommand):
         **options: Any,
     ) -> None:
         if show < 0:
-            raise Invalid("show_invalid", f"--show must be 0 or more, got {show}")
+            raise Invalid("SHOW_INVALID", f"--show must be 0 or more, got {show}")
         changes = ca_urls_plan(
             ca=ca,
             pki_url=pki_url,

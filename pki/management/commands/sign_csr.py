@@ -24,7 +24,7 @@ class Command(KeylineCommand):
         holder = Participant.objects.select_related("firm").filter(trader_id=participant).first()
         if holder is None:
             raise CommandError(
-                f"participant_not_found: no participant {participant!r}", returncode=2
+                f"PARTICIPANT_NOT_FOUND: no participant {participant!r}", returncode=2
             )
         try:
             data = csr.read_bytes()
