@@ -5,6 +5,7 @@ fresh one; it is echoed in the ``X-Request-ID`` response header so a caller can 
 """
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -12,6 +13,7 @@ from django.http import Http404, HttpRequest
 from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from typing_extensions import TypedDict
 
 from kernel.errors import DomainError, error_code
 
@@ -41,9 +43,18 @@ class ApiError(exceptions.APIException):
         self.details = details or {}
 
 
+class Error(TypedDict):
+    """Every refusal of the API (a shape of :mod:`kernel.shapes`)."""
+
+    code: str
+    message: str
+    request_id: str
+    details: dict[str, Any]
+
+
 def error_body(
     request: HttpRequest | Request, code: str, message: str, details: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> Error:
     return {
         "code": error_code(code),
         "message": message,
@@ -94,7 +105,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
-def ok(request: HttpRequest | Request, data: dict[str, Any], status_code: int = 200) -> Response:
+def ok(
+    request: HttpRequest | Request, data: Mapping[str, object], status_code: int = 200
+) -> Response:
+    """A successful answer: ``data`` (a shape's render) with the request id in its header."""
     response = Response(data, status=status_code)
     response[REQUEST_ID_HEADER] = request_id(request)
     return response

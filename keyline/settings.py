@@ -259,6 +259,11 @@ SPECTACULAR_SETTINGS = {
         "SideEnum": "rfq.models.Side",
         "RfqStateEnum": "rfq.models.Rfq.State",
         "QuoteStateEnum": "rfq.models.Quote.State",
+        "EventTypeEnum": "rfq.models.EventType",
+        "DeskRoleEnum": "rfq.models.Audience",
+        "InstrumentKindEnum": "rfq.models.Instrument.Kind",
+        "FirmRoleEnum": "kernel.models.Firm.Role",
+        "ParticipantRoleEnum": "kernel.models.Participant.Role",
     },
 }
 
@@ -279,14 +284,20 @@ KEYLINE_RFQ = {
     "EVENTS_STREAM_SECONDS": env.int("KEYLINE_EVENTS_STREAM_SECONDS", default=300),
     # Concurrent events/stream/ connections per certificate (each holds an event-pool thread).
     "EVENTS_STREAMS_PER_CERTIFICATE": env.int("KEYLINE_EVENTS_STREAMS_PER_CERTIFICATE", default=2),
+    # Lists (rfqs/, quotes/, trades/): ?limit= default and maximum.
     "PAGE_SIZE_DEFAULT": 50,
     "PAGE_SIZE_MAX": 200,
+    # events/: events per answer (?limit= default and maximum); a stream sends the default.
+    "EVENTS_LIMIT_DEFAULT": 100,
+    "EVENTS_LIMIT_MAX": 500,
+    # Counterparties one RFQ may name.
+    "MAX_COUNTERPARTIES": 100,
 }
 
 # The nginx terminator sets these headers on every request it forwards (proxy_set_header, so a
 # client's own copies are replaced, and an empty value drops the header). The app trusts the
 # certificate headers only with the shared secret, compared in constant time.
-# Empty: every API request is refused (terminator_not_configured).
+# Empty: every API request is refused (TERMINATOR_NOT_CONFIGURED).
 KEYLINE_TERMINATOR_SECRET = _secret("KEYLINE_TERMINATOR_SECRET")
 KEYLINE_HEADER_SECRET = "X-Keyline-Terminator"  # noqa: S105 - a header name
 KEYLINE_HEADER_VERIFY = "X-Keyline-Client-Verify"

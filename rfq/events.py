@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from kernel.redis import redis_client
-from rfq.models import Audience, Event, EventHead, Quote, Rfq, Trade
+from rfq.models import Audience, Event, EventHead, EventType, Quote, Rfq, Trade
 from rfq.render import quote_render, rfq_render, trade_render
 from rfq.selectors import Viewer, event_feed
 
@@ -40,6 +40,10 @@ class Draft:
     audience: str
     type: str
     data: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.type not in EventType.values:
+            raise ValueError(f"not an event type: {self.type!r} (rfq.models.EventType)")
 
 
 class Outbox:

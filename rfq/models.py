@@ -10,7 +10,7 @@ RFQ is locked), so the database constraints below are a second line, not the mec
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Self, TypedDict, TypeVar, cast
+from typing import Any, ClassVar, Self, TypedDict, TypeVar, cast, overload
 
 from django.db import models
 from django.db.models import ForeignObjectRel, Q
@@ -30,6 +30,12 @@ PRICE: Digits = {"max_digits": 24, "decimal_places": 8}
 M = TypeVar("M", bound=models.Model)
 
 
+@overload
+def dec(value: Decimal) -> str: ...
+@overload
+def dec(value: None) -> None: ...
+@overload
+def dec(value: Decimal | None) -> str | None: ...
 def dec(value: Decimal | None) -> str | None:
     """The one text of a decimal: normalised, never in exponent form (``1E+5`` is
     ``100000``), ``None`` stays ``None``. Request hashes, error messages and the API use it."""
@@ -462,6 +468,22 @@ class Audience(models.TextChoices):
 
     REQUESTER = "requester", _("Requester")
     MAKER = "maker", _("Maker")
+
+
+class EventType(models.TextChoices):
+    """What an event says happened; the feed's ``type`` is one of these."""
+
+    RFQ_CREATED = "rfq.created"
+    RFQ_CANCELLED = "rfq.cancelled"
+    RFQ_EXPIRED = "rfq.expired"
+    RFQ_FILLED = "rfq.filled"
+    QUOTE_CREATED = "quote.created"
+    QUOTE_REPLACED = "quote.replaced"
+    QUOTE_CANCELLED = "quote.cancelled"
+    QUOTE_EXPIRED = "quote.expired"
+    QUOTE_ACCEPTED = "quote.accepted"
+    QUOTE_TRADED_AWAY = "quote.traded_away"
+    TRADE_CREATED = "trade.created"
 
 
 class Event(models.Model):

@@ -1,28 +1,31 @@
-"""Input validation (type, range, shape) for the RFQ API, and the documented output shapes.
+"""Input validation (type, range, shape) for the RFQ API; they also describe the requests in
+the OpenAPI schema.
 
-Business rules live in ``rfq.services``; responses are rendered by ``rfq.render`` (the same
-code renders the event feed). The ``*Out`` serializers below describe those responses for the
-OpenAPI schema; Schemathesis checks every response against them (tests/rfq/test_schema.py).
+Business rules live in ``rfq.services``; responses are rendered by ``rfq.render`` into the
+shapes of ``rfq.shapes``. Limits (legs, page sizes, waits) are read from
+``settings.KEYLINE_RFQ``, the one place the services read them from too.
 """
 
 import re
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from rfq.models import PRICE, Quote, Rfq, Side
+from kernel.shapes import DECIMAL_PATTERN
+from rfq.models import PRICE, Rfq, Side
 
 CLIENT_ID = RegexValidator(r"^[A-Za-z0-9_.:-]{1,32}$", "1-32 of A-Z a-z 0-9 _ . : -")
 TINY = Decimal("0.00000001")
+LIMITS = settings.KEYLINE_RFQ
 
 
-# The one grammar of a decimal on the API: ASCII digits, an optional leading "-", an optional
-# fraction. No "+", exponent, separator, surrounding space, NaN or Infinity: "1e2" must not
-# quietly become 100 on a trading API.
-DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+# The one grammar of a decimal on the API (kernel.shapes.DECIMAL_PATTERN): ASCII digits, an
+# optional leading "-", an optional fraction. No "+", exponent, separator, surrounding space,
+# NaN or Infinity: "1e2" must not quietly become 100 on a trading API.
 _DECIMAL = re.compile(DECIMAL_PATTERN)
 
 
@@ -80,17 +83,21 @@ class LegIn(serializers.Serializer):
 class RfqCreateIn(serializers.Serializer):
     # TYPEHINT NOTE: the stubs' BaseSerializer lacks min_length/max_length, which DRF (3.15+)
     # hands to the ListSerializer that many=True builds.
-    legs = LegIn(many=True, min_length=1, max_length=20)  # type: ignore[call-arg]
+    legs = LegIn(many=True, min_length=1, max_length=LIMITS["MAX_LEGS"])  # type: ignore[call-arg]
     quantity = DecimalString(min_value=TINY)
     counterparties = serializers.ListField(
         child=serializers.CharField(max_length=20),
-        max_length=100,
+        max_length=LIMITS["MAX_COUNTERPARTIES"],
         required=False,
         default=list,
         help_text="LEIs of liquidity-provider firms; empty sends the RFQ to every eligible one.",
     )
     anonymous = JsonBoolean(required=False, default=False)
-    expires_in = serializers.IntegerField(required=False, help_text="Seconds; default 300, 5-600.")
+    expires_in = serializers.IntegerField(
+        required=False,
+        help_text=f"Seconds; default {LIMITS['RFQ_EXPIRY_DEFAULT']}, "
+        f"{LIMITS['RFQ_EXPIRY_MIN']}-{LIMITS['RFQ_EXPIRY_MAX']}.",
+    )
     client_rfq_id = serializers.CharField(
         required=False, default="", validators=[CLIENT_ID], max_length=32
     )
@@ -100,16 +107,26 @@ class RfqListIn(serializers.Serializer):
     state = serializers.ChoiceField(choices=Rfq.State.choices, required=False)
     role = serializers.ChoiceField(choices=["requester", "maker"], required=False)
     cursor = serializers.CharField(required=False, max_length=64)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=LIMITS["PAGE_SIZE_MAX"],
+        default=LIMITS["PAGE_SIZE_DEFAULT"],
+    )
 
 
 class PageIn(serializers.Serializer):
     cursor = serializers.CharField(required=False, max_length=64)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=LIMITS["PAGE_SIZE_MAX"],
+        default=LIMITS["PAGE_SIZE_DEFAULT"],
+    )
 
 
 class QuoteLegIn(serializers.Serializer):
-    leg_no = serializers.IntegerField(min_value=1, max_value=20)
+    leg_no = serializers.IntegerField(min_value=1, max_value=LIMITS["MAX_LEGS"])
     bid_price = DecimalString(required=False, allow_null=True, default=None)
     ask_price = DecimalString(required=False, allow_null=True, default=None)
 
@@ -122,9 +139,17 @@ class QuoteIn(serializers.Serializer):
     # A ListField, not QuoteLegIn(many=True): many=True hands allow_null to the child as well,
     # so "legs": [null] would validate and reach the service as a None leg (a 500).
     legs = serializers.ListField(
-        child=QuoteLegIn(), required=False, allow_null=True, default=None, max_length=20
+        child=QuoteLegIn(),
+        required=False,
+        allow_null=True,
+        default=None,
+        max_length=LIMITS["MAX_LEGS"],
     )
-    expires_in = serializers.IntegerField(required=False, help_text="Seconds; default 60, 10-120.")
+    expires_in = serializers.IntegerField(
+        required=False,
+        help_text=f"Seconds; default {LIMITS['QUOTE_EXPIRY_DEFAULT']}, "
+        f"{LIMITS['QUOTE_EXPIRY_MIN']}-{LIMITS['QUOTE_EXPIRY_MAX']}, never past the RFQ.",
+    )
     client_quote_id = serializers.CharField(
         required=False, default="", validators=[CLIENT_ID], max_length=32
     )
@@ -147,178 +172,12 @@ class CancelAllIn(serializers.Serializer):
 
 class EventsIn(serializers.Serializer):
     since = serializers.IntegerField(required=False, default=0, min_value=0)
-    wait = serializers.FloatField(required=False, default=0, min_value=0, max_value=25)
-    limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=500)
-
-
-# --- output shapes (documentation of rfq.render) ------------------------------------------------
-
-
-class FirmOut(serializers.Serializer):
-    lei = serializers.CharField()
-    legal_name = serializers.CharField()
-
-
-class InstrumentOut(serializers.Serializer):
-    symbol = serializers.CharField()
-    kind = serializers.CharField()
-    underlying = serializers.CharField()
-    quote_currency = serializers.CharField()
-    expiry = serializers.DateTimeField(allow_null=True)
-    strike = serializers.CharField(allow_null=True)
-    option_type = serializers.CharField(allow_null=True)
-    tick_size = serializers.CharField()
-    min_size = serializers.CharField()
-
-
-class InstrumentListOut(serializers.Serializer):
-    results = InstrumentOut(many=True)
-
-
-class RfqLegOut(serializers.Serializer):
-    leg_no = serializers.IntegerField()
-    instrument = serializers.CharField()
-    side = serializers.ChoiceField(choices=Side.choices)
-    ratio = serializers.CharField()
-    quantity = serializers.CharField()
-
-
-class RfqOut(serializers.Serializer):
-    id = serializers.UUIDField()
-    state = serializers.ChoiceField(choices=Rfq.State.choices)
-    state_reason = serializers.CharField(allow_blank=True)
-    quantity = serializers.CharField()
-    legs = RfqLegOut(many=True)
-    anonymous = serializers.BooleanField()
-    requester = FirmOut(allow_null=True, help_text="Hidden from makers when anonymous.")
-    created_at = serializers.DateTimeField()
-    expires_at = serializers.DateTimeField()
-    closed_at = serializers.DateTimeField(allow_null=True)
-    client_rfq_id = serializers.CharField(
-        allow_null=True, required=False, help_text="Only to the requester's firm."
+    wait = serializers.FloatField(
+        required=False, default=0, min_value=0, max_value=LIMITS["EVENTS_MAX_WAIT"]
     )
-    trader_id = serializers.CharField(required=False, help_text="Only to the requester's firm.")
-    counterparties = FirmOut(many=True, required=False, help_text="Only to the requester's firm.")
-
-
-class RfqPageOut(serializers.Serializer):
-    results = RfqOut(many=True)
-    next_cursor = serializers.CharField(allow_null=True)
-
-
-class QuoteLegOut(serializers.Serializer):
-    leg_no = serializers.IntegerField()
-    bid_price = serializers.CharField(allow_null=True)
-    ask_price = serializers.CharField(allow_null=True)
-
-
-class QuoteOut(serializers.Serializer):
-    id = serializers.UUIDField()
-    rfq_id = serializers.UUIDField()
-    state = serializers.ChoiceField(choices=Quote.State.choices)
-    state_reason = serializers.CharField(allow_blank=True)
-    maker = FirmOut()
-    bid_price = serializers.CharField(allow_null=True)
-    bid_size = serializers.CharField(allow_null=True)
-    ask_price = serializers.CharField(allow_null=True)
-    ask_size = serializers.CharField(allow_null=True)
-    legs = QuoteLegOut(many=True)
-    replaces = serializers.UUIDField(allow_null=True)
-    replaced_by = serializers.UUIDField(allow_null=True)
-    created_at = serializers.DateTimeField()
-    expires_at = serializers.DateTimeField()
-    closed_at = serializers.DateTimeField(allow_null=True)
-    client_quote_id = serializers.CharField(
-        allow_null=True, required=False, help_text="Only to the quoting firm."
+    limit = serializers.IntegerField(
+        required=False,
+        default=LIMITS["EVENTS_LIMIT_DEFAULT"],
+        min_value=1,
+        max_value=LIMITS["EVENTS_LIMIT_MAX"],
     )
-    trader_id = serializers.CharField(required=False, help_text="Only to the quoting firm.")
-
-
-class QuotePageOut(serializers.Serializer):
-    results = QuoteOut(many=True)
-    next_cursor = serializers.CharField(allow_null=True)
-
-
-class CancelAllOut(serializers.Serializer):
-    cancelled = serializers.ListField(child=serializers.UUIDField())
-
-
-class TradeLegOut(serializers.Serializer):
-    leg_no = serializers.IntegerField()
-    instrument = serializers.CharField()
-    side = serializers.ChoiceField(choices=Side.choices)
-    quantity = serializers.CharField()
-    price = serializers.CharField()
-
-
-class TradeOut(serializers.Serializer):
-    id = serializers.UUIDField()
-    rfq_id = serializers.UUIDField()
-    quote_id = serializers.UUIDField()
-    role = serializers.ChoiceField(choices=["requester", "maker"])
-    side = serializers.ChoiceField(choices=Side.choices, help_text="The viewer's side.")
-    quantity = serializers.CharField()
-    price = serializers.CharField()
-    legs = TradeLegOut(many=True)
-    requester = FirmOut()
-    maker = FirmOut()
-    created_at = serializers.DateTimeField()
-    client_rfq_id = serializers.CharField(allow_null=True, required=False)
-    client_quote_id = serializers.CharField(allow_null=True, required=False)
-    trader_id = serializers.CharField()
-
-
-class TradePageOut(serializers.Serializer):
-    results = TradeOut(many=True)
-    next_cursor = serializers.CharField(allow_null=True)
-
-
-class EventOut(serializers.Serializer):
-    seq = serializers.IntegerField()
-    type = serializers.CharField(
-        help_text="rfq.created|cancelled|expired|filled, quote.created|replaced|cancelled|"
-        "expired|accepted|traded_away, trade.created"
-    )
-    created_at = serializers.DateTimeField()
-    # TYPEHINT NOTE: the stubs see Serializer.data (a property) overridden; DRF's serializer
-    # metaclass takes declared fields out of the class body, so the property stays.
-    data = serializers.DictField(  # type: ignore[assignment]
-        help_text="{rfq: …}, {quote: …} or {trade: …}, as you see it."
-    )
-
-
-class EventsOut(serializers.Serializer):
-    events = EventOut(many=True)
-    next_since = serializers.IntegerField(help_text="Pass as since= on the next call.")
-
-
-class WhoAmIFirmOut(FirmOut):
-    role = serializers.CharField()
-
-
-class WhoAmIParticipantOut(serializers.Serializer):
-    trader_id = serializers.CharField()
-    name = serializers.CharField()
-    role = serializers.CharField()
-    san_uri = serializers.CharField()
-
-
-class WhoAmICertificateOut(serializers.Serializer):
-    serial = serializers.CharField()
-    fingerprint_sha256 = serializers.CharField()
-    not_after = serializers.DateTimeField()
-    days_to_expiry = serializers.IntegerField()
-
-
-class WhoAmIOut(serializers.Serializer):
-    firm = WhoAmIFirmOut()
-    participant = WhoAmIParticipantOut()
-    certificate = WhoAmICertificateOut()
-    checked_at = serializers.DateTimeField()
-
-
-class ErrorOut(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    request_id = serializers.CharField()
-    details = serializers.DictField()

@@ -21,7 +21,6 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -30,13 +29,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from kernel.api import ApiError, request_id
+from kernel.api import ApiError, Error, error_body, request_id
 from kernel.redis import redis_client
 from pki.authentication import principal_of, recheck
 from rfq.events import events_wait
 from rfq.render import event_render
 from rfq.selectors import Viewer
-from rfq.serializers import ErrorOut
 from rfq.throttling import throttles
 
 CHECK_INTERVAL = 5.0
@@ -74,15 +72,21 @@ def _frames(request: Request, viewer: Viewer, since: int, seconds: float) -> Ite
             # The one re-check of the API (the long-poll's too): refused and audited alike.
             recheck(request)
         except ApiError as refused:
-            body = json.dumps({"code": refused.error_code, "message": str(refused.detail)})
+            refusal = error_body(request, refused.error_code, str(refused.detail), refused.details)
+            body = json.dumps(refusal, separators=(",", ":"))
             yield f"event: error\ndata: {body}\n\n".encode()
             return
-        events = events_wait(viewer, since=since, wait=min(CHECK_INTERVAL, remaining), limit=100)
+        events = events_wait(
+            viewer,
+            since=since,
+            wait=min(CHECK_INTERVAL, remaining),
+            limit=settings.KEYLINE_RFQ["EVENTS_LIMIT_DEFAULT"],
+        )
         if not events:
             yield b": keep-alive\n\n"
             continue
         for event in events:
-            body = json.dumps(event_render(event), cls=DjangoJSONEncoder, separators=(",", ":"))
+            body = json.dumps(event_render(event), separators=(",", ":"))
             yield f"id: {event.seq}\nevent: {event.type}\ndata: {body}\n\n".encode()
         since = events[-1].seq
 
@@ -167,7 +171,7 @@ class EventStreamApi(APIView):
                 OpenApiTypes.STR, description="Server-Sent Events, ending after 5 minutes."
             ),
             **{
-                (code, "application/json"): OpenApiResponse(ErrorOut)
+                (code, "application/json"): OpenApiResponse(Error)
                 for code in (400, 401, 403, 404, 429)
             },
         },

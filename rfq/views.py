@@ -3,9 +3,9 @@
 
 Each view does three things: validate the input (``rfq.serializers``), call a service or a
 selector, render what the caller may see (``rfq.render``), once, from the objects it was given.
+The schema's response shapes are the ones the render functions return (``rfq.shapes``).
 """
 
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -18,14 +18,12 @@ from rest_framework.serializers import Serializer
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
-from kernel.api import ApiError, ok
+from kernel.api import ApiError, Error, ok
 from pki.authentication import principal_of, recheck
+from rfq import render, services, shapes
 from rfq import serializers as s
-from rfq import services
 from rfq.events import events_wait
 from rfq.models import Quote
-from rfq.pagination import Page
-from rfq.render import event_render, instrument_render, quote_render, rfq_render, trade_render
 from rfq.selectors import (
     instrument_list,
     quote_get,
@@ -40,7 +38,7 @@ from rfq.throttling import throttles
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {
-        code: OpenApiResponse(s.ErrorOut)
+        code: OpenApiResponse(Error)
         for code in (400, 401, 403, 404, 409, 429)
         if code in codes or code in (401, 429)
     }
@@ -56,11 +54,6 @@ def _input(serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
 def _caller(request: Request) -> services.Caller:
     principal = principal_of(request)
     return services.Caller(principal.participant, principal.serial)
-
-
-def _page(page: Page[Any], render: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-    """Every list's body: the rendered rows and the cursor of the next page."""
-    return {"results": [render(row) for row in page.rows], "next_cursor": page.next_cursor}
 
 
 # Methods whose body is parsed before the handler runs (Api.initial).
@@ -98,11 +91,11 @@ class NotFoundApi(APIView):
 class InstrumentListApi(Api):
     throttle_classes = throttles("read")
 
-    @extend_schema(responses={200: s.InstrumentListOut, **_errors()}, tags=["reference data"])
+    @extend_schema(responses={200: shapes.InstrumentList, **_errors()}, tags=["reference data"])
     def get(self, request: Request) -> Response:
         """Tradable instruments (active and not expired)."""
         rows = instrument_list(timezone.now())
-        return ok(request, {"results": [instrument_render(i) for i in rows]})
+        return ok(request, render.instruments_render(rows))
 
 
 class RfqListCreateApi(Api):
@@ -113,7 +106,7 @@ class RfqListCreateApi(Api):
     @extend_schema(
         operation_id="rfqs_list",
         parameters=[s.RfqListIn],
-        responses={200: s.RfqPageOut, **_errors(400)},
+        responses={200: shapes.RfqPage, **_errors(400)},
         tags=["rfqs"],
     )
     def get(self, request: Request) -> Response:
@@ -130,11 +123,11 @@ class RfqListCreateApi(Api):
             cursor=params.get("cursor"),
             limit=params["limit"],
         )
-        return ok(request, _page(page, lambda rfq: rfq_render(rfq, viewer, now)))
+        return ok(request, render.rfq_page_render(page, viewer, now))
 
     @extend_schema(
         request=s.RfqCreateIn,
-        responses={201: s.RfqOut, 200: s.RfqOut, **_errors(400, 403, 409)},
+        responses={201: shapes.Rfq, 200: shapes.Rfq, **_errors(400, 403, 409)},
         tags=["rfqs"],
     )
     def post(self, request: Request) -> Response:
@@ -151,30 +144,32 @@ class RfqListCreateApi(Api):
             expires_in=data.get("expires_in"),
             client_rfq_id=data["client_rfq_id"],
         )
-        return ok(request, rfq_render(rfq, caller.viewer, timezone.now()), 201 if created else 200)
+        return ok(
+            request, render.rfq_render(rfq, caller.viewer, timezone.now()), 201 if created else 200
+        )
 
 
 class RfqDetailApi(Api):
     throttle_classes = throttles("read")
 
-    @extend_schema(responses={200: s.RfqOut, **_errors(404)}, tags=["rfqs"])
+    @extend_schema(responses={200: shapes.Rfq, **_errors(404)}, tags=["rfqs"])
     def get(self, request: Request, rfq_id: str) -> Response:
         viewer = _caller(request).viewer
         rfq = rfq_get(viewer, rfq_id, details=True)
-        return ok(request, rfq_render(rfq, viewer, timezone.now()))
+        return ok(request, render.rfq_render(rfq, viewer, timezone.now()))
 
 
 class RfqCancelApi(Api):
     throttle_classes = throttles("cancel")
 
     @extend_schema(
-        request=None, responses={200: s.RfqOut, **_errors(400, 403, 404, 409)}, tags=["rfqs"]
+        request=None, responses={200: shapes.Rfq, **_errors(400, 403, 404, 409)}, tags=["rfqs"]
     )
     def post(self, request: Request, rfq_id: str) -> Response:
         """Cancel an open RFQ of your firm; its active quotes are cancelled with it."""
         caller = _caller(request)
         rfq = services.rfq_cancel(caller=caller, rfq_id=rfq_id)
-        return ok(request, rfq_render(rfq, caller.viewer, timezone.now()))
+        return ok(request, render.rfq_render(rfq, caller.viewer, timezone.now()))
 
 
 def _quote_in(data: dict[str, Any]) -> services.QuoteIn:
@@ -194,7 +189,7 @@ def _quote_response(
     request: Request, caller: services.Caller, quote: Quote, status: int = 200
 ) -> Response:
     """A quote (loaded with details) as the caller sees it."""
-    return ok(request, quote_render(quote, caller.viewer, timezone.now()), status)
+    return ok(request, render.quote_render(quote, caller.viewer, timezone.now()), status)
 
 
 class RfqQuotesApi(Api):
@@ -203,19 +198,20 @@ class RfqQuotesApi(Api):
         return [t() for t in throttles(scope)]
 
     @extend_schema(
-        parameters=[s.PageIn], responses={200: s.QuotePageOut, **_errors(400, 404)}, tags=["quotes"]
+        parameters=[s.PageIn],
+        responses={200: shapes.QuotePage, **_errors(400, 404)},
+        tags=["quotes"],
     )
     def get(self, request: Request, rfq_id: str) -> Response:
         """Quotes on an RFQ: all of them for the requester's firm, your own for a maker."""
         params = _input(s.PageIn, request.query_params)
         viewer = _caller(request).viewer
         page = quote_list(viewer, rfq_id, cursor=params.get("cursor"), limit=params["limit"])
-        now = timezone.now()
-        return ok(request, _page(page, lambda quote: quote_render(quote, viewer, now)))
+        return ok(request, render.quote_page_render(page, viewer, timezone.now()))
 
     @extend_schema(
         request=s.QuoteIn,
-        responses={201: s.QuoteOut, 200: s.QuoteOut, **_errors(400, 403, 404, 409)},
+        responses={201: shapes.Quote, 200: shapes.Quote, **_errors(400, 403, 404, 409)},
         tags=["quotes"],
     )
     def post(self, request: Request, rfq_id: str) -> Response:
@@ -232,7 +228,7 @@ class RfqAcceptApi(Api):
 
     @extend_schema(
         request=s.AcceptIn,
-        responses={201: s.TradeOut, **_errors(400, 403, 404, 409)},
+        responses={201: shapes.Trade, **_errors(400, 403, 404, 409)},
         tags=["rfqs"],
     )
     def post(self, request: Request, rfq_id: str) -> Response:
@@ -247,13 +243,13 @@ class RfqAcceptApi(Api):
             quantity=data.get("quantity"),
             limit_price=data.get("limit_price"),
         )
-        return ok(request, trade_render(trade, caller.viewer), 201)
+        return ok(request, render.trade_render(trade, caller.viewer), 201)
 
 
 class QuoteDetailApi(Api):
     throttle_classes = throttles("read")
 
-    @extend_schema(responses={200: s.QuoteOut, **_errors(404)}, tags=["quotes"])
+    @extend_schema(responses={200: shapes.Quote, **_errors(404)}, tags=["quotes"])
     def get(self, request: Request, quote_id: str) -> Response:
         caller = _caller(request)
         return _quote_response(request, caller, quote_get(caller.viewer, quote_id, details=True))
@@ -264,7 +260,7 @@ class QuoteReplaceApi(Api):
 
     @extend_schema(
         request=s.QuoteIn,
-        responses={201: s.QuoteOut, 200: s.QuoteOut, **_errors(400, 403, 404, 409)},
+        responses={201: shapes.Quote, 200: shapes.Quote, **_errors(400, 403, 404, 409)},
         tags=["quotes"],
     )
     def post(self, request: Request, quote_id: str) -> Response:
@@ -281,7 +277,7 @@ class QuoteCancelApi(Api):
     throttle_classes = throttles("quote")
 
     @extend_schema(
-        request=None, responses={200: s.QuoteOut, **_errors(400, 403, 404, 409)}, tags=["quotes"]
+        request=None, responses={200: shapes.Quote, **_errors(400, 403, 404, 409)}, tags=["quotes"]
     )
     def post(self, request: Request, quote_id: str) -> Response:
         caller = _caller(request)
@@ -295,7 +291,7 @@ class QuoteCancelAllApi(Api):
 
     @extend_schema(
         request=s.CancelAllIn,
-        responses={200: s.CancelAllOut, **_errors(400, 403, 404)},
+        responses={200: shapes.CancelAll, **_errors(400, 403, 404)},
         tags=["quotes"],
     )
     def post(self, request: Request) -> Response:
@@ -303,7 +299,7 @@ class QuoteCancelAllApi(Api):
         data = _input(s.CancelAllIn, request.data)
         caller = _caller(request)
         quotes = services.quote_cancel_all(caller=caller, rfq_id=data.get("rfq_id"))
-        return ok(request, {"cancelled": [str(q.pk) for q in quotes]})
+        return ok(request, render.cancelled_render(quotes))
 
 
 class TradeListApi(Api):
@@ -312,7 +308,7 @@ class TradeListApi(Api):
     @extend_schema(
         operation_id="trades_list",
         parameters=[s.PageIn],
-        responses={200: s.TradePageOut, **_errors(400)},
+        responses={200: shapes.TradePage, **_errors(400)},
         tags=["trades"],
     )
     def get(self, request: Request) -> Response:
@@ -320,16 +316,16 @@ class TradeListApi(Api):
         params = _input(s.PageIn, request.query_params)
         viewer = _caller(request).viewer
         page = trade_list(viewer, cursor=params.get("cursor"), limit=params["limit"])
-        return ok(request, _page(page, lambda trade: trade_render(trade, viewer)))
+        return ok(request, render.trade_page_render(page, viewer))
 
 
 class TradeDetailApi(Api):
     throttle_classes = throttles("read")
 
-    @extend_schema(responses={200: s.TradeOut, **_errors(404)}, tags=["trades"])
+    @extend_schema(responses={200: shapes.Trade, **_errors(404)}, tags=["trades"])
     def get(self, request: Request, trade_id: str) -> Response:
         viewer = _caller(request).viewer
-        return ok(request, trade_render(trade_get(viewer, trade_id), viewer))
+        return ok(request, render.trade_render(trade_get(viewer, trade_id), viewer))
 
 
 class EventsApi(Api):
@@ -337,7 +333,7 @@ class EventsApi(Api):
 
     @extend_schema(
         parameters=[s.EventsIn],
-        responses={200: s.EventsOut, **_errors(400)},
+        responses={200: shapes.Events, **_errors(400)},
         tags=["events"],
     )
     def get(self, request: Request) -> Response:
@@ -352,13 +348,7 @@ class EventsApi(Api):
             # The wait may have outlived the certificate (or the firm): ask again before
             # handing over what arrived meanwhile.
             recheck(request)
-        return ok(
-            request,
-            {
-                "events": [event_render(e) for e in events],
-                "next_since": events[-1].seq if events else params["since"],
-            },
-        )
+        return ok(request, render.events_render(events, params["since"]))
 
 
 class WhoAmIView(Api):
@@ -367,35 +357,6 @@ class WhoAmIView(Api):
 
     throttle_classes = throttles("read")
 
-    @extend_schema(responses={200: s.WhoAmIOut, **_errors()}, tags=["identity"])
+    @extend_schema(responses={200: shapes.WhoAmI, **_errors()}, tags=["identity"])
     def get(self, request: Request) -> Response:
-        principal = principal_of(request)
-        participant = principal.participant
-        firm = participant.firm
-        not_after = principal.not_after
-        if not_after is None:  # never: every certificate the venue issues has a not_after
-            raise TypeError("the trusted certificate has no not_after")
-        now = timezone.now()
-        return ok(
-            request,
-            {
-                "firm": {
-                    "legal_name": firm.legal_name,
-                    "lei": firm.lei,
-                    "role": firm.role,
-                },
-                "participant": {
-                    "trader_id": participant.trader_id,
-                    "name": participant.name,
-                    "role": participant.role,
-                    "san_uri": participant.san_uri,
-                },
-                "certificate": {
-                    "serial": principal.serial,
-                    "fingerprint_sha256": principal.decision.fingerprint_sha256,
-                    "not_after": not_after,
-                    "days_to_expiry": (not_after - now).days,
-                },
-                "checked_at": now,
-            },
-        )
+        return ok(request, render.whoami_render(principal_of(request), timezone.now()))
