@@ -164,6 +164,9 @@ def audit_record_many(entries: list[AuditEntry]) -> list[AuditRecord]:
 
 @dataclass(frozen=True)
 class AuditVerification:
+    """What ``verify_audit`` found: how many records it checked and, when the chain is broken,
+    the first broken sequence number and why."""
+
     checked: int
     broken_sequence: int | None = None
     reason: str = ""

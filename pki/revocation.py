@@ -47,6 +47,9 @@ CRL_KEEP = 20  # published CRLs kept per CA (the newest is served; the rest are 
 
 
 class CrlPublishFailed(DomainError):
+    """The CRLs could not be written or the reload command failed (503); the last good CRLs
+    stay in place and the failure is recorded for ``/pki/health/``."""
+
     status_code = 503
 
     def __init__(self, message: str, stderr: str = "") -> None:
@@ -461,6 +464,8 @@ def crl_reload() -> None:
 
 @dataclass(frozen=True)
 class CrlHealth:
+    """One CA's CRL as ``/pki/health/`` reports it: its number, times, age and status."""
+
     ca: str
     status: str  # ok | stale | expired | missing
     number: int | None

@@ -223,6 +223,8 @@ def _certificate_fields(cert: x509.Certificate) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class CaSet:
+    """The three active CAs of a hierarchy: the root and the two issuing CAs below it."""
+
     root: CertificateAuthority
     client: CertificateAuthority
     server: CertificateAuthority
@@ -1019,6 +1021,9 @@ def _check_dns_name(value: str) -> str:
 
 @dataclass(frozen=True)
 class ServerCertificate:
+    """A server certificate just issued, with its key (for the venue's own TLS servers only:
+    participants' keys never reach the server) and the chain to install beside it."""
+
     certificate: Certificate
     private_key_pem: bytes
     chain_pem: str  # the server CA

@@ -35,7 +35,7 @@ from pki.authentication import principal_of, recheck
 from rfq.events import events_wait
 from rfq.render import event_render
 from rfq.selectors import Viewer
-from rfq.throttling import throttles
+from rfq.throttling import CertificateRateThrottle
 
 CHECK_INTERVAL = 5.0
 
@@ -142,7 +142,8 @@ def _stream_slot(serial: str) -> Callable[[], None]:
 
 
 class EventStreamApi(APIView):
-    throttle_classes = throttles("read")
+    throttle_classes = [CertificateRateThrottle]
+    throttle_scope = "read"
     renderer_classes = [JSONRenderer, EventStreamRenderer]
 
     def finalize_response(

@@ -1,7 +1,9 @@
 """Rate limits per client certificate (not per address: the certificate is the identity).
 
-Each view names a scope; ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]`` sets its rate. A refusal
-is 429 ``RATE_LIMITED`` with ``Retry-After``.
+One throttle class for every view, as DRF's ``ScopedRateThrottle``: a view names its scope
+(``throttle_scope``, and ``throttle_scopes`` per method where a method differs), and
+``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]`` sets the scope's rate. A refusal is 429
+``RATE_LIMITED`` with ``Retry-After``. Time is read through DRF's ``timer`` hook.
 
 With Redis the count is a fixed window: one pipelined ``INCR`` + ``EXPIRE`` on the raw client
 (one round trip; DRF's own throttle reads and rewrites a list of timestamps through Django's
@@ -11,11 +13,10 @@ in the (database) cache.
 """
 
 import logging
-import time
 
 import redis
 from rest_framework.request import Request
-from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
+from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from kernel.redis import redis_client
@@ -23,8 +24,16 @@ from kernel.redis import redis_client
 logger = logging.getLogger(__name__)
 
 
+def throttle_scope(view: APIView, request: Request) -> str | None:
+    """The scope ``view`` limits ``request`` under: its method's (``throttle_scopes``), else the
+    view's (``throttle_scope``); ``None`` is no limit."""
+    scopes: dict[str, str] = getattr(view, "throttle_scopes", {})
+    method = request.method or ""
+    return scopes.get(method) or getattr(view, "throttle_scope", None)
+
+
 class CertificateRateThrottle(SimpleRateThrottle):
-    # Set by SimpleRateThrottle.__init__ from the rate (None without one); the stubs omit them.
+    # Set from the rate in allow_request (None without one); the stubs omit them.
     num_requests: int | None
     duration: int | None
 
@@ -34,11 +43,17 @@ class CertificateRateThrottle(SimpleRateThrottle):
             return None  # unauthenticated requests never get this far
         return f"keyline:throttle:{self.scope}:{serial}"
 
-    def __init__(self, scope: str) -> None:
-        self.scope = scope
-        super().__init__()
+    def __init__(self) -> None:
+        # The rate depends on the view, so it is read in allow_request (as ScopedRateThrottle).
+        pass
 
     def allow_request(self, request: Request, view: APIView) -> bool:
+        scope = throttle_scope(view, request)
+        if scope is None:
+            return True
+        self.scope = scope
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
         # The limits protect the venue; they must not take it down. If the shared cache is
         # unreachable the request goes on (logged) rather than failing with a 500.
         client = redis_client() if self.rate is not None else None
@@ -57,7 +72,7 @@ class CertificateRateThrottle(SimpleRateThrottle):
         key = self.get_cache_key(request, view)
         if key is None:
             return True
-        now = time.time()
+        now = self.timer()
         window = int(now // duration)
         name = f"{key}:{window}"
         try:
@@ -87,14 +102,3 @@ class CertificateRateThrottle(SimpleRateThrottle):
     def wait(self) -> float | None:
         retry_after = getattr(self, "_retry_after", None)
         return retry_after if retry_after is not None else super().wait()
-
-
-def throttles(scope: str) -> list[type[BaseThrottle]]:
-    """``throttle_classes`` for a view: one certificate-keyed limit with this scope."""
-
-    class Scoped(CertificateRateThrottle):
-        def __init__(self) -> None:
-            super().__init__(scope)
-
-    Scoped.__name__ = f"CertificateRateThrottle_{scope}"
-    return [Scoped]

@@ -15,7 +15,6 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
-from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from kernel.api import ApiError, Error, ok
@@ -33,7 +32,7 @@ from rfq.selectors import (
     trade_get,
     trade_list,
 )
-from rfq.throttling import throttles
+from rfq.throttling import CertificateRateThrottle
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -63,7 +62,12 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 class Api(APIView):
     """Every endpoint of the API. A body is parsed before the handler runs, also where the
     handler reads none, so a malformed or hostile body (``MALFORMED_REQUEST``,
-    ``JSON_TOO_DEEP``) is refused alike everywhere, and before anything is written."""
+    ``JSON_TOO_DEEP``) is refused alike everywhere, and before anything is written.
+
+    Each endpoint names its rate-limit scope (``throttle_scope``, ``throttle_scopes`` per
+    method); the one throttle class keys it by the caller's certificate."""
+
+    throttle_classes = [CertificateRateThrottle]
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         """After authentication and throttling (a stranger's body is never read), before the
@@ -89,7 +93,7 @@ class NotFoundApi(APIView):
 
 
 class InstrumentListApi(Api):
-    throttle_classes = throttles("read")
+    throttle_scope = "read"
 
     @extend_schema(responses={200: shapes.InstrumentList, **_errors()}, tags=["reference data"])
     def get(self, request: Request) -> Response:
@@ -99,9 +103,8 @@ class InstrumentListApi(Api):
 
 
 class RfqListCreateApi(Api):
-    def get_throttles(self) -> list[BaseThrottle]:
-        scope = "rfq_create" if self.request.method == "POST" else "read"
-        return [t() for t in throttles(scope)]
+    throttle_scope = "read"
+    throttle_scopes = {"POST": "rfq_create"}
 
     @extend_schema(
         operation_id="rfqs_list",
@@ -150,7 +153,7 @@ class RfqListCreateApi(Api):
 
 
 class RfqDetailApi(Api):
-    throttle_classes = throttles("read")
+    throttle_scope = "read"
 
     @extend_schema(responses={200: shapes.Rfq, **_errors(404)}, tags=["rfqs"])
     def get(self, request: Request, rfq_id: str) -> Response:
@@ -160,7 +163,7 @@ class RfqDetailApi(Api):
 
 
 class RfqCancelApi(Api):
-    throttle_classes = throttles("cancel")
+    throttle_scope = "cancel"
 
     @extend_schema(
         request=None, responses={200: shapes.Rfq, **_errors(400, 403, 404, 409)}, tags=["rfqs"]
@@ -193,9 +196,8 @@ def _quote_response(
 
 
 class RfqQuotesApi(Api):
-    def get_throttles(self) -> list[BaseThrottle]:
-        scope = "quote" if self.request.method == "POST" else "read"
-        return [t() for t in throttles(scope)]
+    throttle_scope = "read"
+    throttle_scopes = {"POST": "quote"}
 
     @extend_schema(
         parameters=[s.PageIn],
@@ -224,7 +226,7 @@ class RfqQuotesApi(Api):
 
 
 class RfqAcceptApi(Api):
-    throttle_classes = throttles("accept")
+    throttle_scope = "accept"
 
     @extend_schema(
         request=s.AcceptIn,
@@ -247,7 +249,7 @@ class RfqAcceptApi(Api):
 
 
 class QuoteDetailApi(Api):
-    throttle_classes = throttles("read")
+    throttle_scope = "read"
 
     @extend_schema(responses={200: shapes.Quote, **_errors(404)}, tags=["quotes"])
     def get(self, request: Request, quote_id: str) -> Response:
@@ -256,7 +258,7 @@ class QuoteDetailApi(Api):
 
 
 class QuoteReplaceApi(Api):
-    throttle_classes = throttles("quote")
+    throttle_scope = "quote"
 
     @extend_schema(
         request=s.QuoteIn,
@@ -274,7 +276,7 @@ class QuoteReplaceApi(Api):
 
 
 class QuoteCancelApi(Api):
-    throttle_classes = throttles("quote")
+    throttle_scope = "quote"
 
     @extend_schema(
         request=None, responses={200: shapes.Quote, **_errors(400, 403, 404, 409)}, tags=["quotes"]
@@ -287,7 +289,7 @@ class QuoteCancelApi(Api):
 
 
 class QuoteCancelAllApi(Api):
-    throttle_classes = throttles("quote")
+    throttle_scope = "quote"
 
     @extend_schema(
         request=s.CancelAllIn,
@@ -303,7 +305,7 @@ class QuoteCancelAllApi(Api):
 
 
 class TradeListApi(Api):
-    throttle_classes = throttles("read")
+    throttle_scope = "read"
 
     @extend_schema(
         operation_id="trades_list",
@@ -320,7 +322,7 @@ class TradeListApi(Api):
 
 
 class TradeDetailApi(Api):
-    throttle_classes = throttles("read")
+    throttle_scope = "read"
 
     @extend_schema(responses={200: shapes.Trade, **_errors(404)}, tags=["trades"])
     def get(self, request: Request, trade_id: str) -> Response:
@@ -329,7 +331,7 @@ class TradeDetailApi(Api):
 
 
 class EventsApi(Api):
-    throttle_classes = throttles("read")
+    throttle_scope = "read"
 
     @extend_schema(
         parameters=[s.EventsIn],
@@ -355,7 +357,7 @@ class WhoAmIView(Api):
     """``GET /api/v1/whoami/``: who the platform thinks the caller is. The first call every
     integrator makes."""
 
-    throttle_classes = throttles("read")
+    throttle_scope = "read"
 
     @extend_schema(responses={200: shapes.WhoAmI, **_errors()}, tags=["identity"])
     def get(self, request: Request) -> Response:
