@@ -2,14 +2,25 @@
 
 Every app records security-relevant actions with :func:`audit_record`, inside the same
 transaction as the action, so a rolled-back action leaves no record and a committed one always
-has its record. :func:`audit_verify` recomputes the chain and names the first broken record.
+has its record. The insert takes no lock: it is one row in the action's transaction.
+
+Chaining happens beside the requests, not in them: :func:`audit_chain` (run in a loop by
+``manage.py chain_audit --follow``, one process per deployment) takes the committed records
+that have no place in the chain yet, in the order it finds them committed (by insertion id
+within one pass), and gives each its sequence number, the previous record's hash and its own.
+Before, every action took the chain head's row lock until its commit, which serialised every
+write of the venue.
+
+:func:`audit_verify` recomputes the chain, names the first broken record, and reports the
+unchained tail and its age: the window in which a record is protected by the database
+triggers only.
 """
 
 import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -79,6 +90,8 @@ def _record_hash(
 
 
 def _hash_of(record: AuditRecord) -> str:
+    if record.sequence is None or record.prev_hash is None:
+        raise ValueError("an unchained record has no hash")
     return _record_hash(
         sequence=record.sequence,
         created_at=record.created_at,
@@ -124,42 +137,81 @@ def audit_record(
 
 
 def audit_record_many(entries: list[AuditEntry]) -> list[AuditRecord]:
-    """Append several records in order, holding the chain head once (batch services)."""
+    """Insert several records in order, in the caller's transaction, without their place in the
+    chain (:func:`audit_chain` gives it after the commit)."""
+    now = timezone.now()
+    records = []
+    for entry in entries:
+        target_type, target_id = entry.target_type, entry.target_id
+        if entry.target is not None:
+            target_type = target_type or entry.target._meta.label_lower
+            target_id = target_id or str(entry.target.pk)
+        records.append(
+            AuditRecord(
+                created_at=now,
+                event=entry.event,
+                actor_type=str(entry.actor.type),
+                actor_id=entry.actor.id,
+                actor_label=entry.actor.label[:200],
+                target_type=target_type,
+                target_id=target_id,
+                details=json.loads(json.dumps(entry.details, cls=DjangoJSONEncoder)),
+            )
+        )
     # No savepoint: the records live or die with the caller's transaction.
     with transaction.atomic(savepoint=False):
-        head = AuditHead.objects.select_for_update().filter(pk=1).first()
-        if head is None:
-            # The first append ever (or after a test flush): concurrent first appends must not
-            # collide on the primary key; ON CONFLICT DO NOTHING waits for the other insert.
-            AuditHead.objects.bulk_create(
-                [AuditHead(pk=1, sequence=0, hash=GENESIS_HASH)], ignore_conflicts=True
-            )
-            head = AuditHead.objects.select_for_update().get(pk=1)
-        sequence, prev_hash, now = head.sequence, head.hash, timezone.now()
-        records = []
-        for entry in entries:
-            target_type, target_id = entry.target_type, entry.target_id
-            if entry.target is not None:
-                target_type = target_type or entry.target._meta.label_lower
-                target_id = target_id or str(entry.target.pk)
-            sequence += 1
-            fields = {
-                "sequence": sequence,
-                "created_at": now,
-                "event": entry.event,
-                "actor_type": str(entry.actor.type),
-                "actor_id": entry.actor.id,
-                "actor_label": entry.actor.label[:200],
-                "target_type": target_type,
-                "target_id": target_id,
-                "details": json.loads(json.dumps(entry.details, cls=DjangoJSONEncoder)),
-                "prev_hash": prev_hash,
-            }
-            prev_hash = _record_hash(**fields)
-            records.append(AuditRecord(hash=prev_hash, **fields))
         AuditRecord.objects.bulk_create(records)
-        AuditHead.objects.filter(pk=1).update(sequence=sequence, hash=prev_hash)
     return records
+
+
+def _head_locked() -> AuditHead:
+    head = AuditHead.objects.select_for_update().filter(pk=1).first()
+    if head is None:
+        # A fresh install (or the state after a test's flush): concurrent chainers must not
+        # collide on the primary key; ON CONFLICT DO NOTHING waits for the other insert.
+        AuditHead.objects.bulk_create(
+            [AuditHead(pk=1, sequence=0, hash=GENESIS_HASH)], ignore_conflicts=True
+        )
+        head = AuditHead.objects.select_for_update().get(pk=1)
+    return head
+
+
+def audit_chain(limit: int = 2000) -> int:
+    """Chain up to ``limit`` committed, unchained records, oldest insertion first; returns how
+    many. Safe to run in several processes at once: each pass holds the chain head's row lock,
+    so passes take turns."""
+    with transaction.atomic():
+        head = _head_locked()
+        records = list(AuditRecord.objects.filter(hash__isnull=True).order_by("id")[:limit])
+        if not records:
+            return 0
+        sequence, prev_hash, now = head.sequence, head.hash, timezone.now()
+        for record in records:
+            sequence += 1
+            record.sequence, record.prev_hash, record.chained_at = sequence, prev_hash, now
+            record.hash = prev_hash = _hash_of(record)
+        AuditRecord.objects.bulk_update(records, ["sequence", "prev_hash", "hash", "chained_at"])
+        AuditHead.objects.filter(pk=1).update(sequence=sequence, hash=prev_hash)
+    return len(records)
+
+
+@dataclass(frozen=True)
+class AuditTail:
+    """The records not chained yet: how many, and since when the oldest waits."""
+
+    count: int
+    oldest_at: datetime | None
+
+    def age(self, now: datetime) -> timedelta:
+        """How long the oldest has waited (zero without a tail)."""
+        return now - self.oldest_at if self.oldest_at is not None else timedelta(0)
+
+
+def audit_tail() -> AuditTail:
+    """The unchained tail (one index scan: ``audit_unchained_idx``)."""
+    unchained = AuditRecord.objects.filter(hash__isnull=True)
+    oldest = unchained.order_by("id").values_list("created_at", flat=True).first()
+    return AuditTail(unchained.count() if oldest is not None else 0, oldest)
 
 
 @dataclass(frozen=True)
@@ -170,45 +222,64 @@ class AuditVerification:
     checked: int
     broken_sequence: int | None = None
     reason: str = ""
+    # Records not chained yet when the check ran (not an error: the chainer's backlog).
+    tail: AuditTail = AuditTail(0, None)
 
     @property
     def ok(self) -> bool:
+        """The chained records are intact (the unchained tail is reported, not judged)."""
         return self.broken_sequence is None
 
 
-def _records() -> Iterator[AuditRecord]:
-    return AuditRecord.objects.order_by("sequence").iterator(chunk_size=2000)
+def _records(up_to: int) -> Iterator[AuditRecord]:
+    return (
+        AuditRecord.objects.filter(sequence__lte=up_to)
+        .order_by("sequence")
+        .iterator(chunk_size=2000)
+    )
 
 
 def audit_verify() -> AuditVerification:
     """Recompute the whole chain; report the first record whose content, link or position is
-    wrong, and a tip that does not match the head (records deleted from the end)."""
+    wrong, and a tip that does not match the head (records deleted from the end). The
+    unchained tail is measured first, so a record chained during the check is never missed."""
+    tail = audit_tail()
+    # The head is read before the records: what the chainer adds meanwhile lies beyond it and
+    # is left to the next check.
+    head = AuditHead.objects.filter(pk=1).first()
     prev_hash, expected_sequence, checked = GENESIS_HASH, 1, 0
-    for record in _records():
+    up_to = head.sequence if head is not None else 0
+    if head is None:
+        # No chain head: nothing was ever chained, or the head row was deleted.
+        up_to = AuditRecord.objects.aggregate(m=models.Max("sequence"))["m"] or 0
+    for record in _records(up_to):
         if record.sequence != expected_sequence:
             return AuditVerification(
                 checked,
                 expected_sequence,
                 f"record #{expected_sequence} is missing (next present is #{record.sequence})",
+                tail,
             )
         if record.prev_hash != prev_hash:
             return AuditVerification(
                 checked,
                 record.sequence,
                 f"record #{record.sequence} does not link to its predecessor",
+                tail,
             )
         if _hash_of(record) != record.hash:
             return AuditVerification(
                 checked,
                 record.sequence,
                 f"record #{record.sequence} was altered after it was written",
+                tail,
             )
         prev_hash, expected_sequence, checked = record.hash, expected_sequence + 1, checked + 1
-    head = AuditHead.objects.filter(pk=1).first()
     if head is not None and (head.sequence, head.hash) != (expected_sequence - 1, prev_hash):
         return AuditVerification(
             checked,
             expected_sequence,
             f"the chain ends at #{expected_sequence - 1} but its head says #{head.sequence}",
+            tail,
         )
-    return AuditVerification(checked)
+    return AuditVerification(checked, tail=tail)

@@ -136,10 +136,15 @@ class Participant(models.Model):
 class AuditRecord(models.Model):
     """One append-only entry of the security audit log.
 
-    Each record carries the SHA-256 of its canonical content including the previous record's
-    hash, so an edited, inserted or deleted row breaks the chain (``manage.py verify_audit``).
-    Database triggers refuse UPDATE and DELETE (portal migration 0002, which made the table);
-    the chain catches what a privileged attacker does after dropping them.
+    A record is inserted in the action's own transaction, in insertion (``id``) order, without
+    its place in the chain; the chainer (``manage.py chain_audit --follow``) then gives each
+    committed record, in the order it sees them committed, its ``sequence``, the previous
+    record's hash and its own: the SHA-256 of its canonical content and that previous hash, so an
+    edited, inserted or deleted row breaks the chain (``manage.py verify_audit``). Database
+    triggers refuse DELETE and every UPDATE but that one write of the three chain fields to a
+    record that has none (kernel migration 0002); the chain catches what a privileged attacker
+    does after dropping them. Until the chainer reaches it a record is protected by the
+    triggers alone; that tail and its age are shown by ``verify_audit`` and ``/pki/health/``.
     """
 
     class ActorType(models.TextChoices):
@@ -148,7 +153,8 @@ class AuditRecord(models.Model):
         SYSTEM = "system", _("System")
         ANONYMOUS = "anonymous", _("Anonymous")
 
-    sequence = models.PositiveBigIntegerField(unique=True)
+    # Null until chained.
+    sequence = models.PositiveBigIntegerField(unique=True, null=True, blank=True)
     created_at = models.DateTimeField()
     event = models.CharField(max_length=64, db_index=True)
     actor_type = models.CharField(max_length=16, choices=ActorType.choices)
@@ -157,20 +163,32 @@ class AuditRecord(models.Model):
     target_type = models.CharField(max_length=64, blank=True)
     target_id = models.CharField(max_length=128, blank=True, db_index=True)
     details = models.JSONField(default=dict)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)
+    hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    # When the chainer reached it (chained_at - created_at is the chain's lag); not hashed.
+    chained_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "portal_auditrecord"
-        ordering = ["sequence"]
+        ordering = ["id"]
+        indexes = [
+            # The chainer's work list: the records not chained yet, in insertion order.
+            models.Index(
+                fields=["id"], condition=models.Q(hash__isnull=True), name="audit_unchained_idx"
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"#{self.sequence} {self.event}"
+        return f"#{self.sequence or '-'} {self.event}"
+
+    @property
+    def chained(self) -> bool:
+        return self.hash is not None
 
 
 class AuditHead(models.Model):
-    """A single row holding the chain's tip; locked FOR UPDATE by every append so that two
-    concurrent transactions cannot both extend the same predecessor."""
+    """A single row holding the chain's tip; the chainer locks it FOR UPDATE for each pass, so
+    two chainers cannot both extend the same predecessor. Requests never touch it."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     sequence = models.PositiveBigIntegerField(default=0)

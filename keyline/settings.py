@@ -388,6 +388,9 @@ EMAIL_FILE_PATH = env.str("DJANGO_EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"
 # --- onboarding portal ------------------------------------------------------------------------
 # Sign participants' CSRs at once when their firm is approved; otherwise an officer decides.
 KEYLINE_AUTO_SIGN = env.bool("KEYLINE_AUTO_SIGN", default=False)
+# The audit chainer (manage.py chain_audit --follow) chains records within about 0.1 s; health
+# (/pki/health/, the officers' dashboard) turns "degraded" when a record has waited longer.
+KEYLINE_AUDIT_MAX_LAG = env.float("KEYLINE_AUDIT_MAX_LAG", default=5.0)
 # Case documents (kept by SHA-256, 0600, never under a served path).
 KEYLINE_DOCUMENTS_DIR = env.str("KEYLINE_DOCUMENTS_DIR", default=str(VAR_DIR / "documents"))
 # Uploads: documents up to 10 MB (checked again by the service); nothing else is large.

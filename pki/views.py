@@ -2,7 +2,6 @@
 None of them loads a CA key."""
 
 import functools
-from dataclasses import asdict
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -15,14 +14,12 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from pki import ocsp
-from pki.conf import pki_settings
 from pki.crypto import serial_normalize
-from pki.failures import failures_open
+from pki.health import health_check
 from pki.models import Certificate, CertificateAuthority, RevocationList
 from pki.ocsp_http import answer_for
-from pki.revocation import crl_health, crl_latest
+from pki.revocation import crl_latest
 from pki.selectors import ca_certificate as ca_certificate_parsed
-from pki.selectors import ocsp_responder_current
 
 CRL_MAX_AGE = 300  # seconds: a new CRL follows every revocation, so clients re-fetch often
 
@@ -178,63 +175,10 @@ def certificate_status(request: HttpRequest, ident: str) -> HttpResponse:
     return response
 
 
-def _bundle_report(newest: dict[str, int]) -> dict:
-    """Whether the CRL bundle nginx reads on this host holds the newest CRL of every CA
-    (``newest``: issuer name → CRL number). The file may live on another host."""
-    path = pki_settings().ca_dir / "crl" / "bundle.pem"
-    try:
-        data = path.read_bytes()
-        mtime = path.stat().st_mtime
-    except OSError:
-        return {"path": str(path), "present": False}
-    numbers = {}
-    for block in data.split(b"-----END X509 CRL-----")[:-1]:
-        crl = x509.load_pem_x509_crl(block + b"-----END X509 CRL-----\n")
-        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-        numbers[crl.issuer.rfc4514_string()] = number
-    return {
-        "path": str(path),
-        "present": True,
-        "age_seconds": int(timezone.now().timestamp() - mtime),
-        "current": all(numbers.get(subject) == n for subject, n in newest.items()),
-    }
-
-
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """Revocation publishing health for monitoring: the age of every CA's newest CRL, whether
-    the bundle file on this host holds them, unresolved publishing failures and the OCSP
-    delegate's remaining life. 503 unless all is well."""
-    now = timezone.now()
-    crls = crl_health(now)
-    delegate = ocsp_responder_current()
-    failures = failures_open()
-    subjects = dict(
-        CertificateAuthority.objects.filter(is_active=True).values_list("slug", "subject")
-    )
-    bundle = _bundle_report({subjects[c.ca]: c.number for c in crls if c.number is not None})
-    ok = (
-        all(c.status == "ok" for c in crls)
-        and delegate is not None
-        and not failures
-        and bundle.get("current", True)
-    )
-    return JsonResponse(
-        {
-            "status": "ok" if ok else "degraded",
-            "checked_at": now,
-            "crls": [asdict(c) for c in crls],
-            "crl_bundle": bundle,
-            "publish_failures": failures,
-            "ocsp_responder": (
-                {
-                    "serial": delegate.serial,
-                    "not_after": delegate.not_after,
-                    "seconds_left": int((delegate.not_after - now).total_seconds()),
-                }
-                if delegate
-                else None
-            ),
-        },
-        status=200 if ok else 503,
-    )
+    """Operational health for monitoring (:mod:`pki.health`): the age of every CA's newest CRL,
+    whether the bundle file on this host holds them, unresolved publishing failures, the OCSP
+    delegate's remaining life and the audit chain's unchained tail. 503 unless all is well."""
+    report = health_check()
+    return JsonResponse(report.as_json(), status=200 if report.ok else 503)

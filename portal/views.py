@@ -25,10 +25,9 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from kernel.audit import Actor, audit_record
 from kernel.errors import DomainError, Invalid, NotFound, PermissionDenied
 from kernel.models import AuditRecord, Firm, Participant
-from pki.failures import failures_open
+from pki.health import health_check
 from pki.models import Certificate, CertificateRequest
-from pki.revocation import crl_health
-from pki.selectors import ca_list_active, ocsp_responder_current
+from pki.selectors import ca_list_active
 from portal import forms, services
 from portal.models import Application, Document, PortalAccount
 
@@ -275,17 +274,18 @@ def officer_dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
         "revocations": Certificate.objects.revoked()
         .select_related("participant__firm")
         .order_by("-revoked_at")[:10],
-        "audit": AuditRecord.objects.order_by("-sequence")[:15],
+        "audit": AuditRecord.objects.order_by("-id")[:15],
         "firms": Firm.objects.filter(status=Firm.Status.APPROVED).annotate(n=Count("participants")),
     }
 
-    crls, delegate, failures = crl_health(now), ocsp_responder_current(), failures_open()
-    ok = all(c.status == "ok" for c in crls) and delegate is not None and not failures
+    report = health_check(now)
     context["health"] = {
-        "status": "ok" if ok else "degraded",
-        "crls": crls,
-        "ocsp_until": delegate.not_after if delegate else None,
-        "failures": len(failures),
+        "status": "ok" if report.ok else "degraded",
+        "crls": report.crls,
+        "ocsp_until": report.ocsp_responder.not_after if report.ocsp_responder else None,
+        "failures": len(report.publish_failures),
+        "audit_unchained": report.audit_tail.count,
+        "audit_lag": report.audit_lag,
     }
     return render(request, "portal/officer/dashboard.html", context)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.keys import ec_key, make_csr
 from tests.platform import Platform, platform_test, run
@@ -123,7 +124,7 @@ def test_password_spraying_from_one_address_is_locked_out(platform: Platform):
         audited = platform.manage(
             "shell", "-c",
             "from kernel.models import AuditRecord as A; import json; print(json.dumps([r.details"
-            " for r in A.objects.filter(event='login.locked_out').order_by('sequence')]))",
+            " for r in A.objects.filter(event='login.locked_out').order_by('id')]))",
         )  # fmt: skip
         lockouts = json.loads(audited.strip().splitlines()[-1])
         assert {(r["username"], r["address"]) for r in lockouts} >= {("spray-4", sprayer)}
@@ -214,6 +215,43 @@ def test_50_concurrent_accepts_through_nginx_make_exactly_one_trade(platform: Pl
         assert seen.json()["state"] == "filled", seen.text
 
 
+# --- the audit chainer --------------------------------------------------------------------------
+def test_the_platforms_chainer_chains_every_record_within_a_second(platform: Platform):
+    """bin/run's chainer (manage.py chain_audit --follow) gives what the requests recorded its
+    place in the chain after the commit: none waits, none took a second, the chain verifies,
+    and /pki/health/ reports the tail. (Records of the API only: bin/run's set-up records the
+    demo data before the chainer starts.)"""
+    made = 0
+    with platform.api("nw-alice") as alice:
+        while made < 20:  # 10 creates/s per certificate: wait as the API says
+            created = alice.post(
+                "/api/v1/rfqs/",
+                json={"legs": [{"instrument": "BTC-PERPETUAL", "side": "buy"}], "quantity": "1"},
+            )
+            assert created.status_code in (201, 429), created.text
+            if created.status_code == 429:
+                time.sleep(float(created.headers["retry-after"]))
+            else:
+                made += 1
+    time.sleep(1.5)
+    report = platform.manage(
+        "shell", "-c",
+        "from kernel.models import AuditRecord as A; from django.db.models import F, Max;"
+        " print(A.objects.filter(hash__isnull=True).count(),"
+        " A.objects.filter(event='rfq.created').count(),"
+        " A.objects.filter(event__startswith='rfq.')"
+        ".aggregate(m=Max(F('chained_at') - F('created_at')))['m'].total_seconds())",
+    )  # fmt: skip
+    unchained, created_records, worst_lag = report.strip().splitlines()[-1].split()
+    assert int(unchained) == 0
+    assert int(created_records) >= 20
+    assert float(worst_lag) < 1.0
+    assert "audit chain intact" in platform.manage("verify_audit")
+    health = httpx.get(f"{platform.pki_url}/health/", timeout=10).json()
+    assert health["audit_chain"]["unchained"] == 0
+    assert health["audit_chain"]["max_lag_seconds"] == 5.0
+
+
 # --- certificates carry their CA's URLs ----------------------------------------------------------
 def test_a_certificate_carries_its_cas_urls_whatever_the_signers_environment(
     platform: Platform, tmp_path: Path
@@ -243,3 +281,57 @@ def test_a_certificate_carries_its_cas_urls_whatever_the_signers_environment(
                 "-CAfile", str(platform.root_pem)])  # fmt: skip
     assert "Response verify OK" in ocsp.stderr + ocsp.stdout, ocsp.stderr
     assert f"{out}: good" in ocsp.stdout, ocsp.stdout
+
+
+# --- a forgotten trust decision reaches every worker ----------------------------------------------
+def test_a_disabled_participant_is_refused_by_every_worker_right_after_the_change(
+    platform: Platform, tmp_path: Path
+):
+    """Both gunicorn workers and the event pool hold the certificate's trust decision in
+    memory; another process (`bin/manage shell`, as the admin or a command would) disables the
+    participant. By the time it has returned, every worker refuses: the forget it published
+    reached them all. (A participant, not a revocation: nginx would refuse a revoked
+    certificate itself once the new CRL is in, and hide the app's answer.)"""
+    trader = f"nw-near-{int(time.time())}"
+    platform.manage(
+        "shell", "-c",
+        "from kernel.models import Firm, Participant;"
+        " f = Firm.objects.get(lei='984500NWASSETMGT0185');"
+        f" Participant.objects.create(firm=f, trader_id='{trader}', name='Near Cache',"
+        f" email='near@example.com', role=Participant.Role.REQUESTER)",
+    )  # fmt: skip
+    key = ec_key()
+    key_path, csr, out = tmp_path / "t.key", tmp_path / "t.csr", tmp_path / "t.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    csr.write_bytes(make_csr(key, common_name=trader))
+    platform.manage("sign_csr", "--participant", trader, "--csr", str(csr), "--out", str(out))
+    clients = [platform.api((out, key_path)) for _ in range(6)]
+    try:
+        # Warm every worker: requests over several connections, so both sync workers and the
+        # event pool decide (and keep) this certificate; 36 reads, inside the certificate's
+        # 50 reads/s.
+        for _ in range(3):
+            for client in clients:
+                assert client.get("/api/v1/whoami/").status_code == 200
+                assert client.get("/api/v1/events/?since=0").status_code == 200
+        platform.manage(
+            "shell", "-c",
+            "from kernel.models import Participant;"
+            f" p = Participant.objects.get(trader_id='{trader}'); p.is_active = False; p.save()",
+        )  # fmt: skip
+        answers = []
+        for _ in range(4):
+            for client in clients:
+                answers.append(client.get("/api/v1/whoami/"))
+                answers.append(client.get("/api/v1/events/?since=0"))
+    finally:
+        for client in clients:
+            client.close()
+    assert [a.status_code for a in answers] == [403] * len(answers)
+    assert {a.json()["code"] for a in answers} == {"PARTICIPANT_DISABLED"}

@@ -204,7 +204,7 @@ def test_event_stream_through_nginx_delivers_and_ends_on_revocation(terminator, 
         assert "event: error" in frames, frames
         assert any('"CERTIFICATE_REVOKED"' in f for f in frames), frames
         # Refused by the API's one re-check, so audited like any refusal.
-        refusal = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
+        refusal = AuditRecord.objects.filter(event="api.authentication_refused").latest("id")
         assert refusal.details["code"] == "CERTIFICATE_REVOKED"
         assert refusal.details["path"] == "/api/v1/events/stream/"
         assert refusal.actor_id == desks["carol"].row.serial

@@ -61,7 +61,7 @@ def test_no_or_wrong_terminator_secret_is_401_and_audited(leaf, secret):
         401,
         "TERMINATOR_SECRET_INVALID",
     )
-    record = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
+    record = AuditRecord.objects.filter(event="api.authentication_refused").latest("id")
     assert AuditRecord.objects.filter(event="api.authentication_refused").count() == before + 1
     assert record.details["code"] == "TERMINATOR_SECRET_INVALID"
     assert record.details["request_id"] == body["request_id"]
@@ -119,7 +119,7 @@ def test_a_revoked_certificate_is_refused_on_the_next_request(
         certificate_revoke(certificate=leaf, reason="keyCompromise", actor=system_actor)
     body = refused(Client().get(WHOAMI, **forwarded(leaf.pem)), 401, "CERTIFICATE_REVOKED")
     assert body["details"] == {"serial": leaf.serial}
-    record = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
+    record = AuditRecord.objects.filter(event="api.authentication_refused").latest("id")
     assert (record.actor_type, record.actor_id) == ("certificate", leaf.serial)
 
 

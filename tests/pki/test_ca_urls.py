@@ -223,7 +223,7 @@ def test_set_ca_urls_changes_every_ca_audits_and_names_the_certificates_left_beh
     }
     records = {
         r.details["ca"]: r
-        for r in AuditRecord.objects.filter(event="ca.urls_changed").order_by("sequence")
+        for r in AuditRecord.objects.filter(event="ca.urls_changed").order_by("id")
     }
     assert set(records) == {"root", "client-ca", "server-ca"}
     client = records["client-ca"]

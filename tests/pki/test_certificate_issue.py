@@ -128,7 +128,7 @@ def test_validity_can_be_shortened_and_never_outlives_the_ca(participant, issue,
 
 def test_issuance_is_audited_with_the_actor(participant, issue):
     certificate = issue(participant, make_csr())
-    record = AuditRecord.objects.filter(event="certificate.issued").order_by("-sequence").first()
+    record = AuditRecord.objects.filter(event="certificate.issued").order_by("-id").first()
     assert record.details["serial"] == certificate.serial
     assert record.details["trader_id"] == participant.trader_id
     assert record.actor_label == "test"
@@ -276,7 +276,7 @@ def test_batch_issue_gives_one_outcome_per_request_in_order(firm, system_actor):
             )
     assert CertificateRequest.objects.get(pk=inactive.pk).status == "submitted"
     assert CertificateRequest.objects.get(pk=twin_b.pk).rejection_code == "CSR_KEY_REUSED"
-    issued_audit = AuditRecord.objects.filter(event="certificate.issued").order_by("-sequence")[:4]
+    issued_audit = AuditRecord.objects.filter(event="certificate.issued").order_by("-id")[:4]
     assert {int(r.target_id) for r in issued_audit} == {
         o.certificate.pk for o in outcomes if o.certificate
     }

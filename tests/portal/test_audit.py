@@ -1,24 +1,33 @@
-"""The audit log: append-only in the database, hash-chained, verified by verify_audit."""
+"""The audit log: append-only in the database, hash-chained by the chainer after the commit,
+verified by verify_audit."""
 
 import threading
+from datetime import timedelta
 
 import pytest
+import time_machine
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
-from kernel.audit import Actor, audit_record, audit_verify
-from kernel.models import AuditRecord
+from kernel.audit import Actor, audit_chain, audit_record, audit_verify
+from kernel.models import AuditHead, AuditRecord
+from pki.health import health_check
 
 pytestmark = pytest.mark.django_db
 
 ACTOR = Actor.system("audit test")
 
 
-def _append(n: int) -> list[AuditRecord]:
-    return [
+def _append(n: int, *, chain: bool = True) -> list[AuditRecord]:
+    """``n`` records, chained as the chainer would (unless ``chain`` is false)."""
+    records = [
         audit_record(event="test.event", actor=ACTOR, index=i, note="line\nbreak") for i in range(n)
     ]
+    if chain:
+        audit_chain()
+    return [AuditRecord.objects.get(pk=r.pk) for r in records]
 
 
 def _bypass_triggers() -> None:
@@ -31,11 +40,45 @@ def _bypass_triggers() -> None:
             cursor.execute("DROP TRIGGER portal_auditrecord_no_delete")
 
 
-def test_records_chain_to_their_predecessor(db):
-    first, second = _append(2)
+def test_a_record_is_written_without_its_chain_and_the_chainer_links_it(db):
+    first, second = _append(2, chain=False)
+    assert (first.sequence, first.prev_hash, first.hash) == (None, None, None)
+    assert audit_verify().tail.count == 2
+    assert audit_chain() == 2
+    first.refresh_from_db()
+    second.refresh_from_db()
     assert second.sequence == first.sequence + 1
     assert second.prev_hash == first.hash
-    assert audit_verify().ok
+    head = AuditHead.objects.get(pk=1)
+    assert (head.sequence, head.hash) == (second.sequence, second.hash)
+    result = audit_verify()
+    assert result.ok
+    assert result.tail.count == 0
+    assert audit_chain() == 0
+
+
+def test_verify_reports_the_unchained_tail_and_its_age(db, capsys):
+    _append(2, chain=False)
+    with time_machine.travel(timezone.now() + timedelta(seconds=7)):
+        result = audit_verify()
+        assert result.ok  # the chained part is intact; the tail is reported, not judged
+        assert result.tail.count == 2
+        assert 6.5 < result.tail.age(timezone.now()).total_seconds() < 60
+        call_command("verify_audit")
+    assert "2 not chained yet, the oldest for" in capsys.readouterr().out
+
+
+def test_health_degrades_while_a_record_waits_longer_than_the_bound(db, settings):
+    settings.KEYLINE_AUDIT_MAX_LAG = 5.0
+    _append(1, chain=False)
+    now = timezone.now()
+    assert health_check(now + timedelta(seconds=4)).audit_lag <= 5
+    late = health_check(now + timedelta(seconds=6))
+    assert late.audit_lag > 5
+    assert not late.ok
+    assert late.as_json()["audit_chain"]["unchained"] == 1
+    audit_chain()
+    assert health_check(now + timedelta(seconds=6)).audit_tail.count == 0
 
 
 def test_verify_audit_command_reports_an_intact_chain(db, capsys):
@@ -50,7 +93,26 @@ def test_database_refuses_update_and_delete(db):
         AuditRecord.objects.filter(pk=record.pk).update(event="nothing.happened")
     with pytest.raises(DatabaseError), transaction.atomic():
         AuditRecord.objects.filter(pk=record.pk).delete()
+    # A chained record cannot be chained again (a rewritten link).
+    with pytest.raises(DatabaseError), transaction.atomic():
+        AuditRecord.objects.filter(pk=record.pk).update(hash="b" * 64)
     assert AuditRecord.objects.get(pk=record.pk).event == "test.event"
+
+
+def test_an_unchained_record_takes_only_its_chain_fields(db):
+    """The one UPDATE the database allows: the chain fields of a record that has none, with the
+    content unchanged. Its content cannot be edited while it waits for the chainer."""
+    (record,) = _append(1, chain=False)
+    with pytest.raises(DatabaseError), transaction.atomic():
+        AuditRecord.objects.filter(pk=record.pk).update(event="nothing.happened")
+    with pytest.raises(DatabaseError), transaction.atomic():
+        AuditRecord.objects.filter(pk=record.pk).update(
+            sequence=10**9, prev_hash="0" * 64, hash="c" * 64, actor_label="someone else"
+        )
+    with pytest.raises(DatabaseError), transaction.atomic():
+        AuditRecord.objects.filter(pk=record.pk).delete()
+    assert audit_chain() == 1
+    assert audit_verify().ok
 
 
 @pytest.mark.parametrize("field", ["event", "details", "actor_label", "created_at"])
@@ -138,11 +200,66 @@ def test_concurrent_appends_keep_one_unbroken_chain(start):
         finally:
             connection.close()
 
+    done = threading.Event()
+
+    def chainer() -> None:
+        # Two chainers at once, as a mistaken deployment would run them: passes take turns.
+        try:
+            while not done.is_set():
+                audit_chain(limit=7)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    chainers = [threading.Thread(target=chainer) for _ in range(2)]
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for thread in threads:
+    for thread in chainers + threads:
         thread.start()
     for thread in threads:
         thread.join()
+    done.set()
+    for thread in chainers:
+        thread.join()
     assert errors == []
+    audit_chain()
     assert AuditRecord.objects.filter(event="test.concurrent").count() == 80
+    sequences = sorted(AuditRecord.objects.values_list("sequence", flat=True))
+    assert sequences == list(range(1, len(sequences) + 1))
+    assert audit_verify().ok
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs two concurrent PostgreSQL transactions"
+)
+@pytest.mark.django_db(transaction=True)
+def test_records_are_chained_in_commit_order_not_insertion_order():
+    """A record inserted first but committed last is chained last: the chainer sees a record
+    only once its transaction committed, and never waits for one still open."""
+    inserted, release, errors = threading.Event(), threading.Event(), []
+
+    def slow_action() -> None:
+        try:
+            with transaction.atomic():
+                audit_record(event="test.slow", actor=ACTOR)
+                inserted.set()
+                release.wait(10)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    slow = threading.Thread(target=slow_action)
+    slow.start()
+    assert inserted.wait(10)
+    fast = audit_record(event="test.fast", actor=ACTOR)  # autocommit: committed at once
+    assert audit_chain() >= 1  # the open transaction's record is not visible, nor waited for
+    release.set()
+    slow.join()
+    audit_chain()
+    slow_record = AuditRecord.objects.get(event="test.slow")
+    fast_record = AuditRecord.objects.get(pk=fast.pk)
+    assert errors == []
+    assert slow_record.pk < fast_record.pk  # inserted first
+    assert slow_record.sequence > fast_record.sequence  # committed, and chained, last
     assert audit_verify().ok

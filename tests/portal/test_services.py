@@ -80,12 +80,14 @@ def refresh(application: Application) -> Application:
     return Application.objects.select_related("firm").get(pk=application.pk)
 
 
-def audit_since(sequence: int):
-    return AuditRecord.objects.filter(sequence__gt=sequence).order_by("sequence")
+def audit_since(record_id: int):
+    """The audit records written after ``record_id``, in insertion order."""
+    return AuditRecord.objects.filter(pk__gt=record_id).order_by("pk")
 
 
 def last_sequence() -> int:
-    return AuditRecord.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+    """The id of the newest audit record (0 without one)."""
+    return AuditRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
 
 
 # --- four eyes ------------------------------------------------------------------------------

@@ -963,9 +963,7 @@ def test_every_action_is_audited_with_the_callers_certificate_serial(world, desk
         ("rfq.cancelled", spare["id"], a),
         ("trade.executed", trade["id"], a),
     ]
-    records = list(
-        AuditRecord.objects.filter(event__regex=r"^(rfq|quote|trade)\.").order_by("sequence")
-    )
+    records = list(AuditRecord.objects.filter(event__regex=r"^(rfq|quote|trade)\.").order_by("id"))
     assert [(r.event, r.target_id, r.actor_type, r.actor_id) for r in records] == [
         (event, target, "certificate", who.certificate.serial) for event, target, who in expected
     ]
@@ -1434,7 +1432,7 @@ def test_a_long_poll_outlived_by_its_certificate_hands_over_nothing(world):
     assert response.status_code == 401, response.content
     assert response.json()["code"] == "CERTIFICATE_REVOKED"
     # Refused as authentication refuses: audited with the certificate's serial.
-    refusal = AuditRecord.objects.filter(event="api.authentication_refused").latest("sequence")
+    refusal = AuditRecord.objects.filter(event="api.authentication_refused").latest("id")
     assert refusal.actor_id == lp.certificate.serial
     assert refusal.details["code"] == "CERTIFICATE_REVOKED"
 
