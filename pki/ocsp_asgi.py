@@ -23,7 +23,6 @@ import asyncio
 import logging
 import os
 import struct
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ django.setup()
 import redis.asyncio as aioredis  # noqa: E402 - after django.setup()
 from django.db import close_old_connections  # noqa: E402
 
+from kernel.nearcache import NearCache  # noqa: E402
 from kernel.redis import async_redis_client  # noqa: E402
 from pki import ocsp  # noqa: E402
 from pki.conf import pki_settings  # noqa: E402
@@ -55,48 +55,14 @@ NEAR_MAX = 100_000  # entries; cleared when full
 _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ocsp-sign")
 
 
-class NearCache:
-    """Answers in this process's memory, trusted only while invalidations are received."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, tuple[float, ocsp.Answer]] = {}
-        self.subscribed = False
-        self.invalidations = 0  # bumped by every invalidation message
-
-    def get(self, key: str) -> ocsp.Answer | None:
-        if not self.subscribed:
-            return None
-        entry = self.entries.get(key)
-        if entry is None:
-            return None
-        stored_at, answer = entry
-        expired = answer.next_update is None or answer.next_update <= datetime.now(UTC)
-        if time.monotonic() - stored_at > NEAR_TTL or expired:
-            self.entries.pop(key, None)
-            return None
-        return answer
-
-    def put(self, key: str, answer: ocsp.Answer, invalidations_seen: int) -> None:
-        """Keep ``answer`` unless an invalidation arrived since ``invalidations_seen`` was
-        read (before the answer was fetched): it might be the one that removed it."""
-        if not self.subscribed or self.invalidations != invalidations_seen:
-            return
-        if len(self.entries) >= NEAR_MAX:
-            self.entries.clear()
-        self.entries[key] = (time.monotonic(), answer)
-
-    def forget(self, keys: list[str]) -> None:
-        self.invalidations += 1
-        for key in keys:
-            self.entries.pop(key, None)
-
-    def down(self) -> None:
-        self.subscribed = False
-        self.invalidations += 1
-        self.entries.clear()
+def _fresh(answer: ocsp.Answer) -> bool:
+    """An answer may be served from memory only before its nextUpdate."""
+    return answer.next_update is not None and answer.next_update > datetime.now(UTC)
 
 
-near = NearCache()
+# The one near-cache structure of the project (kernel.nearcache), driven here by an asyncio
+# subscription instead of a thread.
+near: NearCache[ocsp.Answer] = NearCache(ttl=NEAR_TTL, max_entries=NEAR_MAX)
 
 
 def _client() -> aioredis.Redis | None:
@@ -114,8 +80,7 @@ async def _listen() -> None:
                 await pubsub.subscribe(ocsp.INVALIDATION_CHANNEL)
                 async for message in pubsub.listen():
                     if message["type"] == "subscribe":
-                        near.entries.clear()
-                        near.subscribed = True
+                        near.up()
                     elif message["type"] == "message":
                         near.forget(message["data"].decode().split("\n"))
         except asyncio.CancelledError:
@@ -141,9 +106,9 @@ async def answer(data: bytes) -> ocsp.Answer:
     ctx = ocsp.context_fresh()
     key = ocsp.cache_key_for(ctx, parsed) if ctx is not None else None
     if key is not None:
-        if (hit := near.get(key)) is not None:
+        if (hit := near.get(key, _fresh)) is not None:
             return hit
-        seen = near.invalidations
+        seen = near.generation()
         client = _client()
         if client is not None:
             try:

@@ -2,10 +2,15 @@
 
 A client certificate is trusted when it was issued by the active client CA, is inside its
 validity, is not revoked, and its participant and firm are active. The decision is cached by
-SHA-256 fingerprint (Redis in production) and forgotten at once by every status change
-(``pki.propagation`` for certificates; ``pki.signals`` for participants and firms), so a revoked
-certificate is refused on the very next request whatever a CRL or OCSP cache still says. The
-TTL bounds how long any change that forgot to call :func:`decisions_forget` can go unseen.
+SHA-256 fingerprint in two levels: Redis, shared by every process, and each process's memory
+(:class:`kernel.nearcache.NearCache`), used only while the process is subscribed to
+``TRUST_CHANNEL``. Every status change forgets the decision (``pki.propagation`` for
+certificates; ``pki.signals`` for participants and firms): in Redis, in the forgetting
+process's memory at once, and in every other process's memory when the published message
+arrives (about a millisecond; bounded and measured, docs/benchmarks.md). So the revoking
+request's own process refuses on its very next request, every other worker within that bound,
+whatever a CRL or OCSP cache still says. The TTL bounds how long any change that forgot to call
+:func:`decisions_forget` can go unseen.
 
 The API's authentication class (nginx forwards the client certificate) computes the
 fingerprint from the forwarded PEM and asks :func:`certificate_decide`.
@@ -25,6 +30,7 @@ from django.db.models import Q
 from django.utils import timezone
 from redis.commands.core import Script
 
+from kernel.nearcache import NearCache, ThreadSubscriber
 from kernel.redis import redis_client
 from pki.cache_cas import PUT_UNCHANGED
 from pki.models import Certificate, CertificateAuthority
@@ -33,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 DECISION_PREFIX = "keyline:trust:v2:"
 DECISION_TTL = 60  # seconds: bounds a decision whose forgetting failed (e.g. Redis down)
+# Forgotten fingerprints, newline-separated, for every process's memory.
+TRUST_CHANNEL = "keyline:trust:forget"
 
 OK = "OK"
 CERTIFICATE_UNKNOWN = "CERTIFICATE_UNKNOWN"
@@ -162,6 +170,8 @@ def decisions_forget(fingerprints: Iterable[str]) -> None:
     fingerprints = [fp.lower() for fp in fingerprints]
     if not fingerprints:
         return
+    # This process first: the request that revoked sees the refusal on its next call.
+    near.forget(fingerprints)
     client = _redis()
     if client is None:
         for fp in fingerprints:
@@ -173,6 +183,9 @@ def decisions_forget(fingerprints: Iterable[str]) -> None:
             pipe.incr(_generation_key(fp))
             pipe.expire(_generation_key(fp), GENERATION_TTL)
         pipe.delete(*[decision_cache_key(fp) for fp in fingerprints])
+        # After the deletion, in the same transaction: a process that hears it finds Redis
+        # already without the decision.
+        pipe.publish(TRUST_CHANNEL, "\n".join(fingerprints))
         pipe.execute()
 
 
@@ -216,14 +229,24 @@ def _decide(fingerprint: str) -> TrustDecision:
     return decision
 
 
+near: NearCache[TrustDecision] = NearCache(ttl=DECISION_TTL, max_entries=100_000)
+_subscriber = ThreadSubscriber(near, TRUST_CHANNEL)
+
+
 def certificate_decide(fingerprint_sha256: str, now: datetime | None = None) -> TrustDecision:
-    """The trust decision for the certificate with this SHA-256 fingerprint (hex)."""
+    """The trust decision for the certificate with this SHA-256 fingerprint (hex): from this
+    process's memory, else Redis, else the database."""
     fingerprint = fingerprint_sha256.lower()
-    decision = _cached(fingerprint)
+    _subscriber.ensure_started()
+    decision = near.get(fingerprint)
     if decision is None:
-        generation = _generation(fingerprint)
-        decision = _decide(fingerprint)
-        _cache(decision, generation)
+        seen = near.generation()
+        decision = _cached(fingerprint)
+        if decision is None:
+            generation = _generation(fingerprint)
+            decision = _decide(fingerprint)
+            _cache(decision, generation)
+        near.put(fingerprint, decision, seen)
     # The validity window is checked on every call: time passes while a decision is cached.
     now = now or timezone.now()
     if decision.ok and decision.not_after is not None and now >= decision.not_after:

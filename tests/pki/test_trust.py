@@ -1,12 +1,16 @@
 """The per-certificate trust decision the API relies on, and how fast a change reaches it."""
 
+import time
 from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from kernel.models import Firm
+from kernel.redis import redis_client
 from pki import trust
 from pki.revocation import certificate_revoke, certificates_revoke_for_firm
 from pki.services import ca_init
@@ -111,3 +115,74 @@ def test_unknown_and_foreign_certificates(leaf, participant, issue, system_actor
         ca_init(force=True, actor=system_actor)
         trust.decisions_forget([leaf.fingerprint_sha256])
         assert trust.certificate_decide(leaf.fingerprint_sha256).code == trust.ISSUER_UNKNOWN
+
+
+# --- the in-process level ---------------------------------------------------------------------
+
+
+def _subscribed(timeout: float = 5.0) -> None:
+    """Wait for this process's subscription to the forget channel (started on first use)."""
+    trust._subscriber.ensure_started()
+    deadline = time.monotonic() + timeout
+    while not trust.near.subscribed:
+        assert time.monotonic() < deadline, "the trust subscription did not come up"
+        time.sleep(0.01)
+
+
+def test_a_decision_is_served_from_memory_while_subscribed(leaf):
+    _subscribed()
+    assert trust.certificate_decide(leaf.fingerprint_sha256).ok
+    assert trust.near.get(leaf.fingerprint_sha256).ok
+    # Redis and the database are not asked again: remove the Redis copy behind the cache's
+    # back (no publish), and the decision is still there.
+    redis_client().delete(trust.decision_cache_key(leaf.fingerprint_sha256))
+    with CaptureQueriesContext(connection) as queries:
+        assert trust.certificate_decide(leaf.fingerprint_sha256).ok
+    assert len(queries) == 0
+
+
+def test_another_process_forgetting_reaches_this_processs_memory_within_50_ms(leaf):
+    """What another worker's decisions_forget publishes (the revoking process forgets its own
+    memory directly): this process drops the decision when the message arrives."""
+    _subscribed()
+    assert trust.certificate_decide(leaf.fingerprint_sha256).ok
+    assert trust.near.get(leaf.fingerprint_sha256) is not None
+    started = time.monotonic()
+    redis_client().publish(trust.TRUST_CHANNEL, leaf.fingerprint_sha256)
+    while trust.near.get(leaf.fingerprint_sha256) is not None:
+        assert time.monotonic() - started < 0.05, "not forgotten within 50 ms"
+        time.sleep(0.001)
+
+
+def test_losing_the_subscription_empties_and_bypasses_memory_until_it_is_back(leaf):
+    _subscribed()
+    assert trust.certificate_decide(leaf.fingerprint_sha256).ok
+    assert trust.near.entries
+    # Redis drops the subscriber's connection (a restart, a network cut, a failover); only
+    # this process's (other test processes share the Redis server).
+    client = redis_client()
+    ids = [c["id"] for c in client.client_list() if c["name"] == trust._subscriber.client_name]
+    assert ids
+    for client_id in ids:
+        client.client_kill_filter(_id=client_id)
+    deadline = time.monotonic() + 5
+    while trust.near.subscribed and trust.near.entries:
+        assert time.monotonic() < deadline, "the lost subscription was not noticed"
+        time.sleep(0.01)
+    assert trust.near.get(leaf.fingerprint_sha256) is None
+    # Decisions keep coming from Redis and the database meanwhile; memory is used again once
+    # the subscriber is back (it retries every second), starting empty.
+    assert trust.certificate_decide(leaf.fingerprint_sha256).ok
+    _subscribed()
+    assert trust.certificate_decide(leaf.fingerprint_sha256).ok
+    assert trust.near.get(leaf.fingerprint_sha256) is not None
+
+
+def test_a_decision_fetched_while_an_invalidation_arrived_is_not_kept_in_memory(leaf):
+    _subscribed()
+    fingerprint = leaf.fingerprint_sha256
+    seen = trust.near.generation()
+    decision = trust.certificate_decide(fingerprint)
+    trust.near.forget([fingerprint])  # a message that arrived during the fetch
+    trust.near.put(fingerprint, decision, seen)
+    assert trust.near.get(fingerprint) is None
