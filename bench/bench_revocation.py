@@ -80,12 +80,11 @@ def wait_for(condition, what: str, seconds: float = TIMEOUT) -> None:
 
 def revoke_once(participant, ca, url: str, bundle: Path) -> tuple[float, float, float]:
     from cryptography import x509
-    from django.core.cache import cache
 
     from kernel.audit import Actor
     from pki.models import Certificate
     from pki.revocation import certificate_revoke
-    from pki.trust import CERTIFICATE_REVOKED, certificate_decide, decision_cache_key
+    from pki.trust import CERTIFICATE_REVOKED, certificate_decide, decision_cached
 
     cert = _common.issue(participant)
     der = ocsp_request(cert.pem, ca.certificate_pem)
@@ -99,7 +98,7 @@ def revoke_once(participant, ca, url: str, bundle: Path) -> tuple[float, float, 
     assert certificate_decide(cert.fingerprint_sha256).code == CERTIFICATE_REVOKED
     committed = time.perf_counter() - started
     assert Certificate.objects.get(pk=cert.pk).status == Certificate.Status.REVOKED
-    assert cache.get(decision_cache_key(cert.fingerprint_sha256)) is not None  # re-decided
+    assert decision_cached(cert.fingerprint_sha256) is not None  # re-decided
     ocsp_at = crl_at = None
     seen = None
     while ocsp_at is None or crl_at is None:
