@@ -154,6 +154,13 @@ def main() -> int:
     print(f"\nplatform still running: {alive}")
     print("parts:", sorted({line.split()[0].rsplit("/", 1)[-1] for line in parts.splitlines()}))
     print("logs (bytes):", logs)
+    # The audit chain after an hour of traffic: intact, and nothing left waiting for the
+    # chainer (bin/run's chain_audit --follow).
+    audit = subprocess.run([str(ROOT / "bin" / "manage"), "verify_audit"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    print("verify_audit:", (audit.stdout + audit.stderr).strip().splitlines()[-1:])
+    health = httpx.get(f"{pki}/health/", timeout=30)
+    print("health:", health.status_code, health.json().get("audit_chain"))
     print("answers:", dict(sorted(statuses.items())))
     print(f"5xx or transport errors: {len(errors)}")
     for line in errors[:50]:
@@ -161,7 +168,7 @@ def main() -> int:
     if alive:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
-    return 0 if alive and not errors else 1
+    return 0 if alive and not errors and audit.returncode == 0 else 1
 
 
 if __name__ == "__main__":
