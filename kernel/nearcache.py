@@ -21,10 +21,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import redis
 from django.conf import settings
+
+from kernel.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +97,32 @@ class NearCache(Generic[V]):
             self.entries.clear()
 
 
-class ThreadSubscriber:
-    """Keeps a :class:`NearCache` subscribed to a Redis channel from a daemon thread of this
-    process (started on first use, and again in a forked child: gunicorn forks its workers).
-    A message is a newline-separated list of keys to forget."""
+class _Caches:
+    """Several near caches driven by one subscription, as one."""
 
-    def __init__(self, near: NearCache[V], channel: str) -> None:
-        self.near = near
+    def __init__(self, caches: tuple["NearCache[Any]", ...]) -> None:
+        self.caches = caches
+
+    def up(self) -> None:
+        for cache in self.caches:
+            cache.up()
+
+    def down(self) -> None:
+        for cache in self.caches:
+            cache.down()
+
+    def forget(self, keys: list[str]) -> None:
+        for cache in self.caches:
+            cache.forget(keys)
+
+
+class ThreadSubscriber:
+    """Keeps near caches subscribed to a Redis channel from a daemon thread of this process
+    (started on first use, and again in a forked child: gunicorn forks its workers). A message
+    is a newline-separated list of keys to forget, from every cache of the channel."""
+
+    def __init__(self, channel: str, *caches: "NearCache[Any]") -> None:
+        self.near = _Caches(caches)
         self.channel = channel
         self._pid = 0
         self._thread: threading.Thread | None = None
@@ -162,3 +183,16 @@ class ThreadSubscriber:
                 self.near.down()
                 client.close()
             time.sleep(1)
+
+
+def forget_everywhere(channel: str, keys: list[str], *caches: "NearCache[Any]") -> None:
+    """Drop ``keys`` from this process's ``caches`` at once and publish them on ``channel`` for
+    every other process. Raises when Redis is unavailable (the caller decides; the entries
+    then live at most their TTL, and only while the other processes are subscribed)."""
+    if not keys:
+        return
+    for cache in caches:
+        cache.forget(keys)
+    client = redis_client()
+    if client is not None:
+        client.publish(channel, "\n".join(keys))

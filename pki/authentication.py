@@ -59,9 +59,8 @@ class ApiPrincipal:
 
     @cached_property
     def participant(self) -> Participant:
-        if self.decision.participant_id is None:  # never: a trusted decision names one
-            raise Participant.DoesNotExist("the certificate belongs to no participant")
-        return Participant.objects.select_related("firm").get(pk=self.decision.participant_id)
+        """The participant with its firm (:func:`pki.trust.participant_of`)."""
+        return trust.participant_of(self.decision)
 
     @property
     def serial(self) -> str:

@@ -16,6 +16,7 @@ The API's authentication class (nginx forwards the client certificate) computes 
 fingerprint from the forwarded PEM and asks :func:`certificate_decide`.
 """
 
+import copy
 import json
 import logging
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 from redis.commands.core import Script
 
+from kernel.models import Participant
 from kernel.nearcache import NearCache, ThreadSubscriber
 from kernel.redis import redis_client
 from pki.cache_cas import PUT_UNCHANGED
@@ -172,6 +174,7 @@ def decisions_forget(fingerprints: Iterable[str]) -> None:
         return
     # This process first: the request that revoked sees the refusal on its next call.
     near.forget(fingerprints)
+    participants.forget(fingerprints)
     client = _redis()
     if client is None:
         for fp in fingerprints:
@@ -187,6 +190,21 @@ def decisions_forget(fingerprints: Iterable[str]) -> None:
         # already without the decision.
         pipe.publish(TRUST_CHANNEL, "\n".join(fingerprints))
         pipe.execute()
+
+
+def participant_of(decision: TrustDecision) -> Participant:
+    """The participant (its firm loaded) a trusted decision names: from this process's memory
+    while subscribed, else the database. Read-only: a copy of the cached row is returned, its
+    firm shared with the cache."""
+    if decision.participant_id is None:  # never: a trusted decision names one
+        raise Participant.DoesNotExist("the certificate belongs to no participant")
+    fingerprint = decision.fingerprint_sha256
+    cached = participants.get(fingerprint)
+    if cached is None:
+        seen = participants.generation()
+        cached = Participant.objects.select_related("firm").get(pk=decision.participant_id)
+        participants.put(fingerprint, cached, seen)
+    return copy.copy(cached)
 
 
 def certificate_fingerprints_of(
@@ -230,7 +248,10 @@ def _decide(fingerprint: str) -> TrustDecision:
 
 
 near: NearCache[TrustDecision] = NearCache(ttl=DECISION_TTL, max_entries=100_000)
-_subscriber = ThreadSubscriber(near, TRUST_CHANNEL)
+# The participant (with its firm) a trusted certificate belongs to, by fingerprint: forgotten
+# with the decision, by the same messages (a participant's or firm's save forgets both).
+participants: NearCache[Participant] = NearCache(ttl=DECISION_TTL, max_entries=100_000)
+_subscriber = ThreadSubscriber(TRUST_CHANNEL, near, participants)
 
 
 def certificate_decide(fingerprint_sha256: str, now: datetime | None = None) -> TrustDecision:
