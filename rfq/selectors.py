@@ -17,7 +17,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, prefetch_related_objects
 
 from kernel.errors import NotFound
-from kernel.models import Firm, Participant
+from kernel.models import Participant
 from rfq.models import (
     Audience,
     Event,
@@ -34,6 +34,7 @@ from rfq.models import (
     TradeLeg,
 )
 from rfq.pagination import Page, newest_first, paginate
+from rfq.reference import liquidity_provider_ids
 
 
 @dataclass(frozen=True)
@@ -139,17 +140,11 @@ def rfq_lock(viewer: Viewer, rfq_id: UUID | str) -> Rfq:
     return rfq
 
 
-def liquidity_provider_ids() -> list[int]:
-    """Every firm that may quote now, by legal name: the audience of an RFQ sent to all."""
-    return list(Firm.objects.liquidity_providers().values_list("pk", flat=True))
-
-
 def rfq_maker_firm_ids(rfq: Rfq, *, providers: list[int] | None = None) -> list[int]:
     """The liquidity-provider firms that may see the RFQ, and get its events: the firms it
     names (read from its counterparty links, prefetched or not), or, sent to all, every
     liquidity provider but the requester's firm. ``providers`` is
-    :func:`liquidity_provider_ids` when the caller has read it already (one read for a batch
-    of RFQs)."""
+    :func:`rfq.reference.liquidity_provider_ids` when the caller has read it already."""
     if not rfq.to_all:
         return [link.firm_id for link in rfq.counterparty_links.all()]
     if providers is None:

@@ -44,12 +44,11 @@ from rfq.models import (
     opposite,
     preloaded,
 )
+from rfq.reference import instruments_tradable, liquidity_provider_ids
 from rfq.selectors import (
     QUOTE_RELATED,
     Viewer,
-    instrument_list,
     is_uuid,
-    liquidity_provider_ids,
     quote_details,
     quote_get,
     quote_lock,
@@ -144,7 +143,7 @@ def _multiple_of(value: Decimal, step: Decimal) -> bool:
 
 def _resolve_instruments(legs: list[LegIn], now: datetime) -> dict[str, Instrument]:
     symbols = {leg.instrument for leg in legs}
-    found = {i.symbol: i for i in instrument_list(now).filter(symbol__in=symbols)}
+    found = instruments_tradable(symbols, now)
     missing = sorted(symbols - found.keys())
     if missing:
         raise Invalid(
@@ -179,6 +178,8 @@ def _check_leg_quantities(
 
 def _resolve_counterparties(caller: Caller, leis: list[str]) -> list[Firm]:
     leis = sorted(set(leis))
+    if not leis:
+        return []
     if caller.participant.firm.lei in leis:
         raise Invalid("SELF_TRADE", "An RFQ cannot be sent to the requester's own firm.")
     firms = list(Firm.objects.liquidity_providers().filter(lei__in=leis).order_by("lei"))

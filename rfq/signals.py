@@ -1,20 +1,35 @@
 """When a firm stops being allowed to trade (suspended, offboarded), its open RFQs and active
 quotes are cancelled after the status change commits (rfq reacts to portal; portal never
-imports rfq)."""
+imports rfq). Every saved firm or instrument also forgets the reference data the processes keep
+in memory (:mod:`rfq.reference`)."""
 
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_save
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from kernel.models import Firm
+from rfq.models import Instrument
+from rfq.reference import INSTRUMENTS, PROVIDERS, reference_forget
 from rfq.services import firm_trading_stop
 
 STOPPED: dict[str, str] = {
     Firm.Status.SUSPENDED: "firm_suspended",
     Firm.Status.OFFBOARDED: "firm_offboarded",
 }
+
+
+@receiver(post_save, sender=Firm, dispatch_uid="rfq_firm_reference_forget")
+def firm_saved(sender: type[Firm], instance: Firm, **kwargs: Any) -> None:
+    """Created or changed, a firm may join or leave the liquidity providers."""
+    reference_forget(PROVIDERS)
+
+
+@receiver(post_save, sender=Instrument, dispatch_uid="rfq_instrument_saved")
+@receiver(post_delete, sender=Instrument, dispatch_uid="rfq_instrument_deleted")
+def instrument_changed(sender: type[Instrument], **kwargs: Any) -> None:
+    reference_forget(INSTRUMENTS)
 
 
 @receiver(post_save, sender=Firm, dispatch_uid="rfq_firm_trading_stop")

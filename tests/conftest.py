@@ -65,6 +65,17 @@ def cas(db):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_reference_data():
+    """Processes keep instruments and liquidity providers in memory, forgotten when a change
+    commits; a test's rows are rolled back instead, so each test starts from none."""
+    from rfq.reference import reference_reset
+
+    reference_reset()
+    yield
+    reference_reset()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_ocsp_context():
     """The OCSP responder caches its view of the CA per process; tests change the CA."""
     from pki import ocsp
