@@ -503,7 +503,8 @@ def _quote_insert(
     _require_open(rfq, now)
     fields, leg_rows, expires_at = _validate_quote(rfq, data, now)
     try:
-        with transaction.atomic():
+        # A savepoint only where a unique violation can happen (a concurrent client_quote_id).
+        with transaction.atomic() if data.client_quote_id else contextlib.nullcontext():
             quote = Quote.objects.create(
                 rfq=rfq,
                 firm=caller.participant.firm,
