@@ -58,6 +58,18 @@ def liquidity_provider_ids() -> list[int]:
     return list(found)
 
 
+def cache_usable() -> bool:
+    """Whether this process hears reference changes now (what may be kept depends on it)."""
+    _subscriber.ensure_started()
+    return _near.subscribed
+
+
+def generation() -> int:
+    """Moves with every reference change heard (and every loss of the subscription): a key
+    part for what is derived from firms and instruments (``rfq.listing``)."""
+    return _near.generation()
+
+
 def reference_forget(*keys: str) -> None:
     """Forget ``keys`` (``INSTRUMENTS``, ``PROVIDERS``): in this process at once (a read later
     in the same transaction sees its own change), and in every process once the transaction

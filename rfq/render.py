@@ -193,12 +193,9 @@ def instruments_render(instruments: Iterable[Instrument]) -> shapes.InstrumentLi
     return {"results": [instrument_render(i) for i in instruments]}
 
 
-def rfq_page_render(page: Page[RfqRow], viewer: Viewer, now: datetime) -> shapes.RfqPage:
-    """A page of RFQs and the cursor of the next."""
-    return {
-        "results": _rows(page, lambda r: rfq_render(r, viewer, now)),
-        "next_cursor": page.next_cursor,
-    }
+def rfq_page_render(results: list[shapes.Rfq], next_cursor: str | None) -> shapes.RfqPage:
+    """A page of RFQs (each rendered by :func:`rfq_render`) and the cursor of the next."""
+    return {"results": results, "next_cursor": next_cursor}
 
 
 def quote_page_render(page: Page[Quote], viewer: Viewer, now: datetime) -> shapes.QuotePage:

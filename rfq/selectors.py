@@ -154,7 +154,7 @@ def rfq_maker_firm_ids(rfq: Rfq, *, providers: list[int] | None = None) -> list[
 
 def rfq_page_ids(
     viewer: Viewer, *, state: str | None, now: datetime, before: UUID | None, limit: int
-) -> list[UUID]:
+) -> list[tuple[UUID, str]]:
     """Ids of the newest ``limit`` RFQs the viewer may see (below ``before``) whose state as
     the caller sees it (:meth:`~rfq.models.RfqQuerySet.with_effective_state`) is ``state``,
     newest first.
@@ -177,10 +177,10 @@ def rfq_page_ids(
                 "-counterparty_links__rfq_id"
             ),
         ]
-    ids: set[UUID] = set()
+    found: set[tuple[UUID, str]] = set()
     for query in queries:
-        ids.update(query.values_list("pk", flat=True)[:limit])
-    return sorted(ids, reverse=True)[:limit]
+        found.update(query.values_list("pk", "state")[:limit])
+    return sorted(found, reverse=True)[:limit]
 
 
 class _Related(list):
@@ -281,20 +281,20 @@ def rfq_list(
     role: str | None = None,
     cursor: str | None = None,
     limit: int,
-) -> Page[RfqRow]:
-    """A page of the RFQs the viewer may see, newest first, as plain rows
-    (:func:`rfq_page`), filtered by state as callers see states. ``role`` other than the
+) -> Page[tuple[UUID, str]]:
+    """A page of the RFQs the viewer may see, newest first, as ``(id, stored state)`` pairs,
+    filtered by state as callers see states; :func:`rfq_page` reads the rows to render
+    (``rfq.listing`` renders only those it has not rendered before). ``role`` other than the
     viewer's own desk is an empty page (whatever the cursor). Raises ``Invalid``
     (``INVALID_CURSOR``) for a cursor we did not issue."""
     if role and role != viewer.audience:
         return Page([], None)
-    page = paginate(
+    return paginate(
         lambda before, n: rfq_page_ids(viewer, state=state, now=now, before=before, limit=n),
         cursor=cursor,
         limit=limit,
-        key=lambda pk: pk,
+        key=lambda row: row[0],
     )
-    return Page(rfq_page(viewer, page.rows), page.next_cursor)
 
 
 def quote_visible(viewer: Viewer) -> QuoteQuerySet:

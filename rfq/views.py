@@ -22,13 +22,13 @@ from pki.authentication import principal_of, recheck
 from rfq import render, services, shapes
 from rfq import serializers as s
 from rfq.events import events_wait
+from rfq.listing import rfq_list_answer
 from rfq.models import Quote
 from rfq.selectors import (
     instrument_list,
     quote_get,
     quote_list,
     rfq_get,
-    rfq_list,
     trade_get,
     trade_list,
 )
@@ -116,17 +116,15 @@ class RfqListCreateApi(Api):
         """RFQs you can see, newest first: your firm's (as a requester) or those addressed to
         your firm (as a liquidity provider)."""
         params = _input(s.RfqListIn, request.query_params)
-        viewer = _caller(request).viewer
-        now = timezone.now()
-        page = rfq_list(
-            viewer,
-            now=now,
+        answer = rfq_list_answer(
+            _caller(request).viewer,
+            now=timezone.now(),
             state=params.get("state"),
             role=params.get("role"),
             cursor=params.get("cursor"),
             limit=params["limit"],
         )
-        return ok(request, render.rfq_page_render(page, viewer, now))
+        return ok(request, answer)
 
     @extend_schema(
         request=s.RfqCreateIn,

@@ -68,11 +68,14 @@ def cas(db):
 def _fresh_reference_data():
     """Processes keep instruments and liquidity providers in memory, forgotten when a change
     commits; a test's rows are rolled back instead, so each test starts from none."""
+    from rfq.listing import renderings_reset
     from rfq.reference import reference_reset
 
     reference_reset()
+    renderings_reset()
     yield
     reference_reset()
+    renderings_reset()
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import pytest
 
 from kernel.models import AuditRecord, Firm
 from rfq.models import Instrument
+from rfq.reference import INSTRUMENTS, reference_forget
 from tests.factories import FirmFactory, ParticipantFactory
 from tests.keys import ec_key, key_pem, make_csr
 from tests.test_terminator import Holder, tls
@@ -28,6 +29,7 @@ def desks(cas, issue, tmp_path):
                        tick_size=Decimal("0.5"), min_size=Decimal("0.1")),
         ]
     )  # fmt: skip
+    reference_forget(INSTRUMENTS)  # bulk_create sends no post_save; the servers keep them
     out = {}
     for name, firm_role, role in (
         ("alice", Firm.Role.CLIENT, "requester"),

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from kernel.models import Firm, Participant
 from rfq.models import Instrument
+from rfq.reference import INSTRUMENTS, reference_forget
 from tests.factories import FirmFactory, ParticipantFactory
 from tests.keys import ec_key, make_csr
 
@@ -83,6 +84,8 @@ def instruments(db):
                    tick_size=Decimal("0.05"), min_size=Decimal(1)),
     ]  # fmt: skip
     Instrument.objects.bulk_create(rows)
+    # bulk_create sends no post_save: forget what a process (a live server) keeps in memory.
+    reference_forget(INSTRUMENTS)
     return {i.symbol: i for i in rows}
 
 

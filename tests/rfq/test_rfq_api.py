@@ -37,6 +37,7 @@ from rfq.models import (
     Trade,
     TradeLeg,
 )
+from rfq.reference import INSTRUMENTS, reference_forget
 from rfq.tasks import rfq_expire_task
 from tests.conftest import refused
 from tests.factories import FirmFactory, random_lei
@@ -263,6 +264,7 @@ def test_an_rfq_takes_1_to_20_legs(world):
         )
         for n in range(21)
     )
+    reference_forget(INSTRUMENTS)  # bulk_create sends no post_save
     twenty = create(a, {"legs": _legs(*[f"LEG-{n}" for n in range(20)]), "quantity": "1"})
     assert [leg["leg_no"] for leg in twenty["legs"]] == list(range(1, 21))
     before = counts()
