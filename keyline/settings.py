@@ -223,7 +223,7 @@ REST_FRAMEWORK = {
     # (docs/architecture.md, the trust contract).
     "DEFAULT_AUTHENTICATION_CLASSES": ["pki.authentication.TerminatorCertificateAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["kernel.renderers.OrjsonRenderer"],
     "DEFAULT_PARSER_CLASSES": ["kernel.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "kernel.api.exception_handler",
     "UNAUTHENTICATED_USER": None,

@@ -14,23 +14,24 @@ there is nothing to say keeps nginx's ``proxy_read_timeout`` and idle proxies ha
 """
 
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import orjson
 import redis
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kernel.api import ApiError, Error, error_body, request_id
 from kernel.redis import redis_client
+from kernel.renderers import OrjsonRenderer
 from pki.authentication import principal_of, recheck
 from rfq.events import events_wait
 from rfq.render import event_render
@@ -54,7 +55,7 @@ class EventStreamRenderer(BaseRenderer):
         accepted_media_type: str | None = None,
         renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
-        return JSONRenderer().render(data)
+        return OrjsonRenderer().render(data)
 
 
 def _since(request: Request) -> int:
@@ -73,8 +74,7 @@ def _frames(request: Request, viewer: Viewer, since: int, seconds: float) -> Ite
             recheck(request)
         except ApiError as refused:
             refusal = error_body(request, refused.error_code, str(refused.detail), refused.details)
-            body = json.dumps(refusal, separators=(",", ":"))
-            yield f"event: error\ndata: {body}\n\n".encode()
+            yield b"event: error\ndata: " + orjson.dumps(refusal) + b"\n\n"
             return
         events = events_wait(
             viewer,
@@ -86,8 +86,8 @@ def _frames(request: Request, viewer: Viewer, since: int, seconds: float) -> Ite
             yield b": keep-alive\n\n"
             continue
         for event in events:
-            body = json.dumps(event_render(event), separators=(",", ":"))
-            yield f"id: {event.seq}\nevent: {event.type}\ndata: {body}\n\n".encode()
+            body = orjson.dumps(event_render(event))
+            yield f"id: {event.seq}\nevent: {event.type}\ndata: ".encode() + body + b"\n\n"
         since = events[-1].seq
 
 
@@ -144,14 +144,14 @@ def _stream_slot(serial: str) -> Callable[[], None]:
 class EventStreamApi(APIView):
     throttle_classes = [CertificateRateThrottle]
     throttle_scope = "read"
-    renderer_classes = [JSONRenderer, EventStreamRenderer]
+    renderer_classes = [OrjsonRenderer, EventStreamRenderer]
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
     ) -> Response:
         # A refusal is a JSON error body, labelled as JSON, whatever the client accepted.
         if response.status_code >= 400 and not isinstance(response, StreamingHttpResponse):
-            request.accepted_renderer = JSONRenderer()
+            request.accepted_renderer = OrjsonRenderer()
             request.accepted_media_type = "application/json"
         return super().finalize_response(request, response, *args, **kwargs)
 
