@@ -3,6 +3,7 @@ throwaway PostgreSQL database and CA, issuing a client certificate, and child pr
 (gunicorn, celery, openssl) that are stopped by their process group when the bench ends."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,36 @@ PASSPHRASE = "bench-ca-passphrase-0123456789"  # noqa: S105 - a throwaway CA
 OCSP_PASSPHRASE = "bench-ocsp-passphrase-0123456789"  # noqa: S105
 OCSP_PATH = "/pki/ocsp"  # the path of the default KEYLINE_OCSP_URL
 VENV_BIN = ROOT / ".venv" / "bin"
+
+
+# What the benches run besides Python, and the Debian package that has it.
+TOOLS = {
+    "ab": "apache2-utils",
+    "node": "nodejs",
+    "nginx": "nginx",
+    "openssl": "openssl",
+    "redis-server": "redis-server",
+    "unshare": "util-linux",
+    "ip": "iproute2",
+}
+
+
+def require(*tools: str) -> None:
+    """Make sure each tool is installed: install its Debian package when running as root with
+    apt-get (as bin/test does for nginx and Chromium), otherwise stop with the command that
+    would. A bench never dies of a missing tool with a traceback."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if not missing:
+        return
+    packages = sorted({TOOLS[tool] for tool in missing})
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing {', '.join(packages)} (for {', '.join(missing)})", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "install", "-y", "-q", *packages], env=env, check=False,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+    still = [tool for tool in missing if shutil.which(tool) is None]
+    if still:
+        sys.exit(f"this bench needs {', '.join(still)}: apt-get install {' '.join(packages)}")
 
 
 def bench_env(database_url: str, ca_dir: str, redis_url: str = "", **extra: str) -> dict:
@@ -52,6 +83,11 @@ def reset_postgres(database_url: str, create: bool = True) -> None:
 
     name = database_url.rsplit("/", 1)[1]
     admin = database_url.rsplit("/", 1)[0] + "/postgres"
+    if "@//" in admin:
+        # The unix-socket form the settings read (postgres://USER@//SOCKET_DIR/NAME), which
+        # libpq's URIs do not: as key=value pairs.
+        user, socket_dir = admin.split("://", 1)[1].split("@//", 1)
+        admin = f"host=/{socket_dir.rsplit('/', 1)[0]} user={user} dbname=postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if create:

@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--broker-db", type=int, default=9, help="Redis database for Celery")
     parser.add_argument("--count", type=int, default=20)
     args = parser.parse_args()
+    _common.require("openssl")
 
     import redis
 

@@ -829,6 +829,7 @@ def main() -> None:
     parser.add_argument("--list-requests", type=int, default=200)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
+    _common.require("node", "nginx", "openssl")
     args.create_rates = [int(r) for r in args.create_rates.split(",") if r]
     args.events_gap_ms = tuple(float(g) for g in args.events_gap_ms.split(","))
     sections = set(args.sections.split(","))

@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--crl-sizes", default="1000,10000,100000")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
+    _common.require("node", "nginx", "openssl")
 
     workdir = Path(tempfile.mkdtemp(prefix="keyline-bench-terminator-"))
     run_dir = Path(tempfile.mkdtemp(prefix="keyline-bench-run-"))
