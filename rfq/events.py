@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from django.db import connection, transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from kernel.redis import redis_client
 from rfq.models import Audience, Event, EventHead, EventType, Quote, Rfq, Trade
@@ -115,25 +116,61 @@ def events_append(drafts: list[Draft]) -> int:
     Returns the last sequence number (0 when there was nothing to append)."""
     if not drafts:
         return 0
+    now = timezone.now()
     with transaction.atomic(savepoint=False):
-        last = _advance_head(len(drafts))
-        now, seq = timezone.now(), last - len(drafts)
-        rows = []
-        for draft in drafts:
-            seq += 1
-            rows.append(
-                Event(
-                    seq=seq,
-                    firm_id=draft.firm_id,
-                    audience=draft.audience,
-                    type=draft.type,
-                    data=draft.data,
-                    created_at=now,
+        if connection.vendor == "postgresql":
+            seq = _append_in_one_statement(drafts, now)
+        else:
+            last = _advance_head(len(drafts))
+            seq = last - len(drafts)
+            rows = []
+            for draft in drafts:
+                seq += 1
+                rows.append(
+                    Event(
+                        seq=seq,
+                        firm_id=draft.firm_id,
+                        audience=draft.audience,
+                        type=draft.type,
+                        data=draft.data,
+                        created_at=now,
+                    )
                 )
-            )
-        Event.objects.bulk_create(rows)
+            Event.objects.bulk_create(rows)
     transaction.on_commit(lambda: _publish(seq))
     return seq
+
+
+def _append_in_one_statement(drafts: list[Draft], now: datetime) -> int:
+    """PostgreSQL: move the head and insert the events in one statement (one round trip while
+    the head's row lock is held, to the commit). Returns the last sequence number."""
+    head = connection.ops.quote_name(EventHead._meta.db_table)
+    events = connection.ops.quote_name(Event._meta.db_table)
+    sql = f"""
+        WITH head AS (UPDATE {head} SET seq = seq + %(n)s WHERE id = 1 RETURNING seq)
+        INSERT INTO {events} (seq, firm_id, audience, type, data, created_at)
+        SELECT head.seq - %(n)s + d.ord, d.firm_id, d.audience, d.type, d.data, %(now)s
+        FROM head, unnest(
+            %(firms)s::bigint[], %(audiences)s::text[], %(types)s::text[], %(data)s::jsonb[]
+        ) WITH ORDINALITY AS d(firm_id, audience, type, data, ord)
+        RETURNING seq
+    """  # noqa: S608 - the table names are ours
+    params: dict[str, Any] = {
+        "n": len(drafts),
+        "now": now,
+        "firms": [d.firm_id for d in drafts],
+        "audiences": [d.audience for d in drafts],
+        "types": [d.type for d in drafts],
+        "data": [Jsonb(d.data) for d in drafts],
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if rows:
+        return max(int(r[0]) for r in rows)
+    # The first append ever (or after a test's flush): no head to move yet.
+    EventHead.objects.bulk_create([EventHead(pk=1, seq=0)], ignore_conflicts=True)
+    return _append_in_one_statement(drafts, now)
 
 
 def _advance_head(count: int) -> int:
