@@ -158,7 +158,8 @@ def main() -> int:
     # chainer (bin/run's chain_audit --follow).
     audit = subprocess.run([str(ROOT / "bin" / "manage"), "verify_audit"], cwd=ROOT, env=env,
                            capture_output=True, text=True, check=False)  # fmt: skip
-    print("verify_audit:", (audit.stdout + audit.stderr).strip().splitlines()[-1:])
+    verdict = [line for line in (audit.stdout + audit.stderr).splitlines() if "audit chain" in line]
+    print("verify_audit:", verdict or (audit.stdout + audit.stderr).strip().splitlines()[-3:])
     health = httpx.get(f"{pki}/health/", timeout=30)
     print("health:", health.status_code, health.json().get("audit_chain"))
     print("answers:", dict(sorted(statuses.items())))
