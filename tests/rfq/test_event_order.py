@@ -53,11 +53,17 @@ def test_a_reader_never_skips_an_event_of_concurrent_writers(cas):
     def reader() -> None:
         cursor = 0
         try:
-            while writing.is_set() or cursor < Event.objects.filter(firm=firm).count():
-                for event in event_feed(viewer, since=cursor)[:50]:
+            while True:
+                # Read the flag before the feed: once the writers are done, one empty read
+                # after that means everything committed has been read.
+                finished = not writing.is_set()
+                batch = list(event_feed(viewer, since=cursor)[:50])
+                for event in batch:
                     assert event.seq > cursor
                     seen.append(event.seq)
                     cursor = event.seq
+                if finished and not batch:
+                    return
         except BaseException as exc:
             errors.append(exc)
         finally:
