@@ -13,6 +13,7 @@ revoked, and its participant and firm active. Nothing here looks at the client's
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -91,6 +92,17 @@ def _pem_to_der(pem: str) -> bytes | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _fingerprint_of(forwarded: str) -> str | None:
+    """The SHA-256 fingerprint (hex) of the certificate nginx forwarded (URL-escaped PEM), or
+    None when it is not one PEM certificate. Only the fingerprint matters: it is looked up
+    among the certificates we issued, so anything else (garbage included) is simply unknown;
+    no X.509 parse on the hot path. A pure function of the header, remembered per process:
+    the same few certificates call again and again."""
+    der = _pem_to_der(unquote(forwarded))
+    return None if der is None else hashlib.sha256(der).hexdigest()
+
+
 def _header(request: Request, name: str) -> str:
     value: str = request.META.get("HTTP_" + name.upper().replace("-", "_"), "")
     return value
@@ -113,12 +125,10 @@ class TerminatorCertificateAuthentication(BaseAuthentication):
             _refuse(request, "CLIENT_CERTIFICATE_MISSING", 401)
         if verify != "SUCCESS":
             _refuse(request, "CLIENT_CERTIFICATE_UNVERIFIED", 401, {"verify": verify[:200]})
-        der = _pem_to_der(unquote(_header(request, settings.KEYLINE_HEADER_CERT)))
-        if der is None:
+        fingerprint = _fingerprint_of(_header(request, settings.KEYLINE_HEADER_CERT))
+        if fingerprint is None:
             _refuse(request, "CLIENT_CERTIFICATE_INVALID", 401)
-        # Only the fingerprint matters: it is looked up among the certificates we issued, so
-        # anything else (garbage included) is simply unknown. No X.509 parse on the hot path.
-        decision = trust.certificate_decide(hashlib.sha256(der).hexdigest())
+        decision = trust.certificate_decide(fingerprint)
         if not decision.ok:
             _refuse_decision(request, decision)
         return ApiPrincipal(decision), decision
