@@ -26,7 +26,9 @@ from typing import Any, Generic, TypeVar
 import redis
 from django.conf import settings
 
-from kernel.redis import redis_client
+from kernel.redis import channel, redis_client
+
+kernel_channel = channel
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ class ThreadSubscriber:
 
     def __init__(self, channel: str, *caches: "NearCache[Any]") -> None:
         self.near = _Caches(caches)
-        self.channel = channel
+        self.base_channel = channel
         self._pid = 0
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -148,9 +150,14 @@ class ThreadSubscriber:
             self._thread.start()
 
     @property
+    def channel(self) -> str:
+        """The channel as this deployment names it (``kernel.redis.channel``)."""
+        return channel(self.base_channel)
+
+    @property
     def client_name(self) -> str:
         """The subscriber connection's name in Redis (``CLIENT LIST``): channel and process."""
-        return f"keyline-near:{self.channel}:{os.getpid()}"
+        return f"keyline-near:{self.channel}:{os.getpid()}".replace(" ", "_")
 
     def _run(self, url: str) -> None:
         while True:
@@ -185,8 +192,8 @@ class ThreadSubscriber:
             time.sleep(1)
 
 
-def forget_everywhere(channel: str, keys: list[str], *caches: "NearCache[Any]") -> None:
-    """Drop ``keys`` from this process's ``caches`` at once and publish them on ``channel`` for
+def forget_everywhere(name: str, keys: list[str], *caches: "NearCache[Any]") -> None:
+    """Drop ``keys`` from this process's ``caches`` at once and publish them on channel ``name`` for
     every other process. Raises when Redis is unavailable (the caller decides; the entries
     then live at most their TTL, and only while the other processes are subscribed)."""
     if not keys:
@@ -195,4 +202,4 @@ def forget_everywhere(channel: str, keys: list[str], *caches: "NearCache[Any]") 
         cache.forget(keys)
     client = redis_client()
     if client is not None:
-        client.publish(channel, "\n".join(keys))
+        client.publish(kernel_channel(name), "\n".join(keys))

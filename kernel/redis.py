@@ -25,6 +25,14 @@ def _client(url: str, socket_timeout: float) -> redis.Redis:
     )
 
 
+def channel(name: str) -> str:
+    """The pub/sub channel ``name`` for this deployment. Channels belong to the Redis server,
+    not to one of its databases: deployments sharing a server, and parallel test processes,
+    keep their messages apart with ``KEYLINE_REDIS_NAMESPACE``."""
+    namespace: str = settings.KEYLINE_REDIS_NAMESPACE
+    return f"{namespace}:{name}" if namespace else name
+
+
 def redis_client(*, socket_timeout: float = SOCKET_TIMEOUT) -> redis.Redis | None:
     """The process's client for ``REDIS_URL`` (raw bytes, no decoding), or None without one."""
     url: str = settings.REDIS_URL

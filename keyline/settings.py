@@ -305,6 +305,9 @@ KEYLINE_HEADER_CERT = "X-Keyline-Client-Cert"
 
 # --- cache (the per-certificate trust decision lives here; Redis in production) -----------
 REDIS_URL = env.str("REDIS_URL", default="")
+# A prefix for pub/sub channels (kernel.redis.channel): they are per Redis server, not per
+# database, so deployments (or test processes) sharing one server set one each.
+KEYLINE_REDIS_NAMESPACE = env.str("KEYLINE_REDIS_NAMESPACE", default="")
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 from django.utils import timezone
 
-from kernel.redis import redis_client
+from kernel.redis import channel, redis_client
 from pki.cache_cas import PUT_UNCHANGED
 from pki.conf import pki_settings
 from pki.crypto import CaPrivateKey
@@ -302,7 +302,7 @@ class _RedisStore:
                 pipe.expire(_generation_key(ctx, serial), GENERATION_TTL)
             pipe.delete(*keys)
             # Responder processes keep hot answers in memory (pki.ocsp_asgi): tell them.
-            pipe.publish(INVALIDATION_CHANNEL, "\n".join(keys))
+            pipe.publish(channel(INVALIDATION_CHANNEL), "\n".join(keys))
             pipe.execute()
 
 

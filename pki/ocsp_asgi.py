@@ -37,7 +37,7 @@ import redis.asyncio as aioredis  # noqa: E402 - after django.setup()
 from django.db import close_old_connections  # noqa: E402
 
 from kernel.nearcache import NearCache  # noqa: E402
-from kernel.redis import async_redis_client  # noqa: E402
+from kernel.redis import async_redis_client, channel  # noqa: E402
 from pki import ocsp  # noqa: E402
 from pki.conf import pki_settings  # noqa: E402
 from pki.ocsp_http import get_request_bytes, ocsp_path  # noqa: E402
@@ -77,7 +77,7 @@ async def _listen() -> None:
         client = aioredis.Redis.from_url(url, socket_connect_timeout=1)
         try:
             async with client.pubsub() as pubsub:
-                await pubsub.subscribe(ocsp.INVALIDATION_CHANNEL)
+                await pubsub.subscribe(channel(ocsp.INVALIDATION_CHANNEL))
                 async for message in pubsub.listen():
                     if message["type"] == "subscribe":
                         near.up()

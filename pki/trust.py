@@ -33,7 +33,7 @@ from redis.commands.core import Script
 
 from kernel.models import Participant
 from kernel.nearcache import NearCache, ThreadSubscriber
-from kernel.redis import redis_client
+from kernel.redis import channel, redis_client
 from pki.cache_cas import PUT_UNCHANGED
 from pki.models import Certificate, CertificateAuthority
 
@@ -188,7 +188,7 @@ def decisions_forget(fingerprints: Iterable[str]) -> None:
         pipe.delete(*[decision_cache_key(fp) for fp in fingerprints])
         # After the deletion, in the same transaction: a process that hears it finds Redis
         # already without the decision.
-        pipe.publish(TRUST_CHANNEL, "\n".join(fingerprints))
+        pipe.publish(channel(TRUST_CHANNEL), "\n".join(fingerprints))
         pipe.execute()
 
 

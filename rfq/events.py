@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from kernel.redis import redis_client
+from kernel.redis import channel, redis_client
 from rfq.models import Audience, Event, EventHead, EventType, Quote, Rfq, Trade
 from rfq.render import quote_render, rfq_render, trade_render
 from rfq.selectors import Viewer, event_feed
@@ -192,7 +192,7 @@ def _publish(seq: int) -> None:
     if client is None:
         return
     try:
-        client.publish(CHANNEL, str(seq))
+        client.publish(channel(CHANNEL), str(seq))
     except redis.RedisError:
         # Readers still poll the database once a second while they wait.
         logger.warning("could not publish event %s to Redis", seq, exc_info=True)
@@ -208,7 +208,7 @@ def events_wait(viewer: Viewer, *, since: int, wait: float, limit: int) -> list[
     if client is not None:
         try:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(CHANNEL)
+            pubsub.subscribe(channel(CHANNEL))
         except redis.RedisError:
             logger.warning("event wake-ups unavailable; polling", exc_info=True)
             pubsub = None

@@ -64,6 +64,15 @@ def cas(db):
     return session_ca.restore()
 
 
+# Pub/sub channels belong to the Redis server, not to a database: each test process (an xdist
+# worker) gets a namespace of its own (kernel.redis.channel), and the servers and workers it
+# starts inherit it through the environment, so one process's forgets never reach another's
+# memory and a test that counts queries sees only its own.
+REDIS_NAMESPACE = f"test-{os.getpid()}"
+os.environ["KEYLINE_REDIS_NAMESPACE"] = REDIS_NAMESPACE
+settings.KEYLINE_REDIS_NAMESPACE = REDIS_NAMESPACE
+
+
 @pytest.fixture(autouse=True)
 def _fresh_reference_data():
     """Processes keep instruments and liquidity providers in memory, forgotten when a change

@@ -10,7 +10,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from kernel.models import Firm
-from kernel.redis import redis_client
+from kernel.redis import channel, redis_client
 from pki import trust
 from pki.revocation import certificate_revoke, certificates_revoke_for_firm
 from pki.services import ca_init
@@ -148,7 +148,7 @@ def test_another_process_forgetting_reaches_this_processs_memory_within_50_ms(le
     assert trust.certificate_decide(leaf.fingerprint_sha256).ok
     assert trust.near.get(leaf.fingerprint_sha256) is not None
     started = time.monotonic()
-    redis_client().publish(trust.TRUST_CHANNEL, leaf.fingerprint_sha256)
+    redis_client().publish(channel(trust.TRUST_CHANNEL), leaf.fingerprint_sha256)
     while trust.near.get(leaf.fingerprint_sha256) is not None:
         assert time.monotonic() - started < 0.05, "not forgotten within 50 ms"
         time.sleep(0.001)

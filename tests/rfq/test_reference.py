@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from kernel.models import Firm
-from kernel.redis import redis_client
+from kernel.redis import channel, redis_client
 from rfq import reference
 from tests.conftest import refused
 from tests.rfq.conftest import one_leg
@@ -71,7 +71,19 @@ def test_another_processs_change_reaches_this_processs_memory_within_50_ms(world
     reference.liquidity_provider_ids()
     assert reference._near.get(reference.PROVIDERS) is not None
     started = time.monotonic()
-    redis_client().publish(reference.REFERENCE_CHANNEL, reference.PROVIDERS)
+    redis_client().publish(channel(reference.REFERENCE_CHANNEL), reference.PROVIDERS)
     while reference._near.get(reference.PROVIDERS) is not None:
         assert time.monotonic() - started < 0.05, "not forgotten within 50 ms"
         time.sleep(0.001)
+
+
+def test_another_deployments_messages_on_the_same_redis_server_are_not_heard(world):
+    """Channels belong to the Redis server: a deployment (here, another test process) with
+    another namespace publishes on another channel."""
+    _subscribed()
+    reference.liquidity_provider_ids()
+    generation = reference.generation()
+    redis_client().publish(reference.REFERENCE_CHANNEL, reference.PROVIDERS)  # no namespace
+    time.sleep(0.05)
+    assert reference.generation() == generation
+    assert reference._near.get(reference.PROVIDERS) is not None
