@@ -60,12 +60,12 @@ def rfq_list_answer(
             missing.append(pk)
     if missing:
         rows: list[RfqRow] = rfq_page(viewer, missing)
-        if len(_renderings) >= MAX_RENDERINGS:
-            _renderings.clear()
         for row in rows:
             rendering = rfq_render(row, viewer, now)
             results[row.id] = rendering
             if usable and _owner(viewer, row.firm_id) == owner:
+                if len(_renderings) >= MAX_RENDERINGS:
+                    _renderings.clear()
                 valid_until = row.expires_at if row.state == Rfq.State.OPEN else None
                 _renderings[(row.id, row.state, owner, generation)] = (rendering, valid_until)
     return rfq_page_render([results[pk] for pk, _ in page.rows if pk in results], page.next_cursor)

@@ -86,4 +86,4 @@ def test_renderings_are_bounded(world, monkeypatch):
     for _ in range(3):
         world["a"].post("rfqs/", one_leg())
     assert len(_list(world["a"])) == 3
-    assert len(listing._renderings) <= 3
+    assert 1 <= len(listing._renderings) <= 2
