@@ -1,8 +1,12 @@
 """The portal's home page: public CA downloads for everyone; staff go to the officer desk."""
 
+import re
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+
+from kernel.audit import Actor, audit_chain, audit_record
 
 pytestmark = pytest.mark.django_db
 
@@ -64,3 +68,17 @@ def test_a_wrong_second_factor_code_is_audited(make_officer):
     assert response.status_code == 400
     record = AuditRecord.objects.get(event="officer.second_factor_failed")
     assert record.actor_id == str(user.pk)
+
+
+def test_the_dashboard_shows_a_record_waiting_for_the_chainer_as_chaining(make_officer):
+    client, _ = make_officer("carla")
+    audit_chain()
+    audit_record(event="test.waiting", actor=Actor.system("test"))
+    page = client.get("/officer/").content.decode()
+    assert "chaining…" in page
+    assert "#None" not in page
+    assert re.search(r"Audit records waiting to be chained: [1-9]", page)
+    audit_chain()
+    page = client.get("/officer/").content.decode()
+    assert "chaining…" not in page
+    assert "Audit records waiting to be chained: 0" in page
