@@ -28,8 +28,6 @@ from django.conf import settings
 
 from kernel.redis import channel, redis_client
 
-kernel_channel = channel
-
 logger = logging.getLogger(__name__)
 
 V = TypeVar("V")
@@ -202,4 +200,4 @@ def forget_everywhere(name: str, keys: list[str], *caches: "NearCache[Any]") -> 
         cache.forget(keys)
     client = redis_client()
     if client is not None:
-        client.publish(kernel_channel(name), "\n".join(keys))
+        client.publish(channel(name), "\n".join(keys))

@@ -200,3 +200,14 @@ def refused(response, status: int, code: str) -> dict:
     assert set(body) == {"code", "message", "request_id", "details"}
     assert response["X-Request-ID"] == body["request_id"]
     return body
+
+
+def wait_subscribed(near, timeout: float = 5.0) -> None:
+    """Wait until a process-memory cache (kernel.nearcache) is subscribed to its
+    invalidations: its subscriber thread starts on first use and connects to Redis."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not near.subscribed:
+        assert time.monotonic() < deadline, "the near cache's subscription did not come up"
+        time.sleep(0.01)

@@ -14,6 +14,7 @@ from kernel.redis import channel, redis_client
 from pki import trust
 from pki.revocation import certificate_revoke, certificates_revoke_for_firm
 from pki.services import ca_init
+from tests.conftest import wait_subscribed
 from tests.factories import ParticipantFactory
 from tests.keys import ec_key, make_csr
 
@@ -120,13 +121,9 @@ def test_unknown_and_foreign_certificates(leaf, participant, issue, system_actor
 # --- the in-process level ---------------------------------------------------------------------
 
 
-def _subscribed(timeout: float = 5.0) -> None:
-    """Wait for this process's subscription to the forget channel (started on first use)."""
+def _subscribed() -> None:
     trust._subscriber.ensure_started()
-    deadline = time.monotonic() + timeout
-    while not trust.near.subscribed:
-        assert time.monotonic() < deadline, "the trust subscription did not come up"
-        time.sleep(0.01)
+    wait_subscribed(trust.near)
 
 
 def test_a_decision_is_served_from_memory_while_subscribed(leaf):

@@ -1,7 +1,6 @@
 """The RFQ list from renderings kept in memory (rfq.listing): never stale, never another
 viewer's rendering."""
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -12,6 +11,7 @@ from django.utils import timezone
 
 from kernel.models import Firm
 from rfq import listing, reference
+from tests.conftest import wait_subscribed
 from tests.rfq.conftest import one_leg
 
 pytestmark = pytest.mark.django_db
@@ -20,10 +20,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _subscribed():
     """The renderings are kept only while the process hears reference changes."""
-    deadline = time.monotonic() + 5
-    while not reference.cache_usable():
-        assert time.monotonic() < deadline, "the reference subscription did not come up"
-        time.sleep(0.01)
+    reference.cache_usable()  # starts the subscriber
+    wait_subscribed(reference._near)
 
 
 def _list(desk, **params) -> list[dict]:

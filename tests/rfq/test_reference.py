@@ -11,18 +11,15 @@ from django.utils import timezone
 from kernel.models import Firm
 from kernel.redis import channel, redis_client
 from rfq import reference
-from tests.conftest import refused
+from tests.conftest import refused, wait_subscribed
 from tests.rfq.conftest import one_leg
 
 pytestmark = pytest.mark.django_db
 
 
-def _subscribed(timeout: float = 5.0) -> None:
+def _subscribed() -> None:
     reference._subscriber.ensure_started()
-    deadline = time.monotonic() + timeout
-    while not reference._near.subscribed:
-        assert time.monotonic() < deadline, "the reference subscription did not come up"
-        time.sleep(0.01)
+    wait_subscribed(reference._near)
 
 
 def test_instruments_and_providers_come_from_memory_once_read(world):
