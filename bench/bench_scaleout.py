@@ -452,7 +452,7 @@ def throughput(args, nodes: list[Node], requester: Desk, maker: Desk, targets: l
         errors = sum(r["errors"] for r in (*one, *two))
         print(f"| {label} | {rate1:,.0f} | {one[0]['p99']:.1f} ms | {rate2:,.0f} "
               f"({two[0]['rps']:,.0f} + {two[1]['rps']:,.0f}) "
-              f"| {two[0]['p99']:.1f}, {two[1]['p99']:.1f} ms | {rate2 / rate1:.2f} x"
+              f"| {two[0]['p99']:.1f}, {two[1]['p99']:.1f} ms | {rate2 / rate1:.2f} x "
               f"| {errors} |", flush=True)  # fmt: skip
 
 

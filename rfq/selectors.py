@@ -177,6 +177,8 @@ def rfq_page_ids(
                 "-counterparty_links__rfq_id"
             ),
         ]
+    if len(queries) == 1:  # already in order: no merge (sorting UUIDs in Python is not free)
+        return list(queries[0].values_list("pk", "state")[:limit])
     found: set[tuple[UUID, str]] = set()
     for query in queries:
         found.update(query.values_list("pk", "state")[:limit])
