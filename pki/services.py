@@ -860,6 +860,15 @@ def certificate_issue(
     return outcome.certificate
 
 
+def client_subject(participant: Participant) -> x509.Name:
+    """The subject a participant's client certificate gets: from the verified identity (the
+    trader id, the firm's legal name and jurisdiction), never from the CSR."""
+    firm = participant.firm
+    return crypto.name(
+        common_name=participant.trader_id, organization=firm.legal_name, country=firm.jurisdiction
+    )
+
+
 def certificates_issue(
     *, requests: list[CertificateRequest], actor: Actor, validity_days: int | None = None
 ) -> list[IssueOutcome]:
@@ -949,11 +958,7 @@ def _certificates_issue(
         firm = participant.firm
         cert = _sign_linted(
             crypto.build_client(
-                subject=crypto.name(
-                    common_name=participant.trader_id,
-                    organization=firm.legal_name,
-                    country=firm.jurisdiction,
-                ),
+                subject=client_subject(participant),
                 san_uri=participant.san_uri,
                 public_key=crypto.public_key_of(x509.load_pem_x509_csr(request.csr_pem.encode())),
                 issuer=issuer,

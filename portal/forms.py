@@ -71,7 +71,16 @@ class CallbackStartForm(forms.Form):
 
 
 class DecisionForm(forms.Form):
-    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject")])
+    """No choice is made for the officer: neither button starts selected."""
+
+    decision = forms.ChoiceField(
+        choices=[
+            ("approve", "Approve: the firm becomes active and its administrator is invited"),
+            ("reject", "Reject: the application is refused and the firm cannot trade"),
+        ],
+        widget=forms.RadioSelect,
+        error_messages={"required": "Choose approve or reject."},
+    )
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
 
 
@@ -79,9 +88,19 @@ class ReasonForm(forms.Form):
     reason = forms.CharField(max_length=2000)
 
 
+class FirmStopForm(forms.Form):
+    """Suspend or offboard: the reason, and the firm's legal name typed out as confirmation."""
+
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+    confirm_name = forms.CharField(max_length=200, label="Type the firm's legal name to confirm")
+
+
 class RevokeForm(forms.Form):
+    """The reason is chosen, never defaulted."""
+
     reason = forms.ChoiceField(
         choices=[
+            ("", "— choose the reason —"),
             ("keyCompromise", "Key compromise"),
             ("affiliationChanged", "Trader left / changed role"),
             ("superseded", "Replaced by a new certificate"),

@@ -9,6 +9,7 @@ e-mail goes out after the commit.
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from kernel.audit import Actor, audit_record
 from kernel.errors import Conflict, Invalid, NotFound, PermissionDenied
+from kernel.impact import Impact, firm_stop_impacts
 from kernel.models import Firm, Participant
 from pki import services as pki_services
 from pki.keystore import atomic_write
@@ -444,6 +446,44 @@ def _invite(
         [email],
     )
     return invitation
+
+
+@dataclass(frozen=True)
+class FirmStopPreview:
+    """What suspending or offboarding a firm would do now (:func:`firm_stop_preview`)."""
+
+    firm: Firm
+    certificates: list[Certificate]  # revoked
+    users: int  # portal accounts disabled
+    participants: int  # disabled
+    impacts: list[Impact]  # what the trading apps would close
+
+
+def firm_stop_preview(*, firm_id: int, user: User | AnonymousUser) -> FirmStopPreview:
+    """Reads only. Raises what :func:`firm_suspend` raises before it changes anything:
+    ``PermissionDenied`` (``OFFICER_REQUIRED``), ``NotFound`` (``FIRM_NOT_FOUND``),
+    ``Conflict`` (``FIRM_NOT_ACTIVE``)."""
+    _officer(user)
+    firm = Firm.objects.filter(pk=firm_id).first()
+    if firm is None:
+        raise NotFound("FIRM_NOT_FOUND", "No such firm.")
+    if firm.status not in (Firm.Status.APPROVED, Firm.Status.SUSPENDED):
+        raise Conflict("FIRM_NOT_ACTIVE", f"The firm is {firm.get_status_display().lower()}.")
+    now = timezone.now()
+    certificates = list(
+        Certificate.objects.filter(
+            participant__firm=firm, status=Certificate.Status.ACTIVE, not_after__gt=now
+        )
+        .select_related("participant")
+        .order_by("participant__trader_id", "not_after")
+    )
+    return FirmStopPreview(
+        firm=firm,
+        certificates=certificates,
+        users=User.objects.filter(portal__firm=firm, is_active=True).count(),
+        participants=Participant.objects.filter(firm=firm, is_active=True).count(),
+        impacts=firm_stop_impacts(firm.pk),
+    )
 
 
 def firm_suspend(*, firm_id: int, offboard: bool, reason: str, user: User | AnonymousUser) -> Firm:

@@ -23,11 +23,13 @@ portal_patterns = [
     path("officer/cases/<int:pk>/callback/", views.officer_callback, name="officer-callback"),
     path("officer/cases/<int:pk>/prepare/", views.officer_prepare, name="officer-prepare"),
     path("officer/cases/<int:pk>/decide/", views.officer_decide, name="officer-decide"),
+    path("officer/firms/<int:firm_id>/", views.officer_firm, name="officer-firm"),
     path(
         "officer/firms/<int:firm_id>/<str:action>/",
         views.officer_firm_suspend,
         name="officer-firm-action",
     ),
+    path("officer/csrs/<int:pk>/", views.officer_csr, name="officer-csr"),
     path("officer/csrs/<int:pk>/decide/", views.officer_csr_decide, name="officer-csr-decide"),
     path("firm/", views.firm_dashboard, name="firm"),
     path("firm/participants/new/", views.participant_new, name="participant-new"),

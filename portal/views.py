@@ -1,8 +1,11 @@
 """Portal pages. Each view validates a form, calls a service (portal.services), and renders.
-A refused action renders the error page with its status (400/403/404/409) and machine code;
-state changes are POST only, CSRF-checked."""
+State changes are POST only, CSRF-checked; after one, the officer or firm user lands back on
+the page they came from, which says what happened (Django messages). A refused action shows
+that same page again with what was refused, its machine code and its status (400/403/404/409);
+a page that cannot be shown at all gets the error page, which links back to the user's desk."""
 
 import functools
+import math
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -15,6 +18,7 @@ from django.db.models import Count, Q
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -28,6 +32,7 @@ from kernel.models import AuditRecord, Firm, Participant
 from pki.health import health_check
 from pki.models import Certificate, CertificateRequest
 from pki.selectors import ca_list_active
+from pki.services import client_subject
 from portal import forms, services
 from portal.models import Application, Document, PortalAccount
 
@@ -43,13 +48,43 @@ P = ParamSpec("P")
 R = TypeVar("R", bound=HttpRequest)
 
 
+ERROR_TITLES = {
+    400: "That request could not be used",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed that way",
+    409: "Not possible now",
+}
+
+
+def desk_url(request: HttpRequest) -> str:
+    """Where this user works: the officers' desk, the firm's page, or the home page."""
+    user = request.user
+    if user.is_authenticated and user.is_staff:
+        return reverse("portal:officer")
+    if user.is_authenticated and hasattr(user, "portal"):
+        return reverse("portal:firm")
+    return reverse("portal:home")
+
+
 def _error(request: HttpRequest, exc: DomainError) -> HttpResponse:
     return render(
         request,
         "portal/error.html",
-        {"code": exc.code, "message": exc.message, "details": exc.details},
+        {
+            "title": ERROR_TITLES.get(exc.status_code, "That did not work"),
+            "code": exc.code,
+            "message": exc.message,
+            "details": exc.details,
+            "back": desk_url(request),
+        },
         status=exc.status_code,
     )
+
+
+def _refusal(exc: DomainError) -> dict[str, Any]:
+    """What a page shows above its content when the action asked from it was refused."""
+    return {"code": exc.code, "message": exc.message, "status": exc.status_code}
 
 
 def domain_errors(
@@ -204,7 +239,7 @@ def verify(request: HttpRequest) -> HttpResponse:
         if device is None:
             form.add_error(None, "No authenticator is set up for you; ask an administrator.")
         elif form.is_valid():
-            allowed, _ = device.verify_is_allowed()
+            allowed, why = device.verify_is_allowed()
             if allowed and device.verify_token(form.cleaned_data["token"]):
                 otp_login(request, device)
                 audit_record(
@@ -224,7 +259,18 @@ def verify(request: HttpRequest) -> HttpResponse:
                 actor=Actor.user(request.user),
                 target=request.user,
             )
-            form.add_error("token", "That code is not valid (or too many tries; wait a minute).")
+            if allowed:
+                form.add_error("token", "That code is not valid: check it and try again.")
+            else:
+                # django-otp's throttle after repeated failures (OTP_TOTP_THROTTLE_FACTOR):
+                # the code is not even checked until the wait is over.
+                wait = max(1, math.ceil(((why or {}).get("locked_until", timezone.now())
+                                         - timezone.now()).total_seconds()))  # fmt: skip
+                form.add_error(
+                    "token",
+                    f"Too many wrong codes: wait {wait} second{pluralize(wait)}, then enter "
+                    f"the current code.",
+                )
     return render(request, "portal/verify.html", {"form": form, "device": device}, status=status)
 
 
@@ -264,9 +310,17 @@ def officer_dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
                 firm__status=Firm.Status.UNDER_REVIEW, prepared_at__isnull=False
             ),
         },
-        "pending_csrs": CertificateRequest.objects.select_related("participant__firm").filter(
-            status=CertificateRequest.Status.SUBMITTED
-        )[:50],
+        "pending_csrs": CertificateRequest.objects.select_related("participant__firm")
+        .filter(status=CertificateRequest.Status.SUBMITTED)
+        .annotate(
+            pending_for_participant=Count(
+                "participant__certificate_requests",
+                filter=Q(
+                    participant__certificate_requests__status=CertificateRequest.Status.SUBMITTED
+                ),
+            )
+        )
+        .order_by("created_at")[:50],
         "expiring": Certificate.objects.live(now)
         .filter(kind=Certificate.Kind.CLIENT, not_after__lte=now + timedelta(days=30))
         .select_related("participant__firm")
@@ -293,6 +347,16 @@ def officer_dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
 @require_GET
 @officer_required
 def officer_case(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    return _case_page(request, pk)
+
+
+def _case_page(
+    request: AuthenticatedHttpRequest,
+    pk: int,
+    refusal: DomainError | None = None,
+    decision_form: Form | None = None,
+) -> HttpResponse:
+    """The case page; after a refused action on it, with the refusal and its status."""
     application = (
         Application.objects.select_related("firm", "prepared_by", "decided_by")
         .filter(pk=pk)
@@ -300,6 +364,7 @@ def officer_case(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     )
     if application is None:
         raise NotFound("APPLICATION_NOT_FOUND", "No such application.")
+    took_part = services.took_part(application, request.user)
     return render(
         request,
         "portal/officer/case.html",
@@ -312,14 +377,36 @@ def officer_case(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             "check_form": forms.CheckForm(),
             "document_form": forms.DocumentForm(),
             "callback_form": forms.CallbackStartForm(),
-            "decision_form": forms.DecisionForm(),
-            "reason_form": forms.ReasonForm(),
+            "decision_form": decision_form or forms.DecisionForm(),
             "code": request.session.pop(f"callback_code_{pk}", None),
             "can_decide": application.prepared_at is not None
             and application.decided_at is None
-            and not services.took_part(application, request.user),
+            and not took_part,
+            # Once the case is prepared, an upload would make an officer who has not taken
+            # part yet one who has: they could no longer decide it. Not offered to them.
+            "can_upload": application.decided_at is None
+            and (application.prepared_at is None or took_part),
+            "refusal": _refusal(refusal) if refusal else None,
         },
+        status=refusal.status_code if refusal else 200,
     )
+
+
+def case_action(
+    view: Callable[[AuthenticatedHttpRequest, int], HttpResponse],
+) -> Callable[[AuthenticatedHttpRequest, int], HttpResponse]:
+    """An action on a case: refused, it shows the case page again with the refusal."""
+
+    @functools.wraps(view)
+    def wrapper(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+        try:
+            return view(request, pk)
+        except DomainError as exc:
+            if exc.code == "APPLICATION_NOT_FOUND":
+                raise
+            return _case_page(request, pk, refusal=exc)
+
+    return wrapper
 
 
 def _posted(form_class: type[Form], request: HttpRequest) -> dict[str, Any]:
@@ -333,6 +420,7 @@ def _posted(form_class: type[Form], request: HttpRequest) -> dict[str, Any]:
 
 @require_POST
 @officer_required
+@case_action
 def officer_check(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     data = _posted(forms.CheckForm, request)
     services.check_record(application_id=pk, user=request.user, **data)
@@ -342,6 +430,7 @@ def officer_check(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @officer_required
+@case_action
 def officer_document(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     data = _posted(forms.DocumentForm, request)
     services.document_add(
@@ -369,6 +458,7 @@ def officer_document_download(request: AuthenticatedHttpRequest, pk: int, doc: i
 
 @require_POST
 @officer_required
+@case_action
 def officer_callback(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     data = _posted(forms.CallbackStartForm, request)
     code = services.callback_start(application_id=pk, user=request.user, **data)
@@ -378,6 +468,7 @@ def officer_callback(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
 
 @require_POST
 @officer_required
+@case_action
 def officer_prepare(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     services.application_prepare(application_id=pk, user=request.user)
     messages.success(request, "Submitted for a second officer's decision.")
@@ -387,47 +478,225 @@ def officer_prepare(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @officer_required
 def officer_decide(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    data = _posted(forms.DecisionForm, request)
-    services.application_decide(
-        application_id=pk,
-        approve=data["decision"] == "approve",
-        reason=data["reason"],
-        user=request.user,
-    )
-    messages.success(request, "Decision recorded.")
+    form = forms.DecisionForm(request.POST)
+    try:
+        data = _posted(forms.DecisionForm, request)
+        application = services.application_decide(
+            application_id=pk,
+            approve=data["decision"] == "approve",
+            reason=data["reason"],
+            user=request.user,
+        )
+    except DomainError as exc:
+        if exc.code == "APPLICATION_NOT_FOUND":
+            raise
+        return _case_page(request, pk, refusal=exc, decision_form=form)
+    firm = application.firm
+    if firm.status == Firm.Status.APPROVED:
+        messages.success(
+            request, f"Approved: {firm.legal_name} is active and its administrator is invited."
+        )
+    else:
+        messages.success(request, f"Rejected: {firm.legal_name}'s application is refused.")
     return redirect("portal:officer-case", pk=pk)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @officer_required
 def officer_firm_suspend(
     request: AuthenticatedHttpRequest, firm_id: int, action: str
 ) -> HttpResponse:
-    data = _posted(forms.ReasonForm, request)
+    """Suspend or offboard, confirmed: the page lists what will happen (the certificates
+    revoked, the accounts disabled, the RFQs and quotes cancelled) and the officer types the
+    firm's legal name. A name that does not match is refused and changes nothing."""
     if action not in ("suspend", "offboard"):
         raise NotFound("NOT_FOUND", "No such action.")
-    services.firm_suspend(
-        firm_id=firm_id,
-        offboard=action == "offboard",
-        reason=data["reason"],
-        user=request.user,
+    preview = services.firm_stop_preview(firm_id=firm_id, user=request.user)
+    form = forms.FirmStopForm(request.POST or None)
+    refusal: DomainError | None = None
+    if request.method == "POST":
+        try:
+            data = _posted(forms.FirmStopForm, request)
+            if data["confirm_name"].strip() != preview.firm.legal_name:
+                raise Invalid(
+                    "FIRM_NAME_MISMATCH",
+                    f"The name typed is not the firm's legal name, {preview.firm.legal_name}.",
+                )
+            firm = services.firm_suspend(
+                firm_id=firm_id,
+                offboard=action == "offboard",
+                reason=data["reason"],
+                user=request.user,
+            )
+        except DomainError as exc:
+            refusal = exc
+        else:
+            done = "offboarded" if action == "offboard" else "suspended"
+            revoked = len(preview.certificates)
+            messages.success(
+                request,
+                f"{firm.legal_name} is {done}: {revoked} certificate{pluralize(revoked)} "
+                f"revoked, its users signed out for good, its open RFQs and quotes cancelled.",
+            )
+            return redirect("portal:officer")
+    return render(
+        request,
+        "portal/officer/firm_stop.html",
+        {
+            "action": action,
+            "preview": preview,
+            "firm": preview.firm,
+            "form": form,
+            "refusal": _refusal(refusal) if refusal else None,
+        },
+        status=refusal.status_code if refusal else 200,
     )
-    messages.success(request, f"Firm {action}ed; its certificates are revoked.")
-    return redirect("portal:officer")
+
+
+def firm_audit_filter(firm: Firm) -> Q:
+    """The audit records about a firm: the firm itself, its onboarding case, its participants,
+    their certificate requests and certificates (each record names one target)."""
+    targets = {
+        "kernel.firm": [firm.pk],
+        "portal.application": list(
+            Application.objects.filter(firm=firm).values_list("pk", flat=True)
+        ),
+        "kernel.participant": list(firm.participants.values_list("pk", flat=True)),
+        "pki.certificaterequest": list(
+            CertificateRequest.objects.filter(participant__firm=firm).values_list("pk", flat=True)
+        ),
+        "pki.certificate": list(
+            Certificate.objects.filter(participant__firm=firm).values_list("pk", flat=True)
+        ),
+    }
+    found = Q(pk__in=[])
+    for target_type, ids in targets.items():
+        if ids:
+            found |= Q(target_type=target_type, target_id__in=[str(i) for i in ids])
+    return found
+
+
+@require_GET
+@officer_required
+def officer_firm(request: AuthenticatedHttpRequest, firm_id: int) -> HttpResponse:
+    """Everything about one firm on one page: status, LEI, role, participants, every
+    certificate with its state and expiry, the onboarding case and its evidence, and the
+    firm's audit trail."""
+    firm = Firm.objects.filter(pk=firm_id).first()
+    if firm is None:
+        raise NotFound("FIRM_NOT_FOUND", "No such firm.")
+    now = timezone.now()
+    application = (
+        Application.objects.filter(firm=firm).select_related("prepared_by", "decided_by").first()
+    )
+    certificates = (
+        Certificate.objects.filter(participant__firm=firm, kind=Certificate.Kind.CLIENT)
+        .select_related("participant")
+        .order_by("participant__trader_id", "-not_after")
+    )
+    trail = AuditRecord.objects.filter(firm_audit_filter(firm)).order_by("-id")[:50]
+    return render(
+        request,
+        "portal/officer/firm.html",
+        {
+            "firm": firm,
+            "application": application,
+            "checks": application.checks.select_related("performed_by") if application else [],
+            "documents": application.documents.all() if application else [],
+            "participants": firm.participants.annotate(
+                live=Count(
+                    "certificates",
+                    filter=Q(
+                        certificates__status=Certificate.Status.ACTIVE,
+                        certificates__not_after__gt=now,
+                    ),
+                )
+            ).order_by("trader_id"),
+            "accounts": PortalAccount.objects.filter(firm=firm).select_related("user"),
+            "certificates": [(c, (c.not_after - now).days) for c in certificates],
+            "pending": CertificateRequest.objects.filter(
+                participant__firm=firm, status=CertificateRequest.Status.SUBMITTED
+            ).select_related("participant"),
+            "trail": trail,
+            "now": now,
+            "can_stop": firm.status in (Firm.Status.APPROVED, Firm.Status.SUSPENDED),
+        },
+    )
+
+
+@require_GET
+@officer_required
+def officer_csr(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    return _csr_page(request, pk)
+
+
+def _csr_page(
+    request: AuthenticatedHttpRequest, pk: int, refusal: DomainError | None = None
+) -> HttpResponse:
+    """A CSR as the officer must see it before signing: who sent it and when, the subject the
+    certificate will get (from the verified identity), the key, what the CSR asked for (all of
+    it ignored), the participant's certificate history, and the other pending requests."""
+    csr = CertificateRequest.objects.select_related("participant__firm").filter(pk=pk).first()
+    if csr is None:
+        raise NotFound("CSR_NOT_FOUND", "No such request.")
+    participant = csr.participant
+    history = list(
+        participant.certificates.filter(kind=Certificate.Kind.CLIENT).order_by("-not_before")
+    )
+    others = list(
+        participant.certificate_requests.filter(status=CertificateRequest.Status.SUBMITTED)
+        .exclude(pk=csr.pk)
+        .order_by("created_at")
+    )
+    return render(
+        request,
+        "portal/officer/csr.html",
+        {
+            "csr": csr,
+            "participant": participant,
+            "firm": participant.firm,
+            "subject": client_subject(participant).rfc4514_string(),
+            "san_uri": participant.san_uri,
+            "history": history,
+            "same_key": [c for c in history if c.spki_sha256 == csr.spki_sha256],
+            "others": others,
+            "pending": csr.status == CertificateRequest.Status.SUBMITTED,
+            "refusal": _refusal(refusal) if refusal else None,
+        },
+        status=refusal.status_code if refusal else 200,
+    )
 
 
 @require_POST
 @officer_required
 def officer_csr_decide(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    approve = request.POST.get("decision") == "sign"
-    outcome = services.csr_decide(
-        user=request.user, request_id=pk, approve=approve, reason=request.POST.get("reason", "")
-    )
+    decision = request.POST.get("decision")
+    try:
+        if decision not in ("sign", "reject"):
+            raise Invalid("DECISION_REQUIRED", "Choose sign or reject.")
+        outcome = services.csr_decide(
+            user=request.user,
+            request_id=pk,
+            approve=decision == "sign",
+            reason=request.POST.get("reason", ""),
+        )
+    except DomainError as exc:
+        if exc.code == "CSR_NOT_FOUND":
+            raise
+        return _csr_page(request, pk, refusal=exc)
     if isinstance(outcome, Certificate):
-        messages.success(request, f"Signed: certificate {outcome.serial}.")
+        messages.success(
+            request,
+            f"Signed: certificate {outcome.serial} for {_holder(outcome)}, "
+            f"valid until {outcome.not_after:%Y-%m-%d}.",
+        )
     else:
-        messages.success(request, "Request rejected.")
-    return redirect("portal:officer")
+        messages.success(
+            request,
+            f"Rejected: {outcome.participant.trader_id}'s request is closed; the firm sees your "
+            f"reason on the participant's page.",
+        )
+    return redirect("portal:officer-csr", pk=pk)
 
 
 # --- firm users -------------------------------------------------------------------------------
@@ -526,6 +795,17 @@ def participant_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
     )
 
 
+def _holder(certificate: Certificate) -> str:
+    """The trader id a client certificate was issued to (server certificates have none)."""
+    return certificate.participant.trader_id if certificate.participant else "its holder"
+
+
+def _may_revoke(request: AuthenticatedHttpRequest, certificate: Certificate) -> bool:
+    return certificate.status == Certificate.Status.ACTIVE and (
+        request.user.is_staff or services.account_of(request.user).role == PortalAccount.Role.ADMIN
+    )
+
+
 @require_GET
 @firm_user_required
 def certificate_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
@@ -535,13 +815,8 @@ def certificate_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
         "portal/firm/certificate.html",
         {
             "certificate": certificate,
-            "revoke_form": forms.RevokeForm(),
             "days_left": (certificate.not_after - timezone.now()).days,
-            "can_revoke": certificate.status == Certificate.Status.ACTIVE
-            and (
-                request.user.is_staff
-                or services.account_of(request.user).role == PortalAccount.Role.ADMIN
-            ),
+            "can_revoke": _may_revoke(request, certificate),
         },
     )
 
@@ -566,12 +841,48 @@ def certificate_connect(request: AuthenticatedHttpRequest, pk: int) -> HttpRespo
     )
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @firm_user_required
 def certificate_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    data = _posted(forms.RevokeForm, request)
-    certificate = services.certificate_revoke_by(
-        user=request.user, certificate_id=pk, reason=data["reason"]
+    """Revoke, confirmed: the page names the serial, whose access ends and what else that
+    participant still holds; the reason is chosen, never defaulted."""
+    certificate = services.certificate_for(request.user, pk)
+    if not request.user.is_staff and services.account_of(request.user).role != (
+        PortalAccount.Role.ADMIN
+    ):
+        raise PermissionDenied("FIRM_ADMIN_REQUIRED", "Only the firm's administrators revoke.")
+    form = forms.RevokeForm(request.POST or None)
+    refusal: DomainError | None = None
+    if request.method == "POST":
+        try:
+            data = _posted(forms.RevokeForm, request)
+            certificate = services.certificate_revoke_by(
+                user=request.user, certificate_id=pk, reason=data["reason"]
+            )
+        except DomainError as exc:
+            refusal = exc
+        else:
+            messages.success(
+                request,
+                f"Certificate {certificate.serial} is revoked: "
+                f"{_holder(certificate)} can no longer connect with it.",
+            )
+            return redirect("portal:certificate", pk=pk)
+    others = (
+        Certificate.objects.live()
+        .filter(participant=certificate.participant, kind=Certificate.Kind.CLIENT)
+        .exclude(pk=certificate.pk)
+        .order_by("not_after")
     )
-    messages.success(request, f"Certificate {certificate.serial} revoked.")
-    return redirect("portal:certificate", pk=pk)
+    return render(
+        request,
+        "portal/firm/revoke.html",
+        {
+            "certificate": certificate,
+            "participant": certificate.participant,
+            "others": others,
+            "form": form,
+            "refusal": _refusal(refusal) if refusal else None,
+        },
+        status=refusal.status_code if refusal else 200,
+    )

@@ -9,8 +9,9 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from kernel.impact import Impact, firm_stop_preview
 from kernel.models import Firm
-from rfq.models import Instrument
+from rfq.models import Instrument, Quote, Rfq
 from rfq.reference import INSTRUMENTS, PROVIDERS, reference_forget
 from rfq.services import firm_trading_stop
 
@@ -42,3 +43,19 @@ def firm_status_changed(sender: type[Firm], instance: Firm, **kwargs: Any) -> No
     # robust: the suspension has committed; a failure here is logged (expiry still closes
     # everything within minutes, and accept refuses an inactive counterparty).
     transaction.on_commit(lambda: firm_trading_stop(firm_id=firm_id, reason=reason), robust=True)
+
+
+@receiver(firm_stop_preview, dispatch_uid="rfq_firm_stop_preview")
+def firm_stop_preview_rfq(sender: object, firm_id: int, **kwargs: Any) -> list[Impact]:
+    """What :func:`rfq.services.firm_trading_stop` would cancel for this firm now: its open
+    RFQs, and its active quotes (on others' RFQs, and on its own, which close with them)."""
+    rfqs = Rfq.objects.filter(firm_id=firm_id).unclosed().order_by("-pk")
+    quotes = Quote.objects.filter(firm_id=firm_id).unclosed().order_by("-pk")
+
+    def first(rows: Any) -> list[str]:
+        return [str(pk) for pk in rows.values_list("pk", flat=True)[:5]]
+
+    return [
+        Impact("open RFQs", rfqs.count(), first(rfqs)),
+        Impact("active quotes", quotes.count(), first(quotes)),
+    ]

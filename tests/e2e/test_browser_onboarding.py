@@ -7,7 +7,7 @@ portal issued and the key that never left this machine.
 Three browser contexts, so three separate sets of cookies: the applicant (later the firm's
 administrator), officer A (who checks and prepares the case) and officer B (who decides it and
 signs the CSR). On every page: the site's stylesheet is applied, no console error, no page
-error, no failed request, every form POST succeeds (bar the two refusals the test provokes),
+error, no failed request, every form POST succeeds (bar the three refusals the test provokes),
 and every URL on the page (links, forms, scripts, stylesheets, and URLs in its text) is the
 platform's portal, API or PKI address, port and all. Screenshots of the key pages are taken on
 every run (see ``shot``).
@@ -423,10 +423,21 @@ def test_onboarding_in_the_browser(platform: Platform, tmp_path: Path, new_conte
         "xpath=//h3[contains(., 'Awaiting second officer')]/following-sibling::ul[1]"
     ).get_by_role("link", name=FIRM).click()
     decide = b.locator("#decide-form")
-    decide.get_by_label("Decision").select_option("approve")
+    # Neither choice is made for the officer, and the upload form that would disqualify them
+    # is not offered.
+    expect(decide.get_by_role("radio", checked=True)).to_have_count(0)
+    expect(b.locator("#document-form")).to_have_count(0)
+    expect(b.locator("#no-upload")).to_be_visible()
+    decide.get_by_label("Reason").fill("All four checks passed; documents consistent.")
+    posts = len(watch.posts)
+    decide.get_by_role("button", name="Record decision").click()  # no choice made: not sent
+    first_radio = decide.get_by_role("radio").first
+    assert first_radio.evaluate("e => e.validity.valueMissing"), "the choice is not required"
+    assert len(watch.posts) == posts, watch.posts[posts:]
+    decide.get_by_label("Approve: the firm becomes active").check()
     decide.get_by_label("Reason").fill("All four checks passed; documents consistent.")
     decide.get_by_role("button", name="Record decision").click()
-    message(b, "Decision recorded.")
+    message(b, f"Approved: {FIRM} is active and its administrator is invited.")
     expect(b.locator("#firm-status")).to_have_text("Approved")
     expect(b.locator("#decided")).to_contain_text("by officer2")
 
@@ -481,8 +492,17 @@ def test_onboarding_in_the_browser(platform: Platform, tmp_path: Path, new_conte
     b.goto(base + "/officer/")
     row = b.locator("#pending-csrs tr", has_text=TRADER)
     expect(row).to_contain_text(FIRM)
-    row.get_by_role("button", name="Sign").click()
+    row.get_by_role("link", name="Review…").click()
+    facts = b.locator("#csr-facts")
+    expect(facts).to_contain_text(f"CN={TRADER},O={FIRM},C=GB")
+    expect(facts).to_contain_text("EC")
+    expect(b.locator("#spki")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
+    expect(b.locator("#history")).to_contain_text("None: this would be the first.")
+    shot(b, "11-csr-review")
+    b.get_by_role("button", name=re.compile(r"^Sign request #")).click()
     message(b, "Signed: certificate")
+    expect(b.locator("#csr-status")).to_have_text("Issued")
+    b.goto(base + "/officer/")
     expect(b.locator("#pending-csrs")).to_contain_text("None.")
 
     # --- the administrator fetches the certificate ----------------------------------------------
@@ -537,12 +557,18 @@ def test_onboarding_in_the_browser(platform: Platform, tmp_path: Path, new_conte
     # --- the administrator revokes; the API refuses the certificate from then on ----------------
     admin.go_back()
     expect(admin.locator("#cert-status")).to_have_text("Active")
+    admin.locator("#revoke-link").click()
+    consequences = admin.locator("#consequences")
+    expect(consequences).to_contain_text(f"{TRADER} can no longer reach the RFQ API")
+    expect(consequences).to_contain_text("no other live certificate")
+    expect(admin.locator("#serial")).to_have_text(serial)
+    shot(admin, "12-revoke-confirm")
     revoke = admin.locator("#revoke-form")
     revoke.get_by_label("Reason").select_option("keyCompromise")
-    revoke.get_by_role("button", name="Revoke now").click()
-    message(admin, "revoked.")
+    revoke.get_by_role("button", name=re.compile(r"^Revoke ")).click()
+    message(admin, f"is revoked: {TRADER} can no longer connect with it.")
     expect(admin.locator("#cert-status")).to_have_text("Revoked")
-    expect(admin.locator("#revoke-form")).to_have_count(0)
+    expect(admin.locator("#revoke-link")).to_have_count(0)
     with platform.api((tmp_path / f"{TRADER}.pem", key_path)) as client:
         refused = client.get("/api/v1/whoami/")
     # Refused by the app (certificate_revoked), or by nginx once the new CRL is in.
@@ -553,6 +579,32 @@ def test_onboarding_in_the_browser(platform: Platform, tmp_path: Path, new_conte
     b.goto(base + "/officer/")
     revocations = b.locator("h2", has_text="Recent revocations").locator("xpath=following::ul[1]")
     expect(revocations).to_contain_text(TRADER)
+
+    # --- officer B finds the firm, reads its page, and suspends it with confirmation -------------
+    b.goto(base + "/officer/")
+    b.get_by_label("Search").fill("Northwind")
+    b.get_by_role("button", name="Search").click()
+    b.locator("#search-results").get_by_role("link", name=FIRM).click()
+    expect(b.locator("#firm-facts")).to_contain_text(LEI)
+    expect(b.locator("#firm-participants")).to_contain_text(TRADER)
+    expect(b.locator("#firm-certificates")).to_contain_text("Revoked")
+    expect(b.locator("#firm-trail")).to_contain_text("certificate.revoked")
+    shot(b, "13-firm-page")
+    b.locator("#suspend-link").click()
+    expect(b.locator("#consequences")).to_contain_text("0 live certificates will be revoked")
+    expect(b.locator("#consequences")).to_contain_text("portal user")
+    stop = b.locator("#stop-form")
+    stop.get_by_label("Reason").fill("Sanctions screening hit on the parent company.")
+    stop.get_by_label("to confirm").fill("Northwind")  # not the legal name: refused
+    watch.expect_refusal(b.url, 400)
+    stop.get_by_role("button", name=f"Suspend {FIRM}").click()
+    expect(b.locator("#error-code")).to_have_text("FIRM_NAME_MISMATCH")
+    shot(b, "14-suspend-confirm")
+    stop = b.locator("#stop-form")
+    stop.get_by_label("Reason").fill("Sanctions screening hit on the parent company.")
+    stop.get_by_label("to confirm").fill(FIRM)
+    stop.get_by_role("button", name=f"Suspend {FIRM}").click()
+    message(b, f"{FIRM} is suspended")
 
     # --- the API documentation, styled by Swagger UI's own stylesheet -----------------------------
     docs = watch.page(applicant_context, "applicant")

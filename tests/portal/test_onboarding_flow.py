@@ -105,7 +105,10 @@ def test_application_to_certificate(cas, settings, tmp_path, make_officer):
     r = admin.post(participant_url, {"csr_text": make_csr(ec_key()).decode()})
     assert r.status_code == 302, r.content
     dashboard = bob.get("/officer/").content.decode()
-    csr_id = re.search(r"/officer/csrs/(\d+)/decide/", dashboard).group(1)
+    csr_id = re.search(r'href="/officer/csrs/(\d+)/"', dashboard).group(1)
+    review = bob.get(f"/officer/csrs/{csr_id}/").content.decode()  # the officer reviews it
+    assert "fay-desk" in review
+    assert f'action="/officer/csrs/{csr_id}/decide/"' in review
     assert bob.post(f"/officer/csrs/{csr_id}/decide/", {"decision": "sign"}).status_code == 302
     cert_url = re.search(
         r'href="(/certificates/\d+/)"', admin.get(participant_url).content.decode()

@@ -1,0 +1,32 @@
+"""What stopping a firm would stop, asked before an officer confirms a suspension.
+
+The portal suspends firms and may not import the apps that trade (``portal`` and ``rfq`` sit
+side by side in the layers); each such app answers :data:`firm_stop_preview` with what it
+would close. The portal sends it and lists the answers on the confirmation page.
+"""
+
+from dataclasses import dataclass, field
+
+from django.dispatch import Signal
+
+# Sent with ``firm_id``; each receiver returns a list of :class:`Impact`.
+firm_stop_preview = Signal()
+
+
+@dataclass(frozen=True)
+class Impact:
+    """``count`` things of one kind (``what``, plural) that would be closed, and a few of them
+    by name (``examples``) so the officer can recognise them."""
+
+    what: str
+    count: int
+    examples: list[str] = field(default_factory=list)
+
+
+def firm_stop_impacts(firm_id: int) -> list[Impact]:
+    """Every app's answer, in the order the apps registered. Reads only."""
+    impacts: list[Impact] = []
+    for _receiver, answer in firm_stop_preview.send(sender=None, firm_id=firm_id):
+        if isinstance(answer, list):
+            impacts.extend(a for a in answer if isinstance(a, Impact))
+    return impacts

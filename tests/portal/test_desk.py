@@ -1,0 +1,434 @@
+"""The officers' desk and the firm pages that act: the CSR review page, confirmations that name
+what will happen (revoke, suspend/offboard, approve/reject without a default), the firm page,
+refusals shown on the page they were asked from, styled error pages, the second factor's retry,
+and the upload form an approving officer is not offered."""
+
+import re
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from kernel.audit import Actor
+from kernel.models import AuditRecord, Firm
+from pki.models import Certificate, CertificateRequest
+from pki.services import csr_submit
+from portal import services
+from portal.models import Application, PortalAccount
+from rfq.models import Quote, Rfq
+from tests.factories import FirmFactory, ParticipantFactory, random_lei
+from tests.keys import ec_key, make_csr
+from tests.portal.conftest import PASSWORD, sign_in, totp_now
+from tests.rfq.conftest import desk, instruments, one_leg  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fast(settings, tmp_path):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.KEYLINE_DOCUMENTS_DIR = str(tmp_path / "documents")
+
+
+def error_code(response) -> str | None:
+    found = re.search(rb'id="error-code">([A-Z0-9_]+)<', response.content)
+    return found.group(1).decode() if found else None
+
+
+def text(response) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.content.decode()))
+
+
+def follow_messages(client: Client, response) -> str:
+    """The page a successful action redirected to, as the user then sees it."""
+    assert response.status_code == 302, response.content[:500]
+    return text(client.get(response["Location"]))
+
+
+def firm_admin(firm: Firm, name: str = "admin") -> Client:
+    user = User.objects.create_user(name, f"{name}@firm.example", PASSWORD)
+    PortalAccount.objects.create(user=user, firm=firm, role=PortalAccount.Role.ADMIN)
+    client = Client()
+    sign_in(client, name)
+    return client
+
+
+# --- the CSR review page --------------------------------------------------------------------
+
+
+def test_the_csr_review_page_shows_what_the_officer_must_see(cas, issue, make_officer):
+    firm = FirmFactory(legal_name="Review Firm Ltd", jurisdiction="DE")
+    participant = ParticipantFactory(firm=firm, trader_id="rv-desk")
+    earlier = issue(participant, make_csr(ec_key()))
+    key = ec_key()
+    actor = Actor.system("test")
+    first = csr_submit(
+        participant=participant, data=make_csr(key, common_name="asks for this"), actor=actor
+    )
+    second = csr_submit(participant=participant, data=make_csr(ec_key()), actor=actor)
+    officer, _ = make_officer("olga")
+
+    response = officer.get(f"/officer/csrs/{first.pk}/")
+
+    assert response.status_code == 200
+    page = text(response)
+    assert "CN=rv-desk,O=Review Firm Ltd,C=DE" in page  # from the verified identity
+    assert first.spki_sha256 in page
+    assert "asks for this" in page
+    assert "Ignored" in page
+    assert first.key_description in page
+    assert earlier.serial[:13] in page  # the participant's history
+    assert f"#{second.pk}" in page
+    assert "1 other request for rv-desk is pending" in page
+    dashboard = officer.get("/officer/").content.decode()
+    assert f'href="/officer/csrs/{first.pk}/"' in dashboard
+    assert "2 pending" in dashboard
+
+
+def test_signing_from_the_review_page_lands_back_on_it_and_says_what_happened(cas, make_officer):
+    participant = ParticipantFactory(trader_id="sign-me")
+    csr = csr_submit(participant=participant, data=make_csr(ec_key()), actor=Actor.system("t"))
+    officer, _ = make_officer("olga")
+
+    response = officer.post(f"/officer/csrs/{csr.pk}/decide/", {"decision": "sign"})
+
+    assert response["Location"] == f"/officer/csrs/{csr.pk}/"
+    certificate = Certificate.objects.get(request=csr)
+    page = follow_messages(officer, response)
+    assert f"Signed: certificate {certificate.serial} for sign-me" in page
+    assert "nothing to decide" in page
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [({"decision": "reject", "reason": " "}, "REASON_REQUIRED"), ({}, "DECISION_REQUIRED")],
+)
+def test_a_refused_csr_decision_shows_the_review_page_again(cas, make_officer, data, code):
+    csr = csr_submit(
+        participant=ParticipantFactory(), data=make_csr(ec_key()), actor=Actor.system("t")
+    )
+    officer, _ = make_officer("olga")
+
+    response = officer.post(f"/officer/csrs/{csr.pk}/decide/", data)
+
+    assert response.status_code == 400
+    assert error_code(response) == code
+    assert 'id="sign-form"' in response.content.decode()  # the review page, not a dead end
+    csr.refresh_from_db()
+    assert csr.status == CertificateRequest.Status.SUBMITTED
+
+
+# --- revoke, confirmed ----------------------------------------------------------------------
+
+
+def test_revoking_asks_first_and_names_who_loses_access(cas, issue):
+    firm = FirmFactory()
+    participant = ParticipantFactory(firm=firm, trader_id="rv-1")
+    certificate = issue(participant, make_csr(ec_key()))
+    admin = firm_admin(firm)
+
+    page = admin.get(f"/certificates/{certificate.pk}/").content.decode()
+    assert f'href="/certificates/{certificate.pk}/revoke/"' in page
+    assert "Revoke now" not in page  # no one-click revoke any more
+
+    confirm = admin.get(f"/certificates/{certificate.pk}/revoke/")
+    assert confirm.status_code == 200
+    words = text(confirm)
+    assert certificate.serial in words
+    assert "rv-1 can no longer reach the RFQ API with this certificate" in words
+    assert "no other live certificate" in words
+    assert re.search(r'<option value="" selected>', confirm.content.decode())  # no default
+
+    refused = admin.post(f"/certificates/{certificate.pk}/revoke/", {"reason": ""})
+    assert refused.status_code == 400
+    assert error_code(refused) == "INVALID_FORM"
+    certificate.refresh_from_db()
+    assert certificate.status == Certificate.Status.ACTIVE
+
+    done = admin.post(f"/certificates/{certificate.pk}/revoke/", {"reason": "keyCompromise"})
+    assert done["Location"] == f"/certificates/{certificate.pk}/"
+    assert f"Certificate {certificate.serial} is revoked: rv-1 can no longer connect" in (
+        follow_messages(admin, done)
+    )
+    certificate.refresh_from_db()
+    assert certificate.status == Certificate.Status.REVOKED
+    assert AuditRecord.objects.filter(event="certificate.revoked", actor_label="admin").exists()
+
+
+def test_the_revoke_page_lists_the_participants_other_certificates(cas, issue):
+    firm = FirmFactory()
+    participant = ParticipantFactory(firm=firm, trader_id="rv-2")
+    one = issue(participant, make_csr(ec_key()))
+    other = issue(participant, make_csr(ec_key()))
+
+    words = text(firm_admin(firm).get(f"/certificates/{one.pk}/revoke/"))
+
+    assert "rv-2 keeps 1 other live certificate" in words
+    assert other.serial[:13] in words
+
+
+def test_a_trader_may_not_open_the_revoke_page(cas, issue):
+    firm = FirmFactory()
+    participant = ParticipantFactory(firm=firm)
+    certificate = issue(participant, make_csr(ec_key()))
+    user = User.objects.create_user("trader", "t@firm.example", PASSWORD)
+    PortalAccount.objects.create(
+        user=user, firm=firm, role=PortalAccount.Role.TRADER, participant=participant
+    )
+    client = Client()
+    sign_in(client, "trader")
+
+    response = client.get(f"/certificates/{certificate.pk}/revoke/")
+
+    assert response.status_code == 403
+    assert error_code(response) == "FIRM_ADMIN_REQUIRED"
+
+
+# --- suspend and offboard, confirmed ------------------------------------------------------------
+
+
+@pytest.fixture
+def trading_firm(desk, instruments):  # noqa: F811 - the fixtures imported above
+    """A requester firm with an open RFQ, quoted by a liquidity provider."""
+    requester, maker = desk("requester"), desk("maker")
+    Firm.objects.filter(pk=requester.firm.pk).update(legal_name="Suspend Me Ltd")
+    requester.firm.refresh_from_db()
+    rfq = requester.post("rfqs/", one_leg()).json()
+    quote = maker.post(f"rfqs/{rfq['id']}/quotes/", {"bid_price": "100", "ask_price": "101"})
+    assert quote.status_code == 201, quote.content
+    return requester, maker, rfq["id"]
+
+
+def test_suspending_names_everything_it_will_stop(trading_firm, make_officer):
+    requester, _, rfq_id = trading_firm
+    officer, _ = make_officer("olga")
+
+    page = officer.get(f"/officer/firms/{requester.firm.pk}/suspend/")
+
+    assert page.status_code == 200
+    words = text(page)
+    assert "Suspend Suspend Me Ltd?" in words
+    assert "1 live certificate will be revoked" in words
+    assert requester.certificate.serial[:15] in words
+    assert "1 open RFQs will be cancelled" in words
+    assert rfq_id[:10] in words
+    assert "Type Suspend Me Ltd to confirm" in words
+
+
+def test_a_suspension_with_the_wrong_name_typed_changes_nothing(trading_firm, make_officer):
+    requester, _, rfq_id = trading_firm
+    officer, _ = make_officer("olga")
+
+    response = officer.post(
+        f"/officer/firms/{requester.firm.pk}/suspend/",
+        {"reason": "sanctions hit", "confirm_name": "Suspend Me"},
+    )
+
+    assert response.status_code == 400
+    assert error_code(response) == "FIRM_NAME_MISMATCH"
+    assert 'id="stop-form"' in response.content.decode()
+    requester.firm.refresh_from_db()
+    assert requester.firm.status == Firm.Status.APPROVED
+    assert Rfq.objects.get(pk=rfq_id).state == Rfq.State.OPEN
+    assert Certificate.objects.get(pk=requester.certificate.pk).status == "active"
+
+
+def test_a_confirmed_suspension_does_what_the_page_said(
+    trading_firm, make_officer, django_capture_on_commit_callbacks
+):
+    requester, _maker, rfq_id = trading_firm
+    officer, _ = make_officer("olga")
+
+    with django_capture_on_commit_callbacks(execute=True):  # rfq cancels after the commit
+        response = officer.post(
+            f"/officer/firms/{requester.firm.pk}/suspend/",
+            {"reason": "sanctions hit", "confirm_name": "Suspend Me Ltd"},
+        )
+
+    assert response["Location"] == "/officer/"
+    assert "Suspend Me Ltd is suspended: 1 certificate revoked" in follow_messages(
+        officer, response
+    )
+    requester.firm.refresh_from_db()
+    assert requester.firm.status == Firm.Status.SUSPENDED
+    assert Certificate.objects.get(pk=requester.certificate.pk).status == "revoked"
+    assert Rfq.objects.get(pk=rfq_id).state == Rfq.State.CANCELLED
+    assert not Quote.objects.filter(rfq_id=rfq_id).unclosed().exists()
+
+
+def test_the_dashboard_offers_no_one_click_suspension(cas, make_officer):
+    FirmFactory(legal_name="Calm Firm Ltd", status=Firm.Status.APPROVED)
+    officer, _ = make_officer("olga")
+
+    page = officer.get("/officer/").content.decode()
+
+    assert "Suspend…" in page
+    assert 'action="/officer/firms/' not in page
+    assert "0 participants" in page
+
+
+# --- approve / reject without a default ------------------------------------------------------
+
+
+def _prepared_case(make_officer) -> tuple[Application, Client]:
+    application, token = services.application_submit(
+        fields={
+            "legal_name": "Four Eyes Ltd",
+            "lei": random_lei(),
+            "jurisdiction": "GB",
+            "role": "client",
+            "contact_name": "Casey",
+            "contact_email": "casey@four.example",
+            "contact_phone": "+44 20 7946 0000",
+        },
+        actor=Actor.anonymous("applicant"),
+    )
+    preparer, preparer_user = make_officer("preparer")
+    code = services.callback_start(
+        application_id=application.pk, phone="+44 1632 960000", source="GLEIF", user=preparer_user
+    )
+    services.callback_confirm(token=token, code=code)
+    for kind in ("lei_registry", "sanctions", "callback", "documents"):
+        services.check_record(
+            application_id=application.pk,
+            user=preparer_user,
+            kind=kind,
+            outcome="passed",
+            evidence="seen",
+        )
+    services.application_prepare(application_id=application.pk, user=preparer_user)
+    return application, preparer
+
+
+def test_the_decision_has_no_default_and_a_missing_choice_is_refused_on_the_case(make_officer):
+    application, _ = _prepared_case(make_officer)
+    decider, _ = make_officer("decider")
+
+    page = decider.get(f"/officer/cases/{application.pk}/").content.decode()
+    assert 'name="decision"' in page
+    assert not re.search(r'<input[^>]*name="decision"[^>]*checked', page)
+
+    refused = decider.post(f"/officer/cases/{application.pk}/decide/", {"reason": "fine"})
+    assert refused.status_code == 400
+    assert error_code(refused) == "INVALID_FORM"
+    assert "Choose approve or reject." in text(refused)
+    assert 'id="decide-form"' in refused.content.decode()  # the case page again
+    application.refresh_from_db()
+    assert application.decided_at is None
+
+
+def test_the_upload_form_is_not_offered_to_the_officer_who_would_decide(make_officer):
+    application, preparer = _prepared_case(make_officer)
+    decider, _ = make_officer("decider")
+
+    as_decider = decider.get(f"/officer/cases/{application.pk}/").content.decode()
+    as_preparer = preparer.get(f"/officer/cases/{application.pk}/").content.decode()
+
+    assert 'id="document-form"' not in as_decider
+    assert 'id="no-upload"' in as_decider
+    assert 'id="decide-form"' in as_decider
+    assert 'id="document-form"' in as_preparer  # who took part already may still add one
+
+
+# --- the firm page ------------------------------------------------------------------------------
+
+
+def test_the_firm_page_gathers_the_firm(cas, issue, make_officer):
+    firm = FirmFactory(legal_name="Whole Firm Ltd")
+    participant = ParticipantFactory(firm=firm, trader_id="wf-1")
+    certificate = issue(participant, make_csr(ec_key()))
+    officer, _ = make_officer("olga")
+
+    response = officer.get(f"/officer/firms/{firm.pk}/")
+
+    assert response.status_code == 200
+    words = text(response)
+    assert "Whole Firm Ltd" in words
+    assert firm.lei in words
+    assert "wf-1" in words
+    assert "1 live certificate" in words
+    assert certificate.serial[:13] in words
+    assert "certificate.issued" in words  # the firm's audit trail
+    search = officer.get("/officer/", {"q": "Whole Firm"}).content.decode()
+    assert f'href="/officer/firms/{firm.pk}/"' in search
+
+
+# --- refusals and error pages ----------------------------------------------------------------
+
+
+def test_an_unknown_url_gets_the_styled_not_found_page(client):
+    response = client.get("/no-such-page/")
+
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert "css/site.css" in page
+    assert "Not found" in page
+    assert "/no-such-page/" in page
+    assert error_code(response) == "NOT_FOUND"
+    api = client.get("/api/v1/no-such-thing/")
+    assert api.status_code == 404
+    assert api.json()["code"] == "NOT_FOUND"
+
+
+def test_the_error_page_links_to_the_desk_not_to_history(make_officer):
+    officer, _ = make_officer("olga")
+
+    response = officer.get("/officer/csrs/999999/")
+
+    assert response.status_code == 404
+    assert error_code(response) == "CSR_NOT_FOUND"
+    page = response.content.decode()
+    assert "history.back" not in page
+    assert 'href="/officer/" id="back"' in page
+
+
+def test_a_form_posted_without_its_csrf_token_gets_the_styled_page(make_officer):
+    user = User.objects.create_user("csrf", "c@x.example", PASSWORD)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+
+    response = client.post("/accounts/verify/", {"token": "123456"})
+
+    assert response.status_code == 403
+    assert error_code(response) == "CSRF_FAILED"
+    assert "css/site.css" in response.content.decode()
+
+
+# --- the second factor's retry ------------------------------------------------------------------
+
+
+def test_a_correct_code_right_after_a_wrong_one_is_accepted():
+    user = User.objects.create_user("otp", "o@venue.example", PASSWORD, is_staff=True)
+    device = TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+    client = Client()
+    sign_in(client, "otp")
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        wrong = client.post("/accounts/verify/", {"token": "000000"})
+        assert wrong.status_code == 400
+        assert "That code is not valid: check it and try again." in text(wrong)
+        clock.shift(timedelta(seconds=1))  # a person retyping
+        right = client.post("/accounts/verify/", {"token": totp_now(device)})
+    assert right.status_code == 302
+    assert right["Location"] == "/officer/"
+
+
+def test_after_many_wrong_codes_the_page_says_how_long_to_wait():
+    user = User.objects.create_user("otp", "o@venue.example", PASSWORD, is_staff=True)
+    device = TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+    client = Client()
+    sign_in(client, "otp")
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        for _ in range(10):
+            client.post("/accounts/verify/", {"token": "000000"})
+            clock.shift(timedelta(seconds=60))
+        client.post("/accounts/verify/", {"token": "000000"})  # the eleventh: 102.4 s
+        refused = client.post("/accounts/verify/", {"token": totp_now(device)})
+        assert refused.status_code == 400
+        assert "Too many wrong codes: wait 103 seconds" in text(refused)
+        clock.shift(timedelta(seconds=103))
+        accepted = client.post("/accounts/verify/", {"token": totp_now(device)})
+    assert accepted.status_code == 302
