@@ -15,12 +15,18 @@ firm_stop_preview = Signal()
 
 @dataclass(frozen=True)
 class Impact:
-    """``count`` things of one kind (``what``, plural) that would be closed, and a few of them
-    by name (``examples``) so the officer can recognise them."""
+    """``count`` things of one kind (named ``one`` or ``many``) that would be closed, and a few
+    of them by id (``examples``) so the officer can recognise them."""
 
-    what: str
+    one: str
+    many: str
     count: int
     examples: list[str] = field(default_factory=list)
+
+    @property
+    def what(self) -> str:
+        """The kind's name for ``count`` of them: "1 open RFQ", "2 open RFQs"."""
+        return self.one if self.count == 1 else self.many
 
 
 def firm_stop_impacts(firm_id: int) -> list[Impact]:

@@ -186,6 +186,30 @@ class AuditRecord(models.Model):
         return self.hash is not None
 
 
+class AuditCheck(models.Model):
+    """One verification of the audit chain (``verify_audit``, the hourly task, an officer's
+    "Verify now"), kept so that the audit pages show the chain's state without recomputing
+    it: when, by whom, and what it found."""
+
+    checked_at = models.DateTimeField()
+    by = models.CharField(max_length=200)
+    ok = models.BooleanField()
+    checked = models.PositiveBigIntegerField(help_text="records recomputed")
+    last_sequence = models.PositiveBigIntegerField(
+        default=0, help_text="the last record found intact"
+    )
+    broken_sequence = models.PositiveBigIntegerField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    unchained = models.PositiveIntegerField(default=0, help_text="records not chained yet")
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        state = "intact" if self.ok else f"broken at #{self.broken_sequence}"
+        return f"audit check {self.checked_at:%Y-%m-%d %H:%M}: {state}"
+
+
 class AuditHead(models.Model):
     """A single row holding the chain's tip; the chainer locks it FOR UPDATE for each pass, so
     two chainers cannot both extend the same predecessor. Requests never touch it."""

@@ -368,6 +368,9 @@ CELERY_BEAT_SCHEDULE = {
     # Close RFQs and quotes past their time. Accept checks the time itself, so this only
     # makes the state (and the makers' feeds) say so promptly: every 5 seconds.
     "rfq-expire": {"task": "rfq.tasks.rfq_expire_task", "schedule": 5.0},
+    # Recompute the audit chain hourly and keep the verdict for the officers' audit page
+    # (https://crontab.guru/#23_*_*_*_*).
+    "audit-verify": {"task": "kernel.tasks.audit_verify_task", "schedule": crontab(minute="23")},
     # Certificate expiry reminders, daily at 06:30 UTC (https://crontab.guru/#30_6_*_*_*);
     # exactly once per certificate and threshold however often it runs.
     "expiry-reminders": {

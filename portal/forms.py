@@ -182,3 +182,26 @@ class CsrForm(forms.Form):
         else:
             data["csr"] = text.encode()
         return data
+
+
+class AuditFilterForm(forms.Form):
+    """The audit browser's filters (GET); every field optional. ``firm`` is an LEI or a firm's
+    id (the firm page links with its id); dates are UTC days, both ends included."""
+
+    firm = forms.CharField(required=False, max_length=20, label="Firm (LEI)")
+    actor = forms.CharField(required=False, max_length=200, label="Actor contains")
+    event = forms.CharField(required=False, max_length=64, label="Action")
+    since = forms.DateField(
+        required=False, label="From (UTC)", widget=forms.DateInput({"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="To (UTC)", widget=forms.DateInput({"type": "date"})
+    )
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        since, until = data.get("since"), data.get("until")
+        if since and until and since > until:
+            raise forms.ValidationError("The first day is after the last.")
+        return data

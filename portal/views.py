@@ -4,19 +4,22 @@ the page they came from, which says what happened (Django messages). A refused a
 that same page again with what was refused, its machine code and its status (400/403/404/409);
 a page that cannot be shown at all gets the error page, which links back to the user's desk."""
 
+import csv
 import functools
+import json
 import math
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.forms import Form
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
@@ -26,9 +29,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from kernel.audit import Actor, audit_record
+from kernel.audit import Actor, audit_record, audit_tail
 from kernel.errors import DomainError, Invalid, NotFound, PermissionDenied
-from kernel.models import AuditRecord, Firm, Participant
+from kernel.models import AuditCheck, AuditHead, AuditRecord, Firm, Participant
+from kernel.tasks import audit_verify_task
 from pki.health import health_check
 from pki.models import Certificate, CertificateRequest
 from pki.selectors import ca_list_active
@@ -46,6 +50,7 @@ class AuthenticatedHttpRequest(HttpRequest):
 
 P = ParamSpec("P")
 R = TypeVar("R", bound=HttpRequest)
+T = TypeVar("T", bound=HttpResponseBase)
 
 
 ERROR_TITLES = {
@@ -88,10 +93,10 @@ def _refusal(exc: DomainError) -> dict[str, Any]:
 
 
 def domain_errors(
-    view: Callable[Concatenate[R, P], HttpResponse],
-) -> Callable[Concatenate[R, P], HttpResponse]:
+    view: Callable[Concatenate[R, P], T],
+) -> Callable[Concatenate[R, P], T | HttpResponse]:
     @functools.wraps(view)
-    def wrapper(request: R, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+    def wrapper(request: R, *args: P.args, **kwargs: P.kwargs) -> T | HttpResponse:
         try:
             return view(request, *args, **kwargs)
         except DomainError as exc:
@@ -101,13 +106,13 @@ def domain_errors(
 
 
 def officer_required(
-    view: Callable[Concatenate[AuthenticatedHttpRequest, P], HttpResponse],
-) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
+    view: Callable[Concatenate[AuthenticatedHttpRequest, P], HttpResponseBase],
+) -> Callable[Concatenate[HttpRequest, P], HttpResponseBase]:
     """Staff with a verified second factor. Anonymous: sign in; staff without the second
     factor: verify it; anyone else: 403."""
 
     @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponseBase:
         user = request.user
         if not user.is_authenticated:
             return redirect_to_login(request.get_full_path())
@@ -622,6 +627,179 @@ def officer_firm(request: AuthenticatedHttpRequest, firm_id: int) -> HttpRespons
             "can_stop": firm.status in (Firm.Status.APPROVED, Firm.Status.SUSPENDED),
         },
     )
+
+
+AUDIT_PAGE = 50
+
+
+def _audit_filtered(form: forms.AuditFilterForm) -> "QuerySet[AuditRecord]":
+    """The records the (valid) filter form selects, newest first; ``NotFound``
+    (``FIRM_NOT_FOUND``) for a firm that does not exist."""
+    data = form.cleaned_data
+    records = AuditRecord.objects.order_by("-id")
+    if firm_key := (data.get("firm") or "").strip().upper():
+        firm = Firm.objects.filter(
+            Q(lei=firm_key) | Q(pk=int(firm_key)) if firm_key.isdigit() else Q(lei=firm_key)
+        ).first()
+        if firm is None:
+            raise NotFound("FIRM_NOT_FOUND", f"No firm with LEI or id {firm_key}.")
+        records = records.filter(firm_audit_filter(firm))
+    if actor := (data.get("actor") or "").strip():
+        records = records.filter(Q(actor_label__icontains=actor) | Q(actor_id=actor))
+    if event := (data.get("event") or "").strip():
+        records = records.filter(event__startswith=event)
+    if since := data.get("since"):
+        records = records.filter(created_at__gte=datetime.combine(since, time.min, tzinfo=UTC))
+    if until := data.get("until"):
+        end = datetime.combine(until, time.min, tzinfo=UTC) + timedelta(days=1)
+        records = records.filter(created_at__lt=end)
+    return records
+
+
+def _audit_form(request: HttpRequest) -> forms.AuditFilterForm:
+    form = forms.AuditFilterForm(request.GET or None)
+    if form.is_bound and not form.is_valid():
+        first = next(iter(form.errors.values()))[0]
+        raise Invalid("INVALID_FILTER", str(first), {"fields": form.errors.get_json_data()})
+    if not form.is_bound:
+        form.is_valid()  # an unbound form has no cleaned_data: every filter empty
+        form.cleaned_data = {}
+    return form
+
+
+def _audit_links(records: list[AuditRecord]) -> dict[int, str]:
+    """Each record's link to the object it is about, where the portal has a page for it."""
+    ids: dict[str, set[str]] = {}
+    for record in records:
+        ids.setdefault(record.target_type, set()).add(record.target_id)
+    firm_of = dict(
+        Participant.objects.filter(
+            pk__in=[int(i) for i in ids.get("kernel.participant", ()) if i.isdigit()]
+        ).values_list("pk", "firm_id")
+    )
+    # The portal has pages for client certificates only (not the server's or OCSP's).
+    client_certificates = {
+        str(pk)
+        for pk in Certificate.objects.filter(
+            pk__in=[int(i) for i in ids.get("pki.certificate", ()) if i.isdigit()],
+            kind=Certificate.Kind.CLIENT,
+        ).values_list("pk", flat=True)
+    }
+    links: dict[int, str] = {}
+    for record in records:
+        target, pk = record.target_type, record.target_id
+        if not pk.isdigit():
+            continue
+        if target == "kernel.firm":
+            links[record.pk] = reverse("portal:officer-firm", args=[pk])
+        elif target == "portal.application":
+            links[record.pk] = reverse("portal:officer-case", args=[pk])
+        elif target == "pki.certificate" and pk in client_certificates:
+            links[record.pk] = reverse("portal:certificate", args=[pk])
+        elif target == "pki.certificaterequest":
+            links[record.pk] = reverse("portal:officer-csr", args=[pk])
+        elif target == "kernel.participant" and int(pk) in firm_of:
+            firm_id = firm_of[int(pk)]
+            links[record.pk] = reverse("portal:officer-firm", args=[firm_id]) + "#firm-participants"
+    return links
+
+
+@require_GET
+@officer_required
+def officer_audit(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Every audit record, newest first, 50 a page (keyset: ``before`` is the last id seen),
+    filtered by firm, actor, action and UTC days; each linked to its object; with the chain's
+    state (the last verification kept, the head, the records waiting for the chainer)."""
+    form = _audit_form(request)
+    records = _audit_filtered(form)
+    if before := form.cleaned_data.get("before"):
+        records = records.filter(pk__lt=before)
+    page = list(records[: AUDIT_PAGE + 1])
+    more = len(page) > AUDIT_PAGE
+    page = page[:AUDIT_PAGE]
+    query = request.GET.copy()
+    query.pop("before", None)
+    older = None
+    if more:
+        query["before"] = str(page[-1].pk)
+        older = "?" + query.urlencode()
+        query.pop("before")
+    links = _audit_links(page)
+    head = AuditHead.objects.filter(pk=1).first()
+    return render(
+        request,
+        "portal/officer/audit.html",
+        {
+            "form": form,
+            "rows": [
+                (record, links.get(record.pk), json.dumps(record.details, sort_keys=True))
+                for record in page
+            ],
+            "query": query.urlencode(),
+            "older": older,
+            "newest": ("?" + query.urlencode()) if form.cleaned_data.get("before") else None,
+            "export": reverse("portal:officer-audit-export") + "?" + query.urlencode(),
+            "check": AuditCheck.objects.first(),
+            "head": head.sequence if head else 0,
+            "tail": audit_tail(),
+            "now": timezone.now(),
+        },
+    )
+
+
+class _Echo:
+    """A file whose write returns what it was given: csv.writer rows for streaming."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+@require_GET
+@officer_required
+def officer_audit_export(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
+    """The filtered records (every page, oldest first) as CSV, streamed; the export itself is
+    audited with its filters."""
+    form = _audit_form(request)
+    records = _audit_filtered(form).order_by("id")
+    filters = {k: str(v) for k, v in form.cleaned_data.items() if v not in (None, "")}
+    filters.pop("before", None)
+    audit_record(
+        event="audit.exported", actor=Actor.user(request.user), target_type="audit", filters=filters
+    )
+    writer = csv.writer(_Echo())
+    header = ["sequence", "created_at", "event", "actor_type", "actor_id", "actor",
+              "target_type", "target_id", "details", "prev_hash", "hash"]  # fmt: skip
+
+    def rows() -> Iterator[str]:
+        yield writer.writerow(header)
+        for r in records.iterator(chunk_size=2000):
+            yield writer.writerow(
+                [r.sequence or "", r.created_at.isoformat(), r.event, r.actor_type, r.actor_id,
+                 r.actor_label, r.target_type, r.target_id,
+                 json.dumps(r.details, sort_keys=True), r.prev_hash or "", r.hash or ""]
+            )  # fmt: skip
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="keyline-audit-{stamp}.csv"'
+    return response
+
+
+@require_POST
+@officer_required
+def officer_audit_verify(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """Queue a verification of the whole chain (the worker runs it; the page shows the
+    result once kept)."""
+    by = request.user.get_username()
+    audit_record(
+        event="audit.verify_requested", actor=Actor.user(request.user), target_type="audit"
+    )
+    audit_verify_task.delay(by=by)
+    messages.success(request, "Verification queued: the result shows here when the worker is done.")
+    back = reverse("portal:officer-audit")  # with the filters the officer had
+    if request.GET and forms.AuditFilterForm(request.GET).is_valid():
+        back += "?" + request.GET.urlencode()
+    return redirect(back)
 
 
 @require_GET

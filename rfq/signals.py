@@ -48,14 +48,21 @@ def firm_status_changed(sender: type[Firm], instance: Firm, **kwargs: Any) -> No
 @receiver(firm_stop_preview, dispatch_uid="rfq_firm_stop_preview")
 def firm_stop_preview_rfq(sender: object, firm_id: int, **kwargs: Any) -> list[Impact]:
     """What :func:`rfq.services.firm_trading_stop` would cancel for this firm now: its open
-    RFQs, and its active quotes (on others' RFQs, and on its own, which close with them)."""
+    RFQs, its active quotes, and the other firms' quotes on those RFQs (closed with them)."""
     rfqs = Rfq.objects.filter(firm_id=firm_id).unclosed().order_by("-pk")
     quotes = Quote.objects.filter(firm_id=firm_id).unclosed().order_by("-pk")
 
     def first(rows: Any) -> list[str]:
         return [str(pk) for pk in rows.values_list("pk", flat=True)[:5]]
 
+    theirs = Quote.objects.filter(rfq__in=rfqs).exclude(firm_id=firm_id).unclosed().order_by("-pk")
     return [
-        Impact("open RFQs", rfqs.count(), first(rfqs)),
-        Impact("active quotes", quotes.count(), first(quotes)),
+        Impact("open RFQ", "open RFQs", rfqs.count(), first(rfqs)),
+        Impact("active quote", "active quotes", quotes.count(), first(quotes)),
+        Impact(
+            "other firm's quote on those RFQs",
+            "other firms' quotes on those RFQs",
+            theirs.count(),
+            first(theirs),
+        ),
     ]

@@ -154,7 +154,8 @@ class Watch:
 
         def request_failed(request) -> None:
             # A download aborts the navigation that started it; that is not a failure.
-            if not (request.failure == "net::ERR_ABORTED" and "/download/" in request.url):
+            download = "/download/" in request.url or "/audit/export.csv" in request.url
+            if not (request.failure == "net::ERR_ABORTED" and download):
                 self.problems.append(f"{who}: {request.url} failed: {request.failure}")
 
         page.on("console", console)
@@ -605,6 +606,33 @@ def test_onboarding_in_the_browser(platform: Platform, tmp_path: Path, new_conte
     stop.get_by_label("to confirm").fill(FIRM)
     stop.get_by_role("button", name=f"Suspend {FIRM}").click()
     message(b, f"{FIRM} is suspended")
+
+    # --- the audit trail: the firm's records, the chain verified, a CSV export -------------------
+    b.get_by_role("link", name="Audit trail").first.click()
+    b.get_by_label("Firm (LEI)").fill(LEI)
+    b.get_by_role("button", name="Filter").click()
+    records = b.locator("#audit-records")
+    expect(records).to_contain_text("firm.suspended")
+    expect(records).to_contain_text("certificate.revoked")
+    expect(records).not_to_contain_text("crl.published")  # not about this firm
+    b.get_by_role("button", name="Verify now").click()
+    message(b, "Verification queued")
+    for _ in range(50):  # the platform's worker runs it
+        if "intact" in b.locator("#chain-state").inner_text():
+            break
+        b.wait_for_timeout(200)
+        b.reload()
+    expect(b.locator("#chain-state")).to_contain_text("verified")
+    expect(b.locator("#chain-state")).to_contain_text("(officer2)")
+    shot(b, "15-audit-browser")
+    with b.expect_download() as download_info:
+        b.locator("#export").click()
+    exported = tmp_path / "audit.csv"
+    download_info.value.save_as(exported)
+    lines = exported.read_text().splitlines()
+    assert lines[0].startswith("sequence,created_at,event,"), lines[:2]
+    assert any(",firm.suspended," in line for line in lines), lines
+    assert not any(",crl.published," in line for line in lines), lines
 
     # --- the API documentation, styled by Swagger UI's own stylesheet -----------------------------
     docs = watch.page(applicant_context, "applicant")

@@ -351,6 +351,9 @@ ACTIONS: dict[str, Action] = {
         lambda w: {"reason": "sanctions hit", "confirm_name": "Firm A Ltd"},
     ),
     "officer-csr": Action("get", lambda w: f"/officer/csrs/{w.pending_csr.pk}/"),
+    "officer-audit": Action("get", lambda w: "/officer/audit/"),
+    "officer-audit-export": Action("get", lambda w: "/officer/audit/export.csv"),
+    "officer-audit-verify POST": Action("post", lambda w: "/officer/audit/verify/", lambda w: {}),
     "officer-csr POST": Action(
         "post",
         lambda w: f"/officer/csrs/{w.pending_csr.pk}/decide/",
@@ -428,6 +431,9 @@ MATRIX = [
     ("officer-firm confirm",     LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   OK),
     ("officer-firm POST",        LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   DONE),
     ("officer-csr",              LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   OK),
+    ("officer-audit",            LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   OK),
+    ("officer-audit-export",     LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   OK),
+    ("officer-audit-verify POST", LOGIN,   OFFICERS, OFFICERS, OFFICERS, VERIFY,   DONE),
     ("officer-csr POST",         LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   DONE),
     ("firm",                     LOGIN,    OK,       OK,       OK,       VERIFY,   FIRM_ONLY),
     ("participant-new",          LOGIN,    ADMINS,   OK,       OK,       VERIFY,   FIRM_ONLY),
@@ -526,6 +532,7 @@ POST_ONLY = [
     "officer-prepare POST",
     "officer-decide POST",
     "officer-csr POST",
+    "officer-audit-verify POST",
 ]
 GET_ONLY = [
     "home",
@@ -534,6 +541,8 @@ GET_ONLY = [
     "officer-case",
     "officer-csr",
     "officer-firm",
+    "officer-audit",
+    "officer-audit-export",
     "officer-doc-download",
     "firm",
     "certificate own",

@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from kernel.audit import audit_verify
+from kernel.audit import audit_check, audit_verify
 
 
 class Command(BaseCommand):
@@ -13,7 +13,9 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # The verdict is kept (kernel.models.AuditCheck): the officers' audit page shows it.
         result = audit_verify()
+        audit_check("verify_audit command", result)
         if not result.ok:
             raise CommandError(
                 f"audit chain broken at record #{result.broken_sequence}: {result.reason}",
