@@ -11,6 +11,7 @@ portal_patterns = [
     path("invite/<str:token>/", views.invite, name="invite"),
     path("help/csr/", views.csr_help, name="csr-help"),
     path("accounts/verify/", views.verify, name="verify"),
+    path("accounts/security/", views.security, name="security"),
     path("officer/", views.officer_dashboard, name="officer"),
     path("officer/cases/<int:pk>/", views.officer_case, name="officer-case"),
     path("officer/cases/<int:pk>/checks/", views.officer_check, name="officer-check"),

@@ -8,6 +8,7 @@ import csv
 import functools
 import json
 import math
+from base64 import b32encode
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -30,7 +31,7 @@ from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kernel.audit import Actor, audit_record, audit_tail
-from kernel.errors import DomainError, Invalid, NotFound, PermissionDenied
+from kernel.errors import Conflict, DomainError, Invalid, NotFound, PermissionDenied
 from kernel.models import AuditCheck, AuditHead, AuditRecord, Firm, Participant
 from kernel.tasks import audit_verify_task
 from pki.health import health_check
@@ -233,7 +234,8 @@ def csr_help(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def verify(request: HttpRequest) -> HttpResponse:
-    """Officers prove their TOTP device after the password (django-otp)."""
+    """Officers (always) and firm administrators (before they add traders or revoke) prove
+    their TOTP device after the password (django-otp)."""
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     device = TOTPDevice.objects.filter(user=request.user, confirmed=True).first()
@@ -242,13 +244,19 @@ def verify(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         status = 400
         if device is None:
-            form.add_error(None, "No authenticator is set up for you; ask an administrator.")
+            form.add_error(
+                None,
+                "No authenticator is set up for you: officers ask an administrator; firm users "
+                "set one up under Security.",
+            )
         elif form.is_valid():
             allowed, why = device.verify_is_allowed()
             if allowed and device.verify_token(form.cleaned_data["token"]):
                 otp_login(request, device)
                 audit_record(
-                    event="officer.second_factor_verified",
+                    event="officer.second_factor_verified"
+                    if request.user.is_staff
+                    else "user.second_factor_verified",
                     actor=Actor.user(request.user),
                     target=request.user,
                 )
@@ -257,7 +265,7 @@ def verify(request: HttpRequest) -> HttpResponse:
                 if not target.startswith("/") or not url_has_allowed_host_and_scheme(
                     target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
                 ):
-                    target = reverse("portal:officer")
+                    target = desk_url(request)
                 return redirect(target)
             audit_record(
                 event="officer.second_factor_failed",
@@ -267,16 +275,91 @@ def verify(request: HttpRequest) -> HttpResponse:
             if allowed:
                 form.add_error("token", "That code is not valid: check it and try again.")
             else:
-                # django-otp's throttle after repeated failures (OTP_TOTP_THROTTLE_FACTOR):
-                # the code is not even checked until the wait is over.
-                wait = max(1, math.ceil(((why or {}).get("locked_until", timezone.now())
-                                         - timezone.now()).total_seconds()))  # fmt: skip
-                form.add_error(
-                    "token",
-                    f"Too many wrong codes: wait {wait} second{pluralize(wait)}, then enter "
-                    f"the current code.",
-                )
+                form.add_error("token", _throttled(why))
     return render(request, "portal/verify.html", {"form": form, "device": device}, status=status)
+
+
+def _throttled(why: dict[str, Any] | None) -> str:
+    """django-otp's throttle after repeated wrong codes (OTP_TOTP_THROTTLE_FACTOR): the code is
+    not even checked until the wait is over; say how long."""
+    now = timezone.now()
+    wait = max(1, math.ceil(((why or {}).get("locked_until", now) - now).total_seconds()))
+    return (
+        f"Too many wrong codes: wait {wait} second{pluralize(wait)}, then enter the current code."
+    )
+
+
+def _safe_next(request: HttpRequest) -> str:
+    """The ``next`` path if it is one of this site's, else the user's desk."""
+    target = request.GET.get("next", "")
+    if not target.startswith("/") or not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return desk_url(request)
+    return target
+
+
+@require_http_methods(["GET", "POST"])
+def security(request: HttpRequest) -> HttpResponse:
+    """A signed-in user's second factors: the authenticator app they hold, or, without one,
+    setting one up (an unconfirmed TOTP device, shown as an otpauth URI and its secret, and
+    confirmed by the first code it shows). Setting one up also verifies this session."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    user = request.user
+    confirmed = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    pending = None
+    form = forms.TokenForm(request.POST or None)
+    status = 200
+    if confirmed is None:
+        pending = TOTPDevice.objects.filter(user=user, confirmed=False).first()
+        if pending is None:
+            pending = TOTPDevice.objects.create(
+                user=user, name="authenticator app", confirmed=False
+            )
+        if request.method == "POST":
+            status = 400
+            allowed, why = pending.verify_is_allowed()
+            if not allowed:
+                form.add_error("token", _throttled(why))
+            elif form.is_valid() and pending.verify_token(form.cleaned_data["token"]):
+                pending.confirmed = True
+                pending.save(update_fields=["confirmed"])
+                otp_login(request, pending)
+                audit_record(event="second_factor.enrolled", actor=Actor.user(user), target=user)
+                messages.success(
+                    request, "Your authenticator app is set up, and this session is verified."
+                )
+                return redirect(_safe_next(request))
+            if allowed and form.is_valid():
+                form.add_error("token", "That code is not valid: check the app and try again.")
+    elif request.method == "POST":
+        raise Conflict("SECOND_FACTOR_PRESENT", "You already have an authenticator app.")
+    return render(
+        request,
+        "portal/security.html",
+        {
+            "confirmed": confirmed,
+            "pending": pending,
+            "secret": b32encode(pending.bin_key).decode() if pending else "",
+            "form": form,
+            "verified": user.is_verified(),  # type: ignore[attr-defined]
+        },
+        status=status,
+    )
+
+
+def _second_factor_first(request: AuthenticatedHttpRequest) -> HttpResponse | None:
+    """Firm administrators add traders and revoke only in a session verified with a second
+    factor: without one yet, set it up; with one, verify it. None when the session may act."""
+    # TYPEHINT NOTE: django-otp's OTPMiddleware installs is_verified() on request.user.
+    if request.user.is_verified():  # type: ignore[attr-defined]
+        return None
+    back = f"?next={request.get_full_path()}"
+    if TOTPDevice.objects.filter(user=request.user, confirmed=True).exists():
+        return redirect(reverse("portal:verify") + back)
+    messages.info(request, "Set up a second factor before you add traders or revoke certificates.")
+    return redirect(reverse("portal:security") + back)
 
 
 # --- officers ----------------------------------------------------------------------------------
@@ -922,6 +1005,8 @@ def participant_new(request: AuthenticatedHttpRequest) -> HttpResponse:
         raise PermissionDenied(
             "FIRM_ADMIN_REQUIRED", "Only the firm's administrators add participants."
         )
+    if (first := _second_factor_first(request)) is not None:
+        return first
     form = forms.ParticipantForm(request.POST or None, firm=account.firm)
     if request.method == "POST" and form.is_valid():
         participant = services.participant_add(user=request.user, **form.cleaned_data)
@@ -1029,6 +1114,8 @@ def certificate_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
         PortalAccount.Role.ADMIN
     ):
         raise PermissionDenied("FIRM_ADMIN_REQUIRED", "Only the firm's administrators revoke.")
+    if (first := _second_factor_first(request)) is not None:
+        return first
     form = forms.RevokeForm(request.POST or None)
     refusal: DomainError | None = None
     if request.method == "POST":

@@ -20,11 +20,13 @@ import shlex
 import subprocess
 import tempfile
 import time
+from base64 import b32decode
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+from django_otp.oath import totp
 from playwright.sync_api import BrowserContext, Error, Page, expect
 
 from kernel.lei import lei_with_check_digits
@@ -468,6 +470,14 @@ def test_onboarding_in_the_browser(platform: Platform, tmp_path: Path, new_conte
     shot(admin, "06-firm-dashboard")
 
     admin.get_by_role("link", name="Add a participant").click()
+    # Adding traders needs a second factor: fay sets up her authenticator app on the way. The
+    # page shows the secret; this test is her phone.
+    message(admin, "Set up a second factor before you add traders or revoke certificates.")
+    secret = admin.locator("#totp-secret").inner_text()
+    key = b32decode(secret)
+    admin.get_by_label("Code from your authenticator app").fill(f"{totp(key):06d}")
+    admin.get_by_role("button", name="Confirm and verify").click()
+    message(admin, "Your authenticator app is set up, and this session is verified.")
     admin.get_by_label("Trader id").fill(TRADER)
     admin.get_by_label("Name").fill("Fay Desk")
     admin.get_by_label("Email").fill("desk@northwind.example")

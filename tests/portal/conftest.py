@@ -34,3 +34,18 @@ def make_officer(db):
         return client, user
 
     return _make
+
+
+def verify_session(client: Client, user: User) -> TOTPDevice:
+    """Give ``user`` a confirmed TOTP device and mark ``client``'s session as verified with
+    it, as django_otp.login does (without spending a code, which a second login in the same
+    30 s could not reuse)."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+
+    device, _ = TOTPDevice.objects.get_or_create(
+        user=user, confirmed=True, defaults={"name": "phone"}
+    )
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return device

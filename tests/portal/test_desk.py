@@ -8,6 +8,7 @@ import html
 import io
 import json
 import re
+from base64 import b32encode
 from datetime import timedelta
 
 import pytest
@@ -26,7 +27,7 @@ from portal.models import Application, PortalAccount
 from rfq.models import Quote, Rfq
 from tests.factories import FirmFactory, ParticipantFactory, random_lei
 from tests.keys import ec_key, make_csr
-from tests.portal.conftest import PASSWORD, sign_in, totp_now
+from tests.portal.conftest import PASSWORD, sign_in, totp_now, verify_session
 from tests.rfq.conftest import desk, instruments, one_leg  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
@@ -53,11 +54,13 @@ def follow_messages(client: Client, response) -> str:
     return text(client.get(response["Location"]))
 
 
-def firm_admin(firm: Firm, name: str = "admin") -> Client:
+def firm_admin(firm: Firm, name: str = "admin", *, verified: bool = True) -> Client:
     user = User.objects.create_user(name, f"{name}@firm.example", PASSWORD)
     PortalAccount.objects.create(user=user, firm=firm, role=PortalAccount.Role.ADMIN)
     client = Client()
     sign_in(client, name)
+    if verified:
+        verify_session(client, user)
     return client
 
 
@@ -559,3 +562,49 @@ def test_every_link_the_audit_browser_offers_opens(cas, issue, make_officer):
     assert any(link.startswith("/certificates/") for link in links), links
     for link in links:
         assert officer.get(link).status_code == 200, link
+
+
+# --- firm administrators act with a second factor ------------------------------------------------
+
+
+def test_an_administrator_sets_up_a_second_factor_before_adding_a_trader(cas):
+    firm = FirmFactory()
+    admin = firm_admin(firm, "fay", verified=False)
+
+    response = admin.get("/firm/participants/new/")
+
+    assert response["Location"] == "/accounts/security/?next=/firm/participants/new/"
+    page = admin.get(response["Location"])
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.content.decode()).group(1)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        wrong = admin.post(response["Location"], {"token": "000000"})
+        assert wrong.status_code == 400
+        assert "That code is not valid" in text(wrong)
+        device = TOTPDevice.objects.get(user__username="fay")
+        assert not device.confirmed
+        assert b32encode(device.bin_key).decode() == secret  # what the page showed is the key
+        clock.shift(timedelta(seconds=2))
+        confirmed = admin.post(response["Location"], {"token": totp_now(device)})
+    assert confirmed["Location"] == "/firm/participants/new/"
+    device.refresh_from_db()
+    assert device.confirmed
+    assert admin.get("/firm/participants/new/").status_code == 200  # verified: may add
+    assert AuditRecord.objects.filter(event="second_factor.enrolled", actor_label="fay").exists()
+
+
+def test_an_administrator_with_a_factor_verifies_it_before_revoking(cas, issue):
+    firm = FirmFactory()
+    certificate = issue(ParticipantFactory(firm=firm), make_csr(ec_key()))
+    admin = firm_admin(firm, "fay", verified=False)
+    device = TOTPDevice.objects.create(user=User.objects.get(username="fay"), confirmed=True)
+    url = f"/certificates/{certificate.pk}/revoke/"
+
+    refused = admin.post(url, {"reason": "keyCompromise"})
+
+    assert refused["Location"] == f"/accounts/verify/?next={url}"
+    assert Certificate.objects.get(pk=certificate.pk).status == "active"
+    verified = admin.post(refused["Location"], {"token": totp_now(device)})
+    assert verified["Location"] == url
+    assert admin.post(url, {"reason": "keyCompromise"}).status_code == 302
+    assert Certificate.objects.get(pk=certificate.pk).status == "revoked"
+    assert AuditRecord.objects.filter(event="user.second_factor_verified").exists()

@@ -23,7 +23,7 @@ from portal import services
 from portal.models import Application, CallbackChallenge, Document, Invitation, PortalAccount
 from tests.factories import FirmFactory, ParticipantFactory
 from tests.keys import ec_key, key_pem, make_csr
-from tests.portal.conftest import PASSWORD
+from tests.portal.conftest import PASSWORD, verify_session
 
 pytestmark = pytest.mark.django_db
 
@@ -67,6 +67,7 @@ def firm_admin(firm: Firm, name: str = "admin") -> Client:
     PortalAccount.objects.create(user=user, firm=firm, role=PortalAccount.Role.ADMIN)
     client = Client()
     client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    verify_session(client, user)  # administrators add traders with a second factor
     return client
 
 

@@ -5,11 +5,13 @@ import re
 import pytest
 from django.core import mail
 from django.test import Client
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kernel.lei import lei_with_check_digits
 from kernel.models import Firm
 from portal.models import Application, PortalAccount
 from tests.keys import ec_key, make_csr
+from tests.portal.conftest import totp_now
 
 pytestmark = pytest.mark.django_db(transaction=True)  # e-mail goes out on commit
 
@@ -91,6 +93,13 @@ def test_application_to_certificate(cas, settings, tmp_path, make_officer):
         == 302
     )
     assert PortalAccount.objects.get(user__username="fay").role == "admin"
+    # Adding a trader needs a second factor: fay sets up an authenticator app first.
+    r = admin.get("/firm/participants/new/")
+    assert r["Location"] == "/accounts/security/?next=/firm/participants/new/"
+    assert admin.get(r["Location"]).status_code == 200
+    device = TOTPDevice.objects.get(user__username="fay", confirmed=False)
+    r = admin.post(r["Location"], {"token": totp_now(device)})
+    assert r["Location"] == "/firm/participants/new/"
     r = admin.post(
         "/firm/participants/new/",
         {

@@ -37,7 +37,7 @@ from portal.models import (
 from portal.urls import portal_patterns
 from tests.factories import FirmFactory, ParticipantFactory, random_lei
 from tests.keys import ec_key, make_csr
-from tests.portal.conftest import PASSWORD, sign_in, totp_now
+from tests.portal.conftest import PASSWORD, sign_in, totp_now, verify_session
 
 pytestmark = pytest.mark.django_db
 
@@ -217,6 +217,8 @@ class World:
         }[caller]()
         client = Client()
         client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+        if caller.startswith("admin_"):
+            verify_session(client, user)  # administrators act with a second factor
         return client
 
 
@@ -314,6 +316,7 @@ ACTIONS: dict[str, Action] = {
     "csr-help": Action("get", lambda w: "/help/csr/"),
     "verify": Action("get", lambda w: "/accounts/verify/"),
     "verify POST bad": Action("post", lambda w: "/accounts/verify/", lambda w: {"token": "x"}),
+    "security": Action("get", lambda w: "/accounts/security/"),
     "officer": Action("get", lambda w: "/officer/"),
     "officer-case": Action("get", lambda w: _case(w)),
     "officer-check POST": Action(
@@ -419,6 +422,7 @@ MATRIX = [
     ("csr-help",                 OK,       OK,       OK,       OK,       OK,       OK),
     ("verify",                   LOGIN,    OK,       OK,       OK,       OK,       OK),
     ("verify POST bad",          LOGIN,    INVALID,  INVALID,  INVALID,  INVALID,  INVALID),
+    ("security",                 LOGIN,    OK,       OK,       OK,       OK,       OK),
     ("officer",                  LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   OK),
     ("officer-case",             LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   OK),
     ("officer-check POST",       LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   DONE),
