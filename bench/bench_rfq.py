@@ -300,10 +300,10 @@ class Servers:
 class Connection:
     """One kept-alive HTTPS connection presenting a desk's certificate."""
 
-    def __init__(self, port: int, root: Path, desk_: Desk):
+    def __init__(self, port: int, root: Path, desk_: Desk, host: str = "127.0.0.1"):
         context = ssl.create_default_context(cafile=str(root))
         context.load_cert_chain(str(desk_.cert), str(desk_.key))
-        self.conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=60)
+        self.conn = http.client.HTTPSConnection(host, port, context=context, timeout=60)
         self.connects = 0
 
     def call(self, method: str, path: str, body: dict | None = None):

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import _common
 import bench_rfq
-from bench_rfq import API, ONE_LEG, TERMINATOR_SECRET, TWO_WAY, Desk, ms, pct
+from bench_rfq import API, ONE_LEG, TERMINATOR_SECRET, TWO_WAY, Connection, Desk, ms, pct
 
 DEFAULT_DATABASE_URL = "postgres://postgres@//var/run/postgresql/keyline_bench_scaleout"
 NODES = {"a": "10.231.1", "b": "10.231.2"}  # /30 each: host .1, node .2
@@ -162,19 +162,9 @@ class Node:
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)  # and its veth
 
 
-class Conn(bench_rfq.Connection):
-    """One kept-alive HTTPS connection to a node, presenting a desk's certificate."""
-
-    def __init__(self, node: Node, desk: Desk):
-        import http.client
-        import ssl
-
-        context = ssl.create_default_context(cafile=str(node.files["root"]))
-        context.load_cert_chain(str(desk.cert), str(desk.key))
-        self.conn = http.client.HTTPSConnection(
-            node.address, PORTS["api"], context=context, timeout=60
-        )
-        self.connects = 0
+def Conn(node: Node, desk: Desk) -> Connection:  # noqa: N802 - reads as a type
+    """One kept-alive HTTPS connection to a node's API, presenting a desk's certificate."""
+    return Connection(PORTS["api"], node.files["root"], desk, host=node.address)
 
 
 def ok(status: int, data: bytes, want: int, what: str) -> dict:
@@ -223,7 +213,7 @@ def check_revocation(args, a: Node, b: Node, victims: list[Desk]) -> dict:
             done = threading.Event()
             lock = threading.Lock()
 
-            def poll(node: Node, conn: Conn, done=done, lock=lock, answers=answers) -> None:
+            def poll(node: Node, conn: Connection, done=done, lock=lock, answers=answers) -> None:
                 while not done.is_set():
                     sent = time.time()
                     status, _, _ = conn.call("GET", API + "whoami/")
@@ -296,8 +286,8 @@ def check_accept_race(args, a: Node, b: Node, requester: Desk, maker: Desk) -> N
             statuses: list[tuple[int, bytes]] = []
             lock = threading.Lock()
 
-            def accept(conn: Conn, quote_id=quote["id"], path=path, barrier=barrier, lock=lock,
-                       statuses=statuses) -> None:  # fmt: skip
+            def accept(conn: Connection, quote_id=quote["id"], path=path, barrier=barrier,
+                       lock=lock, statuses=statuses) -> None:  # fmt: skip
                 barrier.wait()
                 status, data, _ = conn.call(
                     "POST", path + "accept/", {"quote_id": quote_id, "side": "buy"}
