@@ -14,9 +14,10 @@ from django.db import DatabaseError
 from redis import RedisError
 
 from kernel.audit import Actor
+from pki.models import CertificateRequest
 from pki.ocsp import context_reset, presign
 from pki.revocation import CrlPublishFailed, crl_publish
-from pki.services import ocsp_responder_renew
+from pki.services import certificate_issue, ocsp_responder_renew
 
 MAX_RETRIES = 8
 
@@ -65,3 +66,13 @@ def ocsp_presign_task(self: Task[Any, Any], serials: list[str] | None = None) ->
         if self.request.is_eager:
             raise
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(acks_late=True)
+def certificate_issue_task(request_id: int, actor: list[str]) -> int:
+    """Sign one submitted request for a web process that holds no CA key
+    (:mod:`pki.signing` queues it and waits for the row). Returns the certificate's id; the
+    errors of ``pki.services.certificate_issue`` end the task (a rejected key is recorded on
+    the request, which the waiting request reads)."""
+    request = CertificateRequest.objects.select_related("participant__firm").get(pk=request_id)
+    return certificate_issue(request=request, actor=Actor(*actor)).pk

@@ -30,6 +30,7 @@ from pki.keystore import atomic_write
 from pki.models import Certificate, CertificateRequest
 from pki.revocation import certificate_revoke, certificates_revoke_for_firm
 from pki.selectors import ca_get_active
+from pki.signing import certificate_issue_queued
 from portal.models import (
     Application,
     CallbackChallenge,
@@ -654,7 +655,8 @@ def csr_upload(
                 actor=Actor.system("KEYLINE_AUTO_SIGN"),
                 target=request,
             )
-        return pki_services.certificate_issue(request=request, actor=Actor.system("auto-sign"))
+        signed = certificate_issue_queued(request=request, actor=Actor.system("auto-sign"))
+        return signed if signed is not None else request
     return request
 
 
@@ -663,11 +665,13 @@ def csr_decide(
 ) -> CertificateRequest | Certificate:
     """An officer signs or rejects a pending CSR.
 
-    Signing returns the certificate (``pki.services.certificate_issue``); rejecting, the
-    request, rejected with the reason and audited. Raises ``PermissionDenied``
-    (``OFFICER_REQUIRED``), ``NotFound`` (``CSR_NOT_FOUND``), ``Conflict``
-    (``CSR_NOT_PENDING``, also when decided meanwhile), ``Invalid`` (``REASON_REQUIRED``, to
-    reject), and what ``certificate_issue`` raises."""
+    Signing is done by the signing worker (``pki.signing``): it returns the certificate, or
+    the request still submitted when the worker has not answered within seconds (it signs it
+    when it gets to it); rejecting returns the request, rejected with the reason and audited.
+    Raises ``PermissionDenied`` (``OFFICER_REQUIRED``), ``NotFound`` (``CSR_NOT_FOUND``),
+    ``Conflict`` (``CSR_NOT_PENDING``, also when decided meanwhile; a rejection code when the
+    worker rejected the key), ``Invalid`` (``REASON_REQUIRED``, to reject), and without a
+    broker what ``certificate_issue`` raises."""
     _, actor = _officer(user)
     request = (
         CertificateRequest.objects.select_related("participant__firm").filter(pk=request_id).first()
@@ -677,7 +681,8 @@ def csr_decide(
     if request.status != CertificateRequest.Status.SUBMITTED:
         raise Conflict("CSR_NOT_PENDING", f"This request is {request.status}.")
     if approve:
-        return pki_services.certificate_issue(request=request, actor=actor)
+        signed = certificate_issue_queued(request=request, actor=actor)
+        return signed if signed is not None else request
     if not reason.strip():
         raise Invalid("REASON_REQUIRED", "Give the reason.")
     with transaction.atomic():

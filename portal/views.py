@@ -951,6 +951,12 @@ def officer_csr_decide(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
             f"Signed: certificate {outcome.serial} for {_holder(outcome)}, "
             f"valid until {outcome.not_after:%Y-%m-%d}.",
         )
+    elif outcome.status == CertificateRequest.Status.SUBMITTED:
+        messages.info(
+            request,
+            "Queued for signing: the signing worker has not answered yet; this page shows the "
+            "certificate once it has.",
+        )
     else:
         messages.success(
             request,
@@ -1039,7 +1045,12 @@ def participant_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
                 if isinstance(outcome, Certificate):
                     messages.success(request, "Certificate issued.")
                     return redirect("portal:certificate", pk=outcome.pk)
-                messages.success(request, "CSR received: an officer will sign it.")
+                messages.success(
+                    request,
+                    "CSR received: it is being signed; the certificate shows here shortly."
+                    if settings.KEYLINE_AUTO_SIGN and outcome.participant.firm.is_active
+                    else "CSR received: an officer will sign it.",
+                )
                 return redirect("portal:participant", pk=pk)
         else:
             status = 400

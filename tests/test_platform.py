@@ -335,3 +335,31 @@ def test_a_disabled_participant_is_refused_by_every_worker_right_after_the_chang
             client.close()
     assert [a.status_code for a in answers] == [403] * len(answers)
     assert {a.json()["code"] for a in answers} == {"PARTICIPANT_DISABLED"}
+
+
+def test_only_the_signing_worker_holds_the_ca_passphrase(platform: Platform):
+    """As in deploy/: the web processes (gunicorn's pools, the OCSP responder) run without the
+    CA passphrase, the Celery worker with it; an officer's "Sign" is done by the worker."""
+    web, worker = [], []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or not ours to read
+        if f"KEYLINE_VAR_DIR={platform.var}".encode() not in environ:
+            continue  # another platform's, or not one of its processes
+        passphrase = next(
+            (e.split(b"=", 1)[1] for e in environ if e.startswith(b"KEYLINE_CA_PASSPHRASE_FILE=")),
+            b"",
+        )
+        if "gunicorn" in cmdline or "uvicorn" in cmdline:
+            web.append((cmdline[:80], passphrase))
+        elif "celery" in cmdline and " worker " in cmdline:
+            worker.append((cmdline[:80], passphrase))
+    assert web, "no gunicorn or uvicorn process of the platform found"
+    assert worker, "no Celery worker of the platform found"
+    assert all(passphrase == b"" for _, passphrase in web), web
+    assert all(passphrase != b"" for _, passphrase in worker), worker

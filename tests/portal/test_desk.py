@@ -608,3 +608,47 @@ def test_an_administrator_with_a_factor_verifies_it_before_revoking(cas, issue):
     assert admin.post(url, {"reason": "keyCompromise"}).status_code == 302
     assert Certificate.objects.get(pk=certificate.pk).status == "revoked"
     assert AuditRecord.objects.filter(event="user.second_factor_verified").exists()
+
+
+def test_a_sign_the_worker_has_not_answered_yet_says_so(cas, make_officer, monkeypatch):
+    """The web process holds no CA key: "Sign" queues the signing worker's task and waits a
+    few seconds. A worker that has not answered (here: a queue nobody reads) leaves the request
+    pending and the page says it is queued."""
+    from pki import signing, tasks
+
+    monkeypatch.setattr(tasks.certificate_issue_task, "delay", lambda *args, **kwargs: None)
+    monkeypatch.setattr(signing, "WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(signing.certificate_issue_queued, "__kwdefaults__", {"wait": 0.2})
+    csr = csr_submit(
+        participant=ParticipantFactory(), data=make_csr(ec_key()), actor=Actor.system("t")
+    )
+    officer, _ = make_officer("olga")
+
+    response = officer.post(f"/officer/csrs/{csr.pk}/decide/", {"decision": "sign"})
+
+    assert "Queued for signing" in follow_messages(officer, response)
+    csr.refresh_from_db()
+    assert csr.status == CertificateRequest.Status.SUBMITTED
+    assert not Certificate.objects.filter(request=csr).exists()
+
+
+def test_a_key_the_worker_rejects_is_refused_with_its_code(cas, make_officer, monkeypatch):
+    from pki import tasks
+
+    def worker_rejects(request_id, actor):
+        CertificateRequest.objects.filter(pk=request_id).update(
+            status=CertificateRequest.Status.REJECTED,
+            rejection_code="CSR_KEY_REUSED",
+            rejection_reason="This key was certified before.",
+        )
+
+    monkeypatch.setattr(tasks.certificate_issue_task, "delay", worker_rejects)
+    csr = csr_submit(
+        participant=ParticipantFactory(), data=make_csr(ec_key()), actor=Actor.system("t")
+    )
+    officer, _ = make_officer("olga")
+
+    response = officer.post(f"/officer/csrs/{csr.pk}/decide/", {"decision": "sign"})
+
+    assert response.status_code == 409
+    assert error_code(response) == "CSR_KEY_REUSED"
