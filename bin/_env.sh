@@ -22,7 +22,8 @@ export KEYLINE_OCSP_KEY_PASSPHRASE_FILE="$VAR/secrets/ocsp-passphrase"
 export KEYLINE_TERMINATOR_SECRET_FILE="$VAR/secrets/terminator-secret"
 export DJANGO_ALLOWED_HOSTS="${DJANGO_ALLOWED_HOSTS:-127.0.0.1,localhost}"
 # The three public addresses; every link, e-mail and curl line the platform prints follows them.
-export KEYLINE_PORTAL_URL="${KEYLINE_PORTAL_URL:-https://127.0.0.1:$PORTAL_PORT}"
+# The portal by host name: a browser's WebAuthn (passkeys) accepts no IP address as the site.
+export KEYLINE_PORTAL_URL="${KEYLINE_PORTAL_URL:-https://localhost:$PORTAL_PORT}"
 export KEYLINE_API_URL="${KEYLINE_API_URL:-https://127.0.0.1:$API_PORT}"
 export KEYLINE_PKI_URL="${KEYLINE_PKI_URL:-${KEYLINE_PKI_BASE_URL:-http://127.0.0.1:$PKI_PORT/pki}}"
 # E-mails (case links, call-back codes, invitations, reminders) are files in var/mail/.

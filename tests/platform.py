@@ -53,7 +53,7 @@ class Platform:
 
     @property
     def portal_url(self) -> str:
-        return f"https://127.0.0.1:{self.ports['PORTAL_PORT']}"
+        return f"https://localhost:{self.ports['PORTAL_PORT']}"  # as bin/run (bin/_env.sh)
 
     @property
     def api_url(self) -> str:
