@@ -84,10 +84,6 @@ class DecisionForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
 
 
-class ReasonForm(forms.Form):
-    reason = forms.CharField(max_length=2000)
-
-
 class FirmStopForm(forms.Form):
     """Suspend or offboard: the reason, and the firm's legal name typed out as confirmation."""
 

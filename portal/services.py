@@ -764,6 +764,14 @@ def certificate_download(
     return name, data.encode()
 
 
+def revoker_require(user: User | AnonymousUser) -> None:
+    """Officers revoke any certificate, firm administrators their firm's; anyone else gets
+    ``PermissionDenied`` (``FIRM_ADMIN_REQUIRED``, or ``FIRM_USER_REQUIRED`` from
+    :func:`account_of`)."""
+    if not user.is_staff and account_of(user).role != PortalAccount.Role.ADMIN:
+        raise PermissionDenied("FIRM_ADMIN_REQUIRED", "Only the firm's administrators revoke.")
+
+
 def certificate_revoke_by(
     *, user: User | AnonymousUser, certificate_id: int, reason: str
 ) -> Certificate:
@@ -774,8 +782,7 @@ def certificate_revoke_by(
     ``PermissionDenied`` (``FIRM_ADMIN_REQUIRED``), ``Invalid`` (``REASON_INVALID``: a reason
     the form does not offer), ``Conflict`` (``CERTIFICATE_ALREADY_REVOKED``)."""
     certificate = certificate_for(user, certificate_id)
-    if not user.is_staff and account_of(user).role != PortalAccount.Role.ADMIN:
-        raise PermissionDenied("FIRM_ADMIN_REQUIRED", "Only the firm's administrators revoke.")
+    revoker_require(user)
     allowed = {
         "unspecified",
         "keyCompromise",

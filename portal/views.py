@@ -147,11 +147,8 @@ def firm_user_required(
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    user = request.user
-    if user.is_authenticated and user.is_staff:
-        return redirect("portal:officer")
-    if user.is_authenticated and hasattr(user, "portal"):
-        return redirect("portal:firm")
+    if (desk := desk_url(request)) != reverse("portal:home"):
+        return redirect(desk)
     return render(request, "portal/home.html", {"cas": ca_list_active()})
 
 
@@ -260,15 +257,11 @@ def verify(request: HttpRequest) -> HttpResponse:
                     actor=Actor.user(request.user),
                     target=request.user,
                 )
-                target = request.GET.get("next", "")
-                # Only a path on this site: "//host" and "/\\host" are other sites to a browser.
-                if not target.startswith("/") or not url_has_allowed_host_and_scheme(
-                    target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-                ):
-                    target = desk_url(request)
-                return redirect(target)
+                return redirect(_safe_next(request))
             audit_record(
-                event="officer.second_factor_failed",
+                event="officer.second_factor_failed"
+                if request.user.is_staff
+                else "user.second_factor_failed",
                 actor=Actor.user(request.user),
                 target=request.user,
             )
@@ -290,7 +283,8 @@ def _throttled(why: dict[str, Any] | None) -> str:
 
 
 def _safe_next(request: HttpRequest) -> str:
-    """The ``next`` path if it is one of this site's, else the user's desk."""
+    """The ``next`` path if it is one of this site's ("//host" and "/\\host" are other sites
+    to a browser), else the user's desk."""
     target = request.GET.get("next", "")
     if not target.startswith("/") or not url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
@@ -490,20 +484,23 @@ def case_action(
         try:
             return view(request, pk)
         except DomainError as exc:
-            if exc.code == "APPLICATION_NOT_FOUND":
-                raise
+            # A case that does not exist cannot be shown again: _case_page raises its 404.
             return _case_page(request, pk, refusal=exc)
 
     return wrapper
 
 
-def _posted(form_class: type[Form], request: HttpRequest) -> dict[str, Any]:
-    """The POSTed form's cleaned data, or 400 ``INVALID_FORM`` naming the first problem."""
-    form = form_class(request.POST, request.FILES)
+def _cleaned(form: Form, code: str = "INVALID_FORM") -> dict[str, Any]:
+    """A bound form's cleaned data, or a 400 with ``code`` naming the first problem."""
     if not form.is_valid():
         first = next(iter(form.errors.values()))[0]
-        raise Invalid("INVALID_FORM", str(first), {"fields": form.errors.get_json_data()})
+        raise Invalid(code, str(first), {"fields": form.errors.get_json_data()})
     return form.cleaned_data
+
+
+def _posted(form_class: type[Form], request: HttpRequest) -> dict[str, Any]:
+    """The POSTed form's cleaned data, or 400 ``INVALID_FORM`` naming the first problem."""
+    return _cleaned(form_class(request.POST, request.FILES))
 
 
 @require_POST
@@ -568,7 +565,7 @@ def officer_prepare(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 def officer_decide(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     form = forms.DecisionForm(request.POST)
     try:
-        data = _posted(forms.DecisionForm, request)
+        data = _cleaned(form)
         application = services.application_decide(
             application_id=pk,
             approve=data["decision"] == "approve",
@@ -576,8 +573,6 @@ def officer_decide(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             user=request.user,
         )
     except DomainError as exc:
-        if exc.code == "APPLICATION_NOT_FOUND":
-            raise
         return _case_page(request, pk, refusal=exc, decision_form=form)
     firm = application.firm
     if firm.status == Firm.Status.APPROVED:
@@ -604,7 +599,7 @@ def officer_firm_suspend(
     refusal: DomainError | None = None
     if request.method == "POST":
         try:
-            data = _posted(forms.FirmStopForm, request)
+            data = _cleaned(form)
             if data["confirm_name"].strip() != preview.firm.legal_name:
                 raise Invalid(
                     "FIRM_NAME_MISMATCH",
@@ -739,14 +734,17 @@ def _audit_filtered(form: forms.AuditFilterForm) -> "QuerySet[AuditRecord]":
     return records
 
 
+def _query(*parts: str) -> str:
+    """A URL's query string from encoded parts, empty ones left out: "", "?a=1", "?a=1&b=2"."""
+    joined = "&".join(part for part in parts if part)
+    return f"?{joined}" if joined else ""
+
+
 def _audit_form(request: HttpRequest) -> forms.AuditFilterForm:
-    form = forms.AuditFilterForm(request.GET or None)
-    if form.is_bound and not form.is_valid():
-        first = next(iter(form.errors.values()))[0]
-        raise Invalid("INVALID_FILTER", str(first), {"fields": form.errors.get_json_data()})
-    if not form.is_bound:
-        form.is_valid()  # an unbound form has no cleaned_data: every filter empty
-        form.cleaned_data = {}
+    """The filters, always bound (no filter at all is a valid, empty one); 400
+    ``INVALID_FILTER`` naming the first problem."""
+    form = forms.AuditFilterForm(request.GET)
+    _cleaned(form, "INVALID_FILTER")
     return form
 
 
@@ -801,12 +799,9 @@ def officer_audit(request: AuthenticatedHttpRequest) -> HttpResponse:
     more = len(page) > AUDIT_PAGE
     page = page[:AUDIT_PAGE]
     query = request.GET.copy()
-    query.pop("before", None)
-    older = None
-    if more:
-        query["before"] = str(page[-1].pk)
-        older = "?" + query.urlencode()
-        query.pop("before")
+    query.pop("before", None)  # the filters alone: the first page, the export, "Verify now"
+    filters = query.urlencode()
+    older = _query(filters, f"before={page[-1].pk}") if more else None
     links = _audit_links(page)
     head = AuditHead.objects.filter(pk=1).first()
     return render(
@@ -818,10 +813,12 @@ def officer_audit(request: AuthenticatedHttpRequest) -> HttpResponse:
                 (record, links.get(record.pk), json.dumps(record.details, sort_keys=True))
                 for record in page
             ],
-            "query": query.urlencode(),
+            "query": filters,
             "older": older,
-            "newest": ("?" + query.urlencode()) if form.cleaned_data.get("before") else None,
-            "export": reverse("portal:officer-audit-export") + "?" + query.urlencode(),
+            "newest": reverse("portal:officer-audit") + _query(filters)
+            if form.cleaned_data.get("before")
+            else None,
+            "export": reverse("portal:officer-audit-export") + _query(filters),
             "check": AuditCheck.objects.first(),
             "head": head.sequence if head else 0,
             "tail": audit_tail(),
@@ -879,10 +876,8 @@ def officer_audit_verify(request: AuthenticatedHttpRequest) -> HttpResponse:
     )
     audit_verify_task.delay(by=by)
     messages.success(request, "Verification queued: the result shows here when the worker is done.")
-    back = reverse("portal:officer-audit")  # with the filters the officer had
-    if request.GET and forms.AuditFilterForm(request.GET).is_valid():
-        back += "?" + request.GET.urlencode()
-    return redirect(back)
+    # Back to the page with the filters the officer had (the form posts them in its URL).
+    return redirect(reverse("portal:officer-audit") + _query(request.GET.urlencode()))
 
 
 @require_GET
@@ -942,9 +937,7 @@ def officer_csr_decide(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
             reason=request.POST.get("reason", ""),
         )
     except DomainError as exc:
-        if exc.code == "CSR_NOT_FOUND":
-            raise
-        return _csr_page(request, pk, refusal=exc)
+        return _csr_page(request, pk, refusal=exc)  # a missing CSR: its page raises the 404
     if isinstance(outcome, Certificate):
         messages.success(
             request,
@@ -1075,9 +1068,13 @@ def _holder(certificate: Certificate) -> str:
 
 
 def _may_revoke(request: AuthenticatedHttpRequest, certificate: Certificate) -> bool:
-    return certificate.status == Certificate.Status.ACTIVE and (
-        request.user.is_staff or services.account_of(request.user).role == PortalAccount.Role.ADMIN
-    )
+    if certificate.status != Certificate.Status.ACTIVE:
+        return False
+    try:
+        services.revoker_require(request.user)
+    except PermissionDenied:
+        return False
+    return True
 
 
 @require_GET
@@ -1121,17 +1118,14 @@ def certificate_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
     """Revoke, confirmed: the page names the serial, whose access ends and what else that
     participant still holds; the reason is chosen, never defaulted."""
     certificate = services.certificate_for(request.user, pk)
-    if not request.user.is_staff and services.account_of(request.user).role != (
-        PortalAccount.Role.ADMIN
-    ):
-        raise PermissionDenied("FIRM_ADMIN_REQUIRED", "Only the firm's administrators revoke.")
+    services.revoker_require(request.user)
     if (first := _second_factor_first(request)) is not None:
         return first
     form = forms.RevokeForm(request.POST or None)
     refusal: DomainError | None = None
     if request.method == "POST":
         try:
-            data = _posted(forms.RevokeForm, request)
+            data = _cleaned(form)
             certificate = services.certificate_revoke_by(
                 user=request.user, certificate_id=pk, reason=data["reason"]
             )

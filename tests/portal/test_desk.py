@@ -472,6 +472,7 @@ def test_the_audit_browser_pages_by_keyset_without_losing_or_repeating(make_offi
         url = "/officer/audit/" + found.group(1).replace("&amp;", "&") if found else None
         pages += 1
     assert pages == 3
+    assert 'href="/officer/audit/?event=test.seeded" id="newest"' in page  # back to the first
     assert seen == list(range(119, -1, -1))  # newest first, each once
     assert len(wanted) == 120
 
