@@ -289,13 +289,11 @@ def audit_check(by: str, result: AuditVerification | None = None) -> AuditCheck:
     """Verify the whole chain (:func:`audit_verify`, unless ``result`` is a verification just
     made) and keep what was found, with who asked. Returns the stored check."""
     result = result or audit_verify()
-    last = result.checked if result.ok else (result.broken_sequence or 1) - 1
     return AuditCheck.objects.create(
         checked_at=timezone.now(),
         by=by[:200],
         ok=result.ok,
         checked=result.checked,
-        last_sequence=last,
         broken_sequence=result.broken_sequence,
         reason=result.reason,
         unchained=result.tail.count,

@@ -194,10 +194,9 @@ class AuditCheck(models.Model):
     checked_at = models.DateTimeField()
     by = models.CharField(max_length=200)
     ok = models.BooleanField()
-    checked = models.PositiveBigIntegerField(help_text="records recomputed")
-    last_sequence = models.PositiveBigIntegerField(
-        default=0, help_text="the last record found intact"
-    )
+    # Records are checked from #1 in order, up to the first broken one: #1 to #checked are
+    # intact, whatever the verdict.
+    checked = models.PositiveBigIntegerField(help_text="records found intact, from #1")
     broken_sequence = models.PositiveBigIntegerField(null=True, blank=True)
     reason = models.TextField(blank=True)
     unchained = models.PositiveIntegerField(default=0, help_text="records not chained yet")

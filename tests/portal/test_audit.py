@@ -12,7 +12,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from kernel.audit import Actor, audit_chain, audit_record, audit_verify
-from kernel.models import AuditHead, AuditRecord
+from kernel.models import AuditCheck, AuditHead, AuditRecord
 from pki.health import health_check
 
 pytestmark = pytest.mark.django_db
@@ -133,6 +133,14 @@ def test_an_edited_row_is_named_by_verify_audit(field, db):
     with pytest.raises(CommandError, match=rf"broken at record #{target.sequence}\b") as failed:
         call_command("verify_audit")
     assert failed.value.returncode == 1
+    # The verdict is kept for the officers' audit page: #1 to #checked intact, then the break.
+    kept = AuditCheck.objects.get()
+    assert (kept.ok, kept.by, kept.broken_sequence) == (
+        False,
+        "verify_audit command",
+        target.sequence,
+    )
+    assert kept.checked == target.sequence - 1
 
 
 def test_a_rewritten_hash_breaks_the_next_link(db):

@@ -540,10 +540,10 @@ def test_the_audit_page_shows_the_chain_state_and_verifies_on_request(make_offic
     check = AuditCheck.objects.get()
     assert check.ok
     assert check.by == "olga"
-    assert f"intact Records #1\N{EN DASH}#{check.last_sequence} verified" in page
+    assert f"intact Records #1\N{EN DASH}#{check.checked} verified" in page
     assert AuditRecord.objects.filter(event="audit.verify_requested").exists()
     AuditCheck.objects.create(
-        checked_at=timezone.now(), by="hourly schedule", ok=False, checked=3, last_sequence=3,
+        checked_at=timezone.now(), by="hourly schedule", ok=False, checked=3,
         broken_sequence=4, reason="record #4 was altered after it was written",
     )  # fmt: skip
     assert "broken At record #4: record #4 was altered" in text(officer.get("/officer/audit/"))
