@@ -111,6 +111,11 @@ class CertificateQuerySet(models.QuerySet["Certificate"]):
         now = now or timezone.now()
         return self.filter(status=Certificate.Status.ACTIVE, not_before__lte=now, not_after__gt=now)
 
+    def revocable(self, now: datetime | None = None) -> "CertificateQuerySet":
+        """What a revocation would still change: active and not expired (not yet valid ones
+        included, unlike :meth:`live`)."""
+        return self.filter(status=Certificate.Status.ACTIVE, not_after__gt=now or timezone.now())
+
     def revoked(self) -> "CertificateQuerySet":
         return self.filter(status=Certificate.Status.REVOKED)
 

@@ -26,7 +26,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.db import connection, transaction
-from django.db.models import Max, QuerySet
+from django.db.models import Max
 from django.db.models.functions import Length
 from django.utils import timezone
 
@@ -37,7 +37,13 @@ from pki import crypto, events
 from pki.conf import pki_settings
 from pki.failures import failure_record, failures_open, failures_resolve
 from pki.keystore import atomic_write, ca_dir, ca_key_load
-from pki.models import Certificate, CertificateAuthority, PublishFailure, RevocationList
+from pki.models import (
+    Certificate,
+    CertificateAuthority,
+    CertificateQuerySet,
+    PublishFailure,
+    RevocationList,
+)
 from pki.reasons import REASON_FLAGS, reason_from_name
 from pki.selectors import ca_certificate
 
@@ -143,14 +149,14 @@ def certificate_revoke(
 
 
 def _revoke_all(
-    certificates: QuerySet[Certificate], *, reason: str, actor: Actor, scope: dict[str, str]
+    certificates: CertificateQuerySet, *, reason: str, actor: Actor, scope: dict[str, str]
 ) -> list[Certificate]:
     reason = reason_from_name(reason)
     now = timezone.now()
     with transaction.atomic(durable=True):
         live = list(
             certificates.select_for_update(of=("self",))
-            .filter(status=Certificate.Status.ACTIVE, not_after__gt=now)
+            .revocable(now)
             .select_related("participant")
             .order_by("pk")
         )

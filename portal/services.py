@@ -470,11 +470,10 @@ def firm_stop_preview(*, firm_id: int, user: User | AnonymousUser) -> FirmStopPr
         raise NotFound("FIRM_NOT_FOUND", "No such firm.")
     if firm.status not in (Firm.Status.APPROVED, Firm.Status.SUSPENDED):
         raise Conflict("FIRM_NOT_ACTIVE", f"The firm is {firm.get_status_display().lower()}.")
-    now = timezone.now()
     certificates = list(
-        Certificate.objects.filter(
-            participant__firm=firm, status=Certificate.Status.ACTIVE, not_after__gt=now
-        )
+        # What certificates_revoke_for_firm will revoke.
+        Certificate.objects.filter(participant__firm=firm)
+        .revocable()
         .select_related("participant")
         .order_by("participant__trader_id", "not_after")
     )
