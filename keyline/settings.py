@@ -398,6 +398,9 @@ EMAIL_FILE_PATH = env.str("DJANGO_EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"
 # --- onboarding portal ------------------------------------------------------------------------
 # Sign participants' CSRs at once when their firm is approved; otherwise an officer decides.
 KEYLINE_AUTO_SIGN = env.bool("KEYLINE_AUTO_SIGN", default=False)
+# How long a web request waits for the signing worker to sign what it asked for (pki.signing)
+# before it answers "queued" and lets the worker finish on its own.
+KEYLINE_SIGNING_WAIT_SECONDS = env.float("KEYLINE_SIGNING_WAIT_SECONDS", default=8.0)
 # The audit chainer (manage.py chain_audit --follow) chains records within about 0.1 s; health
 # (/pki/health/, the officers' dashboard) turns "degraded" when a record has waited longer.
 KEYLINE_AUDIT_MAX_LAG = env.float("KEYLINE_AUDIT_MAX_LAG", default=5.0)

@@ -11,26 +11,26 @@ errors propagate to the caller as :func:`pki.services.certificate_issue` raises 
 
 import time
 
+from django.conf import settings
+
 from kernel.audit import Actor
 from kernel.errors import Conflict
 from pki import tasks
 from pki.models import Certificate, CertificateRequest
 
-WAIT_SECONDS = 8.0
 POLL_SECONDS = 0.05
 
 
-def certificate_issue_queued(
-    *, request: CertificateRequest, actor: Actor, wait: float = WAIT_SECONDS
-) -> Certificate | None:
-    """Have the signing worker sign ``request`` and wait up to ``wait`` seconds for it.
+def certificate_issue_queued(*, request: CertificateRequest, actor: Actor) -> Certificate | None:
+    """Have the signing worker sign ``request`` and wait up to ``KEYLINE_SIGNING_WAIT_SECONDS``
+    for it.
 
     Returns the certificate; or None when the worker has not answered yet (the request stays
     submitted, and is signed when the worker gets to it). Raises ``Conflict`` with the
     request's rejection code when the worker rejected it (a key certified or compromised
     before), and, without a broker, whatever ``pki.services.certificate_issue`` raises."""
     tasks.certificate_issue_task.delay(request.pk, [actor.type, actor.id, actor.label])
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + settings.KEYLINE_SIGNING_WAIT_SECONDS
     while True:
         row = (
             CertificateRequest.objects.filter(pk=request.pk)

@@ -54,6 +54,12 @@ def follow_messages(client: Client, response) -> str:
     return text(client.get(response["Location"]))
 
 
+def pending_csr(participant=None) -> CertificateRequest:
+    """A CSR submitted for ``participant`` (a new one by default), waiting for an officer."""
+    participant = participant or ParticipantFactory()
+    return csr_submit(participant=participant, data=make_csr(ec_key()), actor=Actor.system("t"))
+
+
 def firm_admin(firm: Firm, name: str = "admin", *, verified: bool = True) -> Client:
     user = User.objects.create_user(name, f"{name}@firm.example", PASSWORD)
     PortalAccount.objects.create(user=user, firm=firm, role=PortalAccount.Role.ADMIN)
@@ -76,7 +82,7 @@ def test_the_csr_review_page_shows_what_the_officer_must_see(cas, issue, make_of
     first = csr_submit(
         participant=participant, data=make_csr(key, common_name="asks for this"), actor=actor
     )
-    second = csr_submit(participant=participant, data=make_csr(ec_key()), actor=actor)
+    second = pending_csr(participant)
     officer, _ = make_officer("olga")
 
     response = officer.get(f"/officer/csrs/{first.pk}/")
@@ -97,8 +103,7 @@ def test_the_csr_review_page_shows_what_the_officer_must_see(cas, issue, make_of
 
 
 def test_signing_from_the_review_page_lands_back_on_it_and_says_what_happened(cas, make_officer):
-    participant = ParticipantFactory(trader_id="sign-me")
-    csr = csr_submit(participant=participant, data=make_csr(ec_key()), actor=Actor.system("t"))
+    csr = pending_csr(ParticipantFactory(trader_id="sign-me"))
     officer, _ = make_officer("olga")
 
     response = officer.post(f"/officer/csrs/{csr.pk}/decide/", {"decision": "sign"})
@@ -115,9 +120,7 @@ def test_signing_from_the_review_page_lands_back_on_it_and_says_what_happened(ca
     [({"decision": "reject", "reason": " "}, "REASON_REQUIRED"), ({}, "DECISION_REQUIRED")],
 )
 def test_a_refused_csr_decision_shows_the_review_page_again(cas, make_officer, data, code):
-    csr = csr_submit(
-        participant=ParticipantFactory(), data=make_csr(ec_key()), actor=Actor.system("t")
-    )
+    csr = pending_csr()
     officer, _ = make_officer("olga")
 
     response = officer.post(f"/officer/csrs/{csr.pk}/decide/", data)
@@ -611,18 +614,15 @@ def test_an_administrator_with_a_factor_verifies_it_before_revoking(cas, issue):
     assert AuditRecord.objects.filter(event="user.second_factor_verified").exists()
 
 
-def test_a_sign_the_worker_has_not_answered_yet_says_so(cas, make_officer, monkeypatch):
+def test_a_sign_the_worker_has_not_answered_yet_says_so(cas, make_officer, monkeypatch, settings):
     """The web process holds no CA key: "Sign" queues the signing worker's task and waits a
     few seconds. A worker that has not answered (here: a queue nobody reads) leaves the request
     pending and the page says it is queued."""
-    from pki import signing, tasks
+    from pki import tasks
 
     monkeypatch.setattr(tasks.certificate_issue_task, "delay", lambda *args, **kwargs: None)
-    monkeypatch.setattr(signing, "WAIT_SECONDS", 0.2)
-    monkeypatch.setattr(signing.certificate_issue_queued, "__kwdefaults__", {"wait": 0.2})
-    csr = csr_submit(
-        participant=ParticipantFactory(), data=make_csr(ec_key()), actor=Actor.system("t")
-    )
+    settings.KEYLINE_SIGNING_WAIT_SECONDS = 0.2
+    csr = pending_csr()
     officer, _ = make_officer("olga")
 
     response = officer.post(f"/officer/csrs/{csr.pk}/decide/", {"decision": "sign"})
@@ -644,9 +644,7 @@ def test_a_key_the_worker_rejects_is_refused_with_its_code(cas, make_officer, mo
         )
 
     monkeypatch.setattr(tasks.certificate_issue_task, "delay", worker_rejects)
-    csr = csr_submit(
-        participant=ParticipantFactory(), data=make_csr(ec_key()), actor=Actor.system("t")
-    )
+    csr = pending_csr()
     officer, _ = make_officer("olga")
 
     response = officer.post(f"/officer/csrs/{csr.pk}/decide/", {"decision": "sign"})
