@@ -250,21 +250,9 @@ class Servers:
         self.nginx_up = True  # from here on, stop() looks for its master
         subprocess.run(["nginx", "-p", str(self.prefix), "-c", str(self.conf)], check=True)
 
-    def wait_ready(self, desk_: Desk, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.gunicorn.poll() is not None:
-                sys.exit(f"gunicorn exited:\n{self.log.read_text(errors='replace')[-2000:]}")
-            try:
-                conn = Connection(self.api_port, self.files["root"], desk_)
-                status, _, _ = conn.call("GET", API + "whoami/")
-                conn.close()
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        sys.exit(f"the API did not answer:\n{self.log.read_text(errors='replace')[-2000:]}")
+    def wait_ready(self, desk_: Desk) -> None:
+        wait_api(lambda: Connection(self.api_port, self.files["root"], desk_), [self.gunicorn],
+                 self.log, "the API")  # fmt: skip
 
     def worker_class(self) -> str:
         used = re.findall(r"Using worker: (\S+)", self.log.read_text(errors="replace"))
@@ -326,6 +314,27 @@ class Connection:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def wait_api(connect, procs: list, log: Path, what: str, seconds: float = 60) -> None:
+    """Wait until ``connect()``'s connection gets a 200 from whoami/; stop the bench if one of
+    ``procs`` exits or nothing answers within ``seconds`` (with the tail of ``log``)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                sys.exit(f"{' '.join(map(str, proc.args))} exited:\n"
+                         f"{log.read_text(errors='replace')[-2000:]}")  # fmt: skip
+        try:
+            conn = connect()
+            status, _, _ = conn.call("GET", API + "whoami/")
+            conn.close()
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"{what} did not answer:\n{log.read_text(errors='replace')[-2000:]}")
 
 
 def load(url: str, seconds: float, connections: int, desk_: Desk, root: Path, **options) -> dict:

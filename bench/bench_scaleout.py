@@ -132,24 +132,8 @@ class Node:
         self.start(["nginx", "-p", str(self.dir / "nginx"), "-c", str(conf),
                     "-g", "daemon off;"])  # fmt: skip
 
-    def wait_ready(self, desk: Desk, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            for proc in self.procs:
-                if proc.poll() is not None:
-                    sys.exit(f"node {self.name}: {' '.join(proc.args)} exited:\n"
-                             f"{self.log.read_text(errors='replace')[-2000:]}")  # fmt: skip
-            try:
-                conn = Conn(self, desk)
-                status, _, _ = conn.call("GET", API + "whoami/")
-                conn.close()
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        tail = self.log.read_text(errors="replace")[-2000:]
-        sys.exit(f"node {self.name} did not answer:\n{tail}")
+    def wait_ready(self, desk: Desk) -> None:
+        bench_rfq.wait_api(lambda: Conn(self, desk), self.procs, self.log, f"node {self.name}")
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
