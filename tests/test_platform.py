@@ -363,3 +363,18 @@ def test_only_the_signing_worker_holds_the_ca_passphrase(platform: Platform):
     assert worker, "no Celery worker of the platform found"
     assert all(passphrase == b"" for _, passphrase in web), web
     assert all(passphrase != b"" for _, passphrase in worker), worker
+
+
+def test_the_audit_chain_is_verified_when_the_platform_starts(platform: Platform):
+    """bin/run verifies the chain after its set-up, so the officers' audit page has a verdict
+    before the beat's first hourly check."""
+    kept = platform.manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from kernel.models import AuditCheck; "
+        "c = AuditCheck.objects.filter(by='verify_audit command').order_by('id').first(); "
+        "print(c.ok, c.checked)",
+    ).split()[-2:]
+    assert kept[0] == "True", kept
+    assert int(kept[1]) > 0, kept

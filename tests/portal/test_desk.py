@@ -458,9 +458,6 @@ def _records(n: int, **kwargs) -> list[AuditRecord]:
 def test_the_audit_browser_pages_by_keyset_without_losing_or_repeating(make_officer):
     _records(120)
     officer, _ = make_officer("olga")
-    wanted = list(
-        AuditRecord.objects.filter(event="test.seeded").order_by("-id").values_list("id", flat=True)
-    )
     seen: list[int] = []
     url = "/officer/audit/?event=test.seeded"
     pages = 0
@@ -477,7 +474,6 @@ def test_the_audit_browser_pages_by_keyset_without_losing_or_repeating(make_offi
     assert pages == 3
     assert 'href="/officer/audit/?event=test.seeded" id="newest"' in page  # back to the first
     assert seen == list(range(119, -1, -1))  # newest first, each once
-    assert len(wanted) == 120
 
 
 def test_the_audit_browser_filters_by_firm_actor_action_and_day(cas, issue, make_officer):
