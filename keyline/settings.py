@@ -56,7 +56,7 @@ if not ALLOWED_HOSTS:
 # The public addresses of the three faces of the platform. Every link, e-mail, page and curl
 # recipe is derived from these (bin/run sets them from its ports), as are the CSRF trusted
 # origins below: the portal's own origin is always trusted.
-KEYLINE_PORTAL_URL = env.str("KEYLINE_PORTAL_URL", default="https://127.0.0.1:8444").rstrip("/")
+KEYLINE_PORTAL_URL = env.str("KEYLINE_PORTAL_URL", default="https://localhost:8444").rstrip("/")
 KEYLINE_API_URL = env.str("KEYLINE_API_URL", default="https://127.0.0.1:8443").rstrip("/")
 
 
@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "rfq.apps.RfqConfig",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "django_otp_webauthn",
     "axes",
 ]
 
@@ -129,6 +130,16 @@ OTP_TOTP_ISSUER = "Keyline RFQ"
 # retyped at human speed goes through (0.1 s, 0.2 s, 0.4 s ...), a guesser waits 51 s after
 # ten, an hour after sixteen (django-otp's default factor of 1 made a person wait).
 OTP_TOTP_THROTTLE_FACTOR = 0.1
+
+# Passkeys (WebAuthn, django-otp-webauthn) as the other second factor, never instead of the
+# password. A passkey is bound to the portal's host name (the relying party ID): browsers refuse
+# an IP address there, and changing the name later orphans every registered passkey.
+OTP_WEBAUTHN_RP_ID = urlsplit(KEYLINE_PORTAL_URL).hostname
+OTP_WEBAUTHN_RP_NAME = "Keyline RFQ"
+OTP_WEBAUTHN_ALLOWED_ORIGINS = [_origin(KEYLINE_PORTAL_URL)]
+OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
+# py_webauthn's failures (a bad signature, a wrong origin) in the portal's log.
+OTP_WEBAUTHN_EXCEPTION_LOGGER_NAME = "portal.passkeys"
 
 ROOT_URLCONF = "keyline.urls"
 WSGI_APPLICATION = "keyline.wsgi.application"

@@ -13,6 +13,8 @@ urlpatterns = [
     path("", include((portal_patterns, "portal"))),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Passkey ceremonies (django-otp-webauthn's namespace, the portal's rules: portal.passkeys).
+    path("accounts/passkeys/", include("portal.passkeys")),
     path("pki/", include("pki.urls")),
     path("api/v1/", include("rfq.urls")),
     # Any other path under /api/ (a typo, another version) answers in the API's JSON shape.

@@ -12,6 +12,11 @@ portal_patterns = [
     path("help/csr/", views.csr_help, name="csr-help"),
     path("accounts/verify/", views.verify, name="verify"),
     path("accounts/security/", views.security, name="security"),
+    path(
+        "accounts/security/passkeys/<int:pk>/remove/",
+        views.passkey_remove,
+        name="passkey-remove",
+    ),
     path("officer/", views.officer_dashboard, name="officer"),
     path("officer/cases/<int:pk>/", views.officer_case, name="officer-case"),
     path("officer/cases/<int:pk>/checks/", views.officer_check, name="officer-check"),

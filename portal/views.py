@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
+from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -28,7 +29,9 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_otp import login as otp_login
+from django_otp import user_has_device
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn.models import WebAuthnCredential
 
 from kernel.audit import Actor, audit_record, audit_tail
 from kernel.errors import Conflict, DomainError, Invalid, NotFound, PermissionDenied
@@ -231,11 +234,13 @@ def csr_help(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def verify(request: HttpRequest) -> HttpResponse:
-    """Officers (always) and firm administrators (before they add traders or revoke) prove
-    their TOTP device after the password (django-otp)."""
+    """Officers (always) and firm administrators (before they add traders or revoke) prove a
+    second factor after the password: the code from their authenticator app (django-otp), or
+    a passkey (django-otp-webauthn's script on this page; portal.passkeys checks it)."""
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     device = TOTPDevice.objects.filter(user=request.user, confirmed=True).first()
+    passkeys = WebAuthnCredential.objects.filter(user=request.user, confirmed=True).exists()
     form = forms.TokenForm(request.POST or None)
     status = 200
     if request.method == "POST":
@@ -243,33 +248,46 @@ def verify(request: HttpRequest) -> HttpResponse:
         if device is None:
             form.add_error(
                 None,
-                "No authenticator is set up for you: officers ask an administrator; firm users "
-                "set one up under Security.",
+                "No authenticator app is set up for you"
+                + (
+                    ": use your passkey."
+                    if passkeys
+                    else ": officers ask an administrator; firm users set one up under Security."
+                ),
             )
         elif form.is_valid():
             allowed, why = device.verify_is_allowed()
             if allowed and device.verify_token(form.cleaned_data["token"]):
                 otp_login(request, device)
                 audit_record(
-                    event="officer.second_factor_verified"
-                    if request.user.is_staff
-                    else "user.second_factor_verified",
+                    event=verification_event(request.user, "verified"),
                     actor=Actor.user(request.user),
                     target=request.user,
+                    method="authenticator_app",
                 )
-                return redirect(_safe_next(request))
+                return redirect(safe_next(request))
             audit_record(
-                event="officer.second_factor_failed"
-                if request.user.is_staff
-                else "user.second_factor_failed",
+                event=verification_event(request.user, "failed"),
                 actor=Actor.user(request.user),
                 target=request.user,
+                method="authenticator_app",
             )
             if allowed:
                 form.add_error("token", "That code is not valid: check it and try again.")
             else:
                 form.add_error("token", _throttled(why))
-    return render(request, "portal/verify.html", {"form": form, "device": device}, status=status)
+    return render(
+        request,
+        "portal/verify.html",
+        {"form": form, "device": device, "passkeys": passkeys},
+        status=status,
+    )
+
+
+def verification_event(user: Any, outcome: str) -> str:
+    """``officer.second_factor_verified`` for an officer, ``user.…`` for a firm user (and
+    ``…_failed``), whichever factor was used."""
+    return f"{'officer' if user.is_staff else 'user'}.second_factor_{outcome}"
 
 
 def _throttled(why: dict[str, Any] | None) -> str:
@@ -282,7 +300,7 @@ def _throttled(why: dict[str, Any] | None) -> str:
     )
 
 
-def _safe_next(request: HttpRequest) -> str:
+def safe_next(request: HttpRequest) -> str:
     """The ``next`` path if it is one of this site's ("//host" and "/\\host" are other sites
     to a browser), else the user's desk."""
     target = request.GET.get("next", "")
@@ -293,19 +311,31 @@ def _safe_next(request: HttpRequest) -> str:
     return target
 
 
+def may_add_factor(user: Any) -> bool:
+    """Adding a second factor needs a session verified by one already held. Without any, a
+    firm user sets up the first, which then verifies the session; an officer's first comes
+    with the account (``manage.py add_officer``), never from the officer."""
+    if user.is_verified():
+        return True
+    return not user.is_staff and not user_has_device(user)
+
+
 @require_http_methods(["GET", "POST"])
 def security(request: HttpRequest) -> HttpResponse:
-    """A signed-in user's second factors: the authenticator app they hold, or, without one,
-    setting one up (an unconfirmed TOTP device, shown as an otpauth URI and its secret, and
-    confirmed by the first code it shows). Setting one up also verifies this session."""
+    """A signed-in user's second factors: the authenticator app (or, without one, setting one
+    up: an unconfirmed TOTP device shown as an otpauth URI and its secret, confirmed by the
+    first code it shows) and passkeys (listed, added with django-otp-webauthn's script,
+    removed). See :func:`may_add_factor` for who may add one."""
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     user = request.user
+    may_add = may_add_factor(user)
     confirmed = TOTPDevice.objects.filter(user=user, confirmed=True).first()
     pending = None
     form = forms.TokenForm(request.POST or None)
     status = 200
-    if confirmed is None:
+    refusal: DomainError | None = None
+    if confirmed is None and may_add:
         pending = TOTPDevice.objects.filter(user=user, confirmed=False).first()
         if pending is None:
             pending = TOTPDevice.objects.create(
@@ -317,18 +347,42 @@ def security(request: HttpRequest) -> HttpResponse:
             if not allowed:
                 form.add_error("token", _throttled(why))
             elif form.is_valid() and pending.verify_token(form.cleaned_data["token"]):
-                pending.confirmed = True
-                pending.save(update_fields=["confirmed"])
-                otp_login(request, pending)
-                audit_record(event="second_factor.enrolled", actor=Actor.user(user), target=user)
-                messages.success(
-                    request, "Your authenticator app is set up, and this session is verified."
-                )
-                return redirect(_safe_next(request))
+                with transaction.atomic():
+                    pending.confirmed = True
+                    pending.save(update_fields=["confirmed"])
+                    audit_record(
+                        event="second_factor.enrolled",
+                        actor=Actor.user(user),
+                        target=user,
+                        method="authenticator_app",
+                        device=pending.pk,
+                    )
+                # TYPEHINT NOTE: django-otp's OTPMiddleware installs is_verified().
+                if user.is_verified():  # type: ignore[attr-defined]
+                    messages.success(request, "Your authenticator app is set up.")
+                else:
+                    otp_login(request, pending)
+                    messages.success(
+                        request, "Your authenticator app is set up, and this session is verified."
+                    )
+                return redirect(safe_next(request))
             if allowed and form.is_valid():
                 form.add_error("token", "That code is not valid: check the app and try again.")
     elif request.method == "POST":
-        raise Conflict("SECOND_FACTOR_PRESENT", "You already have an authenticator app.")
+        if confirmed:
+            refusal = Conflict("SECOND_FACTOR_PRESENT", "You already have an authenticator app.")
+        elif user_has_device(user):
+            refusal = PermissionDenied(
+                "SECOND_FACTOR_VERIFY_FIRST",
+                "Verify this session with the factor you hold before you add another.",
+            )
+        else:
+            refusal = PermissionDenied(
+                "SECOND_FACTOR_FROM_ADMINISTRATOR",
+                "An officer's first factor comes with the account: ask the administrator who "
+                "runs manage.py add_officer.",
+            )
+        status = refusal.status_code
     return render(
         request,
         "portal/security.html",
@@ -337,10 +391,41 @@ def security(request: HttpRequest) -> HttpResponse:
             "pending": pending,
             "secret": b32encode(pending.bin_key).decode() if pending else "",
             "form": form,
+            "passkeys": WebAuthnCredential.objects.filter(user=user).order_by("created_at"),
+            "may_add": may_add,
+            "rp_id": settings.OTP_WEBAUTHN_RP_ID,
+            # TYPEHINT NOTE: django-otp's OTPMiddleware installs is_verified() on request.user.
             "verified": user.is_verified(),  # type: ignore[attr-defined]
+            "refusal": _refusal(refusal) if refusal else None,
         },
         status=status,
     )
+
+
+@require_POST
+def passkey_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    """Removes one of the user's passkeys, in a session verified with a second factor."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    user = request.user
+    # TYPEHINT NOTE: django-otp's OTPMiddleware installs is_verified() on request.user.
+    if not user.is_verified():  # type: ignore[attr-defined]
+        return redirect(f"{reverse('portal:verify')}?next={request.get_full_path()}")
+    device = WebAuthnCredential.objects.filter(user=user, pk=pk).first()
+    if device is None:
+        return _error(request, NotFound("PASSKEY_NOT_FOUND", "You hold no such passkey."))
+    with transaction.atomic():
+        audit_record(
+            event="second_factor.removed",
+            actor=Actor.user(user),
+            target=user,
+            method="passkey",
+            device=device.pk,
+            name=device.name,
+        )
+        device.delete()
+    messages.success(request, f"Your {device.name} is removed: it can no longer verify you.")
+    return redirect("portal:security")
 
 
 def _second_factor_first(request: AuthenticatedHttpRequest) -> HttpResponse | None:
@@ -350,7 +435,7 @@ def _second_factor_first(request: AuthenticatedHttpRequest) -> HttpResponse | No
     if request.user.is_verified():  # type: ignore[attr-defined]
         return None
     back = f"?next={request.get_full_path()}"
-    if TOTPDevice.objects.filter(user=request.user, confirmed=True).exists():
+    if user_has_device(request.user):
         return redirect(reverse("portal:verify") + back)
     messages.info(request, "Set up a second factor before you add traders or revoke certificates.")
     return redirect(reverse("portal:security") + back)

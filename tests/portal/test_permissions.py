@@ -19,6 +19,7 @@ from django.test import Client
 from django.urls import URLPattern, resolve
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn.models import WebAuthnCredential
 
 from kernel.audit import Actor
 from kernel.models import AuditRecord, Firm, Participant
@@ -190,6 +191,14 @@ class World:
         return services.application_prepare(application_id=application.pk, user=self.checker)
 
     @cached_property
+    def strangers_passkey(self) -> WebAuthnCredential:
+        """A passkey of a user none of the callers is."""
+        stranger = User.objects.create_user("stranger", "s@elsewhere.example", PASSWORD)
+        return WebAuthnCredential.objects.create(
+            user=stranger, name="passkey 1", credential_id=b"\x01" * 32, public_key=b"\x02"
+        )
+
+    @cached_property
     def invitation_token(self) -> str:
         token = "invitation-token-for-the-permission-matrix"
         Invitation.objects.create(
@@ -246,6 +255,8 @@ def db_state() -> tuple:
         rows(Invitation, "used_at"),
         rows(CertificateRequest, "status"),
         rows(Certificate, "status"),
+        rows(TOTPDevice, "confirmed"),
+        rows(WebAuthnCredential),
     )
 
 
@@ -288,7 +299,9 @@ NO_APP = Expect(404, "APPLICATION_NOT_FOUND")
 NO_INV = Expect(404, "INVITATION_INVALID")
 NO_PART = Expect(404, "PARTICIPANT_NOT_FOUND")
 NO_CERT = Expect(404, "CERTIFICATE_NOT_FOUND")
-REFUSALS = {LOGIN, VERIFY, OFFICERS, FIRM_ONLY, ADMINS, NO_PART, NO_CERT}
+NO_KEY = Expect(404, "PASSKEY_NOT_FOUND")
+HELD = Expect(409, "SECOND_FACTOR_PRESENT")
+REFUSALS = {LOGIN, VERIFY, OFFICERS, FIRM_ONLY, ADMINS, NO_PART, NO_CERT, NO_KEY, HELD}
 
 
 def _case(w: World, suffix: str = "") -> str:
@@ -317,6 +330,10 @@ ACTIONS: dict[str, Action] = {
     "verify": Action("get", lambda w: "/accounts/verify/"),
     "verify POST bad": Action("post", lambda w: "/accounts/verify/", lambda w: {"token": "x"}),
     "security": Action("get", lambda w: "/accounts/security/"),
+    "security POST": Action("post", lambda w: "/accounts/security/", lambda w: {"token": "x"}),
+    "passkey-remove POST other": Action(
+        "post", lambda w: f"/accounts/security/passkeys/{w.strangers_passkey.pk}/remove/"
+    ),
     "officer": Action("get", lambda w: "/officer/"),
     "officer-case": Action("get", lambda w: _case(w)),
     "officer-check POST": Action(
@@ -423,6 +440,8 @@ MATRIX = [
     ("verify",                   LOGIN,    OK,       OK,       OK,       OK,       OK),
     ("verify POST bad",          LOGIN,    INVALID,  INVALID,  INVALID,  INVALID,  INVALID),
     ("security",                 LOGIN,    OK,       OK,       OK,       OK,       OK),
+    ("security POST",            LOGIN,    INVALID,  HELD,     HELD,     HELD,     HELD),
+    ("passkey-remove POST other", LOGIN,   VERIFY,   NO_KEY,   NO_KEY,   VERIFY,   NO_KEY),
     ("officer",                  LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   OK),
     ("officer-case",             LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   OK),
     ("officer-check POST",       LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   DONE),
