@@ -102,6 +102,9 @@ class Watch:
     seen: dict[str, list[str]] = field(default_factory=dict)
     # who -> portal links seen on their pages (followed at the end, as that user)
     links: dict[str, set[str]] = field(default_factory=dict)
+    # Console errors a test provokes on purpose (text they contain), and those seen.
+    provoked_console: set[str] = field(default_factory=set)
+    console_seen: list[str] = field(default_factory=list)
 
     @property
     def origins(self) -> set[str]:
@@ -138,6 +141,9 @@ class Watch:
                 return
             failed = FAILED_LOAD.match(message.text)
             if failed and (message.location["url"], int(failed[1])) in self.refusals:
+                return
+            if any(text in message.text for text in self.provoked_console):
+                self.console_seen.append(message.text)
                 return
             self.problems.append(f"{who} {page.url}: console error: {message.text}")
 
