@@ -399,3 +399,70 @@ def test_the_verify_page_offers_what_the_user_holds(softkey):
     response = fresh.post("/accounts/verify/", {"token": "123456"})
     assert response.status_code == 400
     assert "use your passkey" in response.content.decode()
+
+
+# --- who reaches the ceremony endpoints -----------------------------------------------------
+
+
+def caller(kind: str) -> Client:
+    """The permission matrix's callers (tests/portal/test_permissions.py), signed in as it
+    signs them in: firm administrators verified with an app, the trader with a password only."""
+    if kind == "anonymous":
+        return Client()
+    if kind in ("officer", "officer_unverified"):
+        client, _, device = officer(kind)
+        if kind == "officer":
+            client.post("/accounts/verify/", {"token": totp_now(device)})
+        return client
+    if kind == "trader_a":
+        user = User.objects.create_user(kind, f"{kind}@firm.example", PASSWORD)
+        PortalAccount.objects.create(user=user, firm=FirmFactory(), role=PortalAccount.Role.TRADER)
+        client = Client()
+        sign_in(client, kind)
+        return client
+    client, user = admin(kind)
+    verify_session(client, user)
+    return client
+
+
+OK = (200, None)
+ANON_REG = (403, "PASSKEY_NOT_AUTHENTICATED")
+ANON_AUTH = (403, "PASSKEY_PASSWORDLESS_LOGIN_DISABLED")
+UNVERIFIED = (403, "PASSKEY_USER_NOT_VERIFIED")
+NO_STATE = (400, "PASSKEY_INVALID_STATE")  # a complete step with no ceremony begun
+
+CALLERS = ("anonymous", "trader_a", "admin_a", "admin_b", "officer_unverified", "officer")
+# fmt: off
+CEREMONY_MATRIX = [
+    # endpoint     anonymous  trader_a  admin_a   admin_b   unverified  officer
+    (REG_BEGIN,     ANON_REG,  OK,       OK,       OK,       UNVERIFIED, OK),
+    (REG_COMPLETE,  ANON_REG,  NO_STATE, NO_STATE, NO_STATE, UNVERIFIED, NO_STATE),
+    (AUTH_BEGIN,    ANON_AUTH, OK,       OK,       OK,       OK,         OK),
+    (AUTH_COMPLETE, ANON_AUTH, NO_STATE, NO_STATE, NO_STATE, NO_STATE,   NO_STATE),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "expect"),
+    [
+        pytest.param(url, kind, expect, id=f"{url} | {kind}")
+        for url, *row in CEREMONY_MATRIX
+        for kind, expect in zip(CALLERS, row, strict=True)
+    ],
+)
+def test_ceremony_endpoint_matrix(url, kind, expect):
+    client = caller(kind)
+    before = state()
+
+    response = client.post(url, "{}", "application/json")
+
+    status, code = expect
+    assert response.status_code == status, response.content
+    if code:
+        assert response.json()["code"] == code
+    else:  # the options the browser passes to navigator.credentials
+        assert response.json()["challenge"]
+    assert state() == before
+    for method in ("get", "put", "delete"):
+        assert getattr(client, method)(url).status_code in (403, 405)
