@@ -45,8 +45,35 @@ app_name = "otp_webauthn"
 
 
 def passkey_name(user: User) -> str:
-    """ "passkey 1", "passkey 2" …: the name the Security page lists it under."""
-    return f"passkey {WebAuthnCredential.objects.filter(user=user).count() + 1}"
+    """ "passkey 1", "passkey 2" …, the lowest number the user's passkeys leave free: the name
+    the Security page lists it under."""
+    taken = set(WebAuthnCredential.objects.filter(user=user).values_list("name", flat=True))
+    number = 1
+    while f"passkey {number}" in taken:
+        number += 1
+    return f"passkey {number}"
+
+
+class _StateFirst:
+    """A ceremony's second step, in one transaction with what it records: the new passkey or
+    the sign count, and the audit record, land together or not at all. The ceremony's state
+    leaves the session (saved at once) before that transaction starts, so a failed answer can
+    never be replayed against it (the package's own care, which a rollback would undo)."""
+
+    state: dict[str, Any]
+
+    def get_state(self) -> dict[str, Any]:
+        return self.state
+
+    def post(self, *args: Any, **kwargs: Any) -> JsonResponse:
+        self.state = super().get_state()  # type: ignore[misc]
+        with transaction.atomic():
+            response: JsonResponse = super().post(*args, **kwargs)  # type: ignore[misc]
+            self.record(response)
+        return response
+
+    def record(self, response: JsonResponse) -> None:
+        """What the step records beside the package's own rows, in the same transaction."""
 
 
 class _Audited:
@@ -103,41 +130,29 @@ class RegistrationBegin(_RegistrationRules, _Audited, BeginCredentialRegistratio
     pass
 
 
-class RegistrationComplete(_RegistrationRules, _Audited, CompleteCredentialRegistrationView):
-    """The new passkey, its name and its audit record land together or not at all. The
-    ceremony's state leaves the session before that transaction starts, so a failed attempt
-    can never be replayed with it (the package's own care, kept)."""
-
-    def post(self, *args: Any, **kwargs: Any) -> JsonResponse:
-        self.state = super().get_state()
+class RegistrationComplete(
+    _StateFirst, _RegistrationRules, _Audited, CompleteCredentialRegistrationView
+):
+    def record(self, response: JsonResponse) -> None:
         user = cast(User, self.request.user)  # the ceremony refuses anonymous users first
-        with transaction.atomic():
-            name = passkey_name(user)
-            response = super().post(*args, **kwargs)
-            device = WebAuthnCredential.objects.get(
-                pk=json.loads(response.content)["id"], user=user
-            )
-            device.name = name
-            device.save(update_fields=["name"])
-            audit_record(
-                event="second_factor.enrolled",
-                actor=Actor.user(user),
-                target=user,
-                method="passkey",
-                device=device.pk,
-                name=name,
-            )
-        return response
-
-    def get_state(self) -> dict[str, Any]:
-        return self.state
+        device = WebAuthnCredential.objects.get(pk=json.loads(response.content)["id"], user=user)
+        device.name = passkey_name(user)
+        device.save(update_fields=["name"])
+        audit_record(
+            event="second_factor.enrolled",
+            actor=Actor.user(user),
+            target=user,
+            method="passkey",
+            device=device.pk,
+            name=device.name,
+        )
 
 
 class AuthenticationBegin(_Audited, BeginCredentialAuthenticationView):
     pass
 
 
-class AuthenticationComplete(_Audited, CompleteCredentialAuthenticationView):
+class AuthenticationComplete(_StateFirst, _Audited, CompleteCredentialAuthenticationView):
     def failure_event(self, user: Any) -> str:
         return verification_event(user, "failed")
 

@@ -466,3 +466,35 @@ def test_ceremony_endpoint_matrix(url, kind, expect):
     assert state() == before
     for method in ("get", "put", "delete"):
         assert getattr(client, method)(url).status_code in (403, 405)
+
+
+def test_a_passkey_is_stored_only_with_its_audit_record(softkey, monkeypatch):
+    """Fault injected: the audit write fails. The passkey is not kept, the session is not
+    verified by it, and the answer cannot be tried again (its challenge is spent)."""
+    client, _ = admin()
+    options = client.post(REG_BEGIN).json()
+    answer = softkey().register(options)
+
+    def broken(**_):
+        raise RuntimeError("audit store unavailable")
+
+    monkeypatch.setattr("portal.passkeys.audit_record", broken)
+    with pytest.raises(RuntimeError):
+        client.post(REG_COMPLETE, answer, "application/json")
+    monkeypatch.undo()
+
+    assert not WebAuthnCredential.objects.exists()
+    assert not is_verified(client)
+    again = client.post(REG_COMPLETE, answer, "application/json")
+    assert again.json()["code"] == "PASSKEY_INVALID_STATE"
+
+
+def test_a_new_passkey_takes_the_lowest_free_name(softkey):
+    client, user = admin()
+    for _ in range(3):
+        assert register(client, softkey()).status_code == 200
+    second = WebAuthnCredential.objects.get(user=user, name="passkey 2")
+    client.post(f"/accounts/security/passkeys/{second.pk}/remove/")
+    register(client, softkey())
+    names = WebAuthnCredential.objects.filter(user=user).values_list("name", flat=True)
+    assert sorted(names) == ["passkey 1", "passkey 2", "passkey 3"]
