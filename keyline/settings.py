@@ -364,6 +364,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"pki.tasks.*": {"queue": "signing"}}
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
+    # Revoke, as superseded, certificates renewed by EST whose grace period is over (pki.est).
+    "est-supersede": {"task": "pki.tasks.est_supersede_task", "schedule": crontab(minute="*/10")},
     # Renew the OCSP delegate well before it expires; the task does nothing if not due.
     # Every 6 hours (https://crontab.guru/#17_*/6_*_*_*).
     "ocsp-responder-renew": {
@@ -449,6 +451,12 @@ KEYLINE_OCSP_KEY_PASSPHRASE_FILE = env.str("KEYLINE_OCSP_KEY_PASSPHRASE_FILE", d
 KEYLINE_CA_ORGANIZATION = env.str("KEYLINE_CA_ORGANIZATION", default="Keyline RFQ")
 KEYLINE_CA_COUNTRY = env.str("KEYLINE_CA_COUNTRY", default="GB")
 KEYLINE_CLIENT_CERT_DAYS = env.int("KEYLINE_CLIENT_CERT_DAYS", default=90)
+# EST (RFC 7030, pki.est): how long an enrollment token lives; how long a certificate renewed
+# by EST stays valid once its successor is issued, if the successor is not used before (its
+# first use revokes it as superseded at once); the Retry-After of a request that waits.
+KEYLINE_EST_TOKEN_HOURS = env.int("KEYLINE_EST_TOKEN_HOURS", default=72)
+KEYLINE_EST_SUPERSEDE_GRACE_HOURS = env.int("KEYLINE_EST_SUPERSEDE_GRACE_HOURS", default=72)
+KEYLINE_EST_RETRY_AFTER_SECONDS = env.int("KEYLINE_EST_RETRY_AFTER_SECONDS", default=60)
 KEYLINE_SERVER_CERT_DAYS = env.int("KEYLINE_SERVER_CERT_DAYS", default=90)
 KEYLINE_OCSP_RESPONDER_DAYS = env.int("KEYLINE_OCSP_RESPONDER_DAYS", default=7)
 KEYLINE_LINT_BEFORE_SIGNING = env.bool("KEYLINE_LINT_BEFORE_SIGNING", default=True)

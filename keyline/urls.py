@@ -16,6 +16,8 @@ urlpatterns = [
     # Passkey ceremonies (django-otp-webauthn's namespace, the portal's rules: portal.passkeys).
     path("accounts/passkeys/", include("portal.passkeys")),
     path("pki/", include("pki.urls")),
+    # EST (RFC 7030) enrollment and re-enrollment, on the API's address behind the terminator.
+    path(".well-known/est/", include("pki.est_views")),
     path("api/v1/", include("rfq.urls")),
     # Any other path under /api/ (a typo, another version) answers in the API's JSON shape.
     re_path(r"^api/", NotFoundApi.as_view(), name="api-not-found"),

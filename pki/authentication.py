@@ -16,6 +16,7 @@ import binascii
 import functools
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -29,7 +30,9 @@ from rest_framework.request import Request
 from kernel.api import ApiError, request_id
 from kernel.audit import Actor, audit_record
 from kernel.models import AuditRecord, Participant
-from pki import trust
+from pki import est, trust
+
+logger = logging.getLogger(__name__)
 
 # Decisions that mean "we know who you are, but you may not come in".
 FORBIDDEN = {trust.PARTICIPANT_DISABLED, trust.FIRM_INACTIVE}
@@ -108,18 +111,24 @@ def _header(request: Request, name: str) -> str:
     return value
 
 
+def terminator_check(request: Request) -> None:
+    """Refuses a request that did not come through the venue's terminator (its secret, in
+    constant time), whether or not it carries a client certificate."""
+    secret = settings.KEYLINE_TERMINATOR_SECRET
+    if not secret:
+        _refuse(request, "TERMINATOR_NOT_CONFIGURED", 503)
+    given = _header(request, settings.KEYLINE_HEADER_SECRET)
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        _refuse(request, "TERMINATOR_SECRET_INVALID", 401)
+
+
 class TerminatorCertificateAuthentication(BaseAuthentication):
     def authenticate_header(self, request: Request) -> str:
         # Makes DRF answer 401 (not 403) when authentication fails.
         return 'mTLS realm="keyline-rfq"'
 
     def authenticate(self, request: Request) -> tuple[ApiPrincipal, trust.TrustDecision]:
-        secret = settings.KEYLINE_TERMINATOR_SECRET
-        if not secret:
-            _refuse(request, "TERMINATOR_NOT_CONFIGURED", 503)
-        given = _header(request, settings.KEYLINE_HEADER_SECRET)
-        if not hmac.compare_digest(given.encode(), secret.encode()):
-            _refuse(request, "TERMINATOR_SECRET_INVALID", 401)
+        terminator_check(request)
         verify = _header(request, settings.KEYLINE_HEADER_VERIFY)
         if verify in ("", "NONE"):
             _refuse(request, "CLIENT_CERTIFICATE_MISSING", 401)
@@ -131,7 +140,31 @@ class TerminatorCertificateAuthentication(BaseAuthentication):
         decision = trust.certificate_decide(fingerprint)
         if not decision.ok:
             _refuse_decision(request, decision)
+        if decision.supersedes is not None:
+            _supersede_once(decision)
         return ApiPrincipal(decision), decision
+
+
+# Predecessors this process has revoked: a cached decision may still name one for a moment.
+_superseded: set[int] = set()
+
+
+def _supersede_once(decision: trust.TrustDecision) -> None:
+    """A certificate renewed by EST is used for the first time: the one it renews is revoked
+    as superseded (pki.est), and its own cached decision forgotten so that no process asks
+    again. A failure here never fails the request: the grace period's sweep revokes it."""
+    predecessor = decision.supersedes
+    if predecessor is None or predecessor in _superseded or decision.certificate_id is None:
+        return
+    _superseded.add(predecessor)
+    try:
+        est.supersede_on_first_use(
+            certificate_id=decision.certificate_id, predecessor_id=predecessor
+        )
+        trust.decisions_forget([decision.fingerprint_sha256])
+    except Exception:
+        _superseded.discard(predecessor)
+        logger.exception("superseding certificate %s failed", predecessor)
 
 
 def principal_of(request: Request) -> ApiPrincipal:

@@ -98,12 +98,87 @@ class CertificateRequest(models.Model):
     decided_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # EST re-enrollment (RFC 7030 simplereenroll): the certificate this request renews. The
+    # certificate issued for it supersedes that one (pki.est).
+    renewal_of = models.ForeignKey(
+        "Certificate",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="renewal_requests",
+    )
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"CSR #{self.pk} for {self.participant_id} ({self.status})"
+
+
+class EnrollmentToken(models.Model):
+    """A one-time secret that lets one participant enroll its first certificate over EST
+    (RFC 7030 simpleenroll, HTTP authentication over server-authenticated TLS). Made by a firm
+    administrator or an officer, shown once, stored as its SHA-256, short-lived; spent by the
+    request it enrolled (a retry of that same request may poll with it)."""
+
+    participant = models.ForeignKey(
+        "kernel.Participant", on_delete=models.PROTECT, related_name="enrollment_tokens"
+    )
+    token_sha256 = models.CharField(max_length=64, unique=True)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.CharField(max_length=200, blank=True)
+    request = models.OneToOneField(
+        CertificateRequest,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="enrollment_token",
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"enrollment token #{self.pk} for {self.participant_id}"
+
+    def state(self, now: datetime | None = None) -> str:
+        """ "revoked", "used", "expired" or "open"."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.used_at is not None:
+            return "used"
+        return "expired" if (now or timezone.now()) >= self.expires_at else "open"
+
+
+class EstPolicy(models.Model):
+    """One firm's EST rules (no row: the defaults). Officers set them on the firm's page."""
+
+    firm = models.OneToOneField("kernel.Firm", on_delete=models.CASCADE, related_name="est_policy")
+    # A first certificate enrolled with a token is signed at once, or waits for an officer.
+    auto_sign_enrollment = models.BooleanField(default=False)
+    # A re-enrollment inside the window is signed at once, or waits for an officer.
+    auto_sign_renewal = models.BooleanField(default=True)
+    # Re-enrollment opens when this share of the certificate's lifetime remains.
+    renewal_window_percent = models.PositiveSmallIntegerField(default=33)
+    # An officer can stop re-enrollment for the firm altogether.
+    renewal_blocked = models.BooleanField(default=False)
+    updated_by = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(renewal_window_percent__gte=1, renewal_window_percent__lte=100),
+                name="pki_est_window_percent_range",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"EST policy of {self.firm_id}"
 
 
 class CertificateQuerySet(models.QuerySet["Certificate"]):

@@ -786,8 +786,15 @@ def _audit_rejection(
     )
 
 
-def csr_submit(*, participant: Participant, data: bytes | str, actor: Actor) -> CertificateRequest:
-    """Validate an uploaded CSR for ``participant`` and store it as submitted.
+def csr_submit(
+    *,
+    participant: Participant,
+    data: bytes | str,
+    actor: Actor,
+    renewal_of: Certificate | None = None,
+) -> CertificateRequest:
+    """Validate an uploaded CSR for ``participant`` and store it as submitted (for EST
+    re-enrollment, as the renewal of ``renewal_of``).
 
     Only a well-formed CSR with an allowed key and a valid signature, for a key never
     certified, never compromised and not already waiting in another request, is stored; the
@@ -816,6 +823,7 @@ def csr_submit(*, participant: Participant, data: bytes | str, actor: Actor) -> 
             requested_subject=parsed.requested_subject,
             requested_extensions=parsed.requested_extensions,
             submitted_by=actor.label,
+            renewal_of=renewal_of,
         )
         audit_record(
             event="csr.submitted",
@@ -825,6 +833,7 @@ def csr_submit(*, participant: Participant, data: bytes | str, actor: Actor) -> 
             spki_sha256=parsed.spki_sha256,
             key=parsed.key_description,
             requested_extensions_ignored=parsed.requested_extensions,
+            **({"renewal_of": renewal_of.serial} if renewal_of else {}),
         )
     return request
 

@@ -14,6 +14,7 @@ from django.db import DatabaseError
 from redis import RedisError
 
 from kernel.audit import Actor
+from pki.est import supersede_due as est_supersede_due
 from pki.models import CertificateRequest
 from pki.ocsp import context_reset, presign
 from pki.revocation import CrlPublishFailed, crl_publish
@@ -76,3 +77,10 @@ def certificate_issue_task(request_id: int, actor: list[str]) -> int:
     the request, which the waiting request reads)."""
     request = CertificateRequest.objects.select_related("participant__firm").get(pk=request_id)
     return certificate_issue(request=request, actor=Actor(*actor)).pk
+
+
+@shared_task(acks_late=True)
+def est_supersede_task() -> list[int]:
+    """Revoke, as superseded, the certificates renewed by EST whose grace period is over
+    (every 10 minutes, Celery beat)."""
+    return est_supersede_due()

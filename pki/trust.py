@@ -64,6 +64,9 @@ class TrustDecision:
     firm_id: int | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
+    # A certificate renewed by EST: the id of the certificate it replaces while that one is
+    # still active (its first use revokes that one as superseded: pki.est).
+    supersedes: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -219,7 +222,7 @@ def certificate_fingerprints_of(
 
 def _decide(fingerprint: str) -> TrustDecision:
     cert = (
-        Certificate.objects.select_related("issuer", "participant__firm")
+        Certificate.objects.select_related("issuer", "participant__firm", "request")
         .filter(fingerprint_sha256=fingerprint, kind=Certificate.Kind.CLIENT)
         .first()
     )
@@ -244,7 +247,16 @@ def _decide(fingerprint: str) -> TrustDecision:
         return replace(decision, code=PARTICIPANT_DISABLED)
     if not participant.firm.is_active:
         return replace(decision, code=FIRM_INACTIVE)
-    return decision
+    return replace(decision, supersedes=_predecessor_active(cert))
+
+
+def _predecessor_active(cert: Certificate) -> int | None:
+    """The id of the certificate ``cert`` renewed by EST, while that one is still active."""
+    renewed = cert.request.renewal_of_id if cert.request is not None else None
+    if renewed is None:
+        return None
+    active = Certificate.objects.filter(pk=renewed, status=Certificate.Status.ACTIVE).exists()
+    return renewed if active else None
 
 
 near: NearCache[TrustDecision] = NearCache(ttl=DECISION_TTL, max_entries=100_000)
