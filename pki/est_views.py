@@ -90,6 +90,8 @@ class _BodyError(DomainError):
 
 def _csr_body(request: HttpRequest) -> bytes:
     """The PKCS#10 a POST carries: ``application/pkcs10``, base64 (whitespace allowed)."""
+    if not request.body.strip():
+        raise _BodyError("EST_BODY_EMPTY", "The body holds no CSR.")
     kind = request.content_type or ""
     if kind != "application/pkcs10":
         raise _BodyError(
@@ -192,8 +194,10 @@ def _csr_attributes() -> bytes:
     signature["oid"] = univ.ObjectIdentifier(OID_ECDSA_WITH_SHA256)
     attrs.append(signature)
     key = rfc7030.AttrOrOID()
-    key["attribute"]["type"] = univ.ObjectIdentifier(OID_EC_PUBLIC_KEY)
-    key["attribute"]["values"].append(univ.ObjectIdentifier(OID_SECP256R1))
+    key["attribute"]["attrType"] = univ.ObjectIdentifier(OID_EC_PUBLIC_KEY)
+    key["attribute"]["attrValues"].append(
+        univ.Any(der_encode(univ.ObjectIdentifier(OID_SECP256R1)))
+    )
     attrs.append(key)
     return der_encode(attrs)
 
