@@ -1,0 +1,315 @@
+"""``keyline``: a trader's machine and the venue, one command per step.
+
+    keyline enroll --token est_…        make a key here, enroll it over EST, install the files
+    keyline whoami                      who the venue says this certificate is
+    keyline renew [--force] [--daemon]  re-enroll inside the renewal window, with a new key
+    keyline rfq create INSTRUMENT SIDE QUANTITY [--leg INSTRUMENT SIDE …]
+    keyline rfq quote RFQ_ID --bid PRICE --ask PRICE --size SIZE
+    keyline rfq accept RFQ_ID QUOTE_ID SIDE [--quantity Q] [--limit-price P]
+    keyline rfq cancel RFQ_ID
+    keyline rfq watch [--since N]       follow the event feed
+
+Every command prints one line a person reads (ids first, so the next command can take them),
+or with ``--json`` the venue's JSON answer for scripts. Refusals print ``error: CODE: message``
+on stderr and exit 1; a request the venue will answer later exits 3 (``pending``).
+"""
+
+import argparse
+import json
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cryptography import x509
+
+from keyline_client import venue
+from keyline_client.config import Config, ConfigError, load
+
+EXIT_REFUSED, EXIT_PENDING = 1, 3
+log = logging.getLogger("keyline")
+
+
+def _print(args: argparse.Namespace, line: str, data: Any) -> None:
+    print(json.dumps(data, sort_keys=True) if args.json else line, flush=True)
+
+
+def _cert_facts(cert: x509.Certificate) -> dict[str, Any]:
+    return {
+        "serial": format(cert.serial_number, "x"),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "subject": cert.subject.rfc4514_string(),
+    }
+
+
+def _pending(args: argparse.Namespace, pending: venue.Pending) -> int:
+    _print(
+        args,
+        f"pending: {pending.message} (ask again in {pending.retry_after} s)",
+        {"pending": True, "retry_after": pending.retry_after, "message": pending.message},
+    )
+    return EXIT_PENDING
+
+
+def _wait_for(
+    args: argparse.Namespace, call: Callable[[], x509.Certificate | venue.Pending]
+) -> x509.Certificate | venue.Pending:
+    """Calls again after each 202, as long as ``--wait`` seconds allow."""
+    deadline = time.monotonic() + args.wait
+    while True:
+        outcome = call()
+        if not isinstance(outcome, venue.Pending) or time.monotonic() >= deadline:
+            return outcome
+        time.sleep(min(outcome.retry_after, max(1.0, deadline - time.monotonic())))
+
+
+def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
+    if config.cert_file.exists() and not args.replace:
+        raise venue.VenueError(
+            "ALREADY_ENROLLED",
+            f"{config.cert_file} exists: renew it (keyline renew), or pass --replace",
+        )
+    outcome = _wait_for(args, lambda: venue.enroll(config, args.token))
+    if isinstance(outcome, venue.Pending):
+        return _pending(args, outcome)
+    facts = _cert_facts(outcome)
+    _print(
+        args,
+        f"enrolled {config.trader_id}: certificate {facts['serial']} valid until "
+        f"{facts['not_after']}; key {config.key_file} (0600), certificate {config.cert_file}, "
+        f"chain {config.chain_file}",
+        {**facts, "key_file": str(config.key_file), "cert_file": str(config.cert_file)},
+    )
+    return 0
+
+
+def _reload(config: Config) -> None:
+    if config.reload_command:
+        done = subprocess.run(shlex.split(config.reload_command), check=False)
+        log.info("reload command %r exited %s", config.reload_command, done.returncode)
+        if done.returncode != 0:
+            raise venue.VenueError(
+                "RELOAD_FAILED", f"{config.reload_command!r} exited {done.returncode}"
+            )
+
+
+def renew_once(
+    config: Config, *, force: bool
+) -> tuple[str, x509.Certificate | venue.Pending | None]:
+    """("renewed", cert) / ("pending", Pending) / ("not_due", None)."""
+    current = venue.certificate(config)
+    left = venue.lifetime_left(current)
+    if not force and left > config.renew_before and not config.pending_key_file.exists():
+        return "not_due", None
+    outcome = venue.renew(config)
+    if isinstance(outcome, venue.Pending):
+        return "pending", outcome
+    _reload(config)
+    return "renewed", outcome
+
+
+def cmd_renew(args: argparse.Namespace, config: Config) -> int:
+    if args.daemon:
+        return daemon(config, interval=args.interval)
+    status, outcome = renew_once(config, force=args.force)
+    if status == "not_due":
+        current = venue.certificate(config)
+        facts = _cert_facts(current)
+        _print(
+            args,
+            f"not due: certificate {facts['serial']} has {venue.lifetime_left(current):.0%} of "
+            f"its lifetime left (renewal at {config.renew_before:.0%}; --force asks anyway)",
+            {"renewed": False, **facts},
+        )
+        return 0
+    if not isinstance(outcome, x509.Certificate):
+        return _pending(args, outcome) if outcome else EXIT_REFUSED
+    facts = _cert_facts(outcome)
+    _print(
+        args,
+        f"renewed: certificate {facts['serial']} valid until {facts['not_after']}",
+        {"renewed": True, **facts},
+    )
+    return 0
+
+
+def daemon(config: Config, *, interval: float, max_backoff: float = 3600.0) -> int:
+    """Checks every ``interval`` seconds and renews when due; after a failure, retries after
+    30 s, doubling up to ``max_backoff`` (never beyond the interval's rhythm for long)."""
+    backoff = 0.0
+    log.info("renewal daemon for %s: checking every %.0f s", config.trader_id, interval)
+    while True:
+        try:
+            status, outcome = renew_once(config, force=False)
+            backoff = 0.0
+            if status == "renewed" and isinstance(outcome, x509.Certificate):
+                log.info("renewed: certificate %x until %s", outcome.serial_number,
+                         outcome.not_valid_after_utc.isoformat())  # fmt: skip
+            elif status == "pending" and isinstance(outcome, venue.Pending):
+                log.info("renewal pending: %s", outcome.message)
+            else:
+                log.debug("not due")
+            time.sleep(interval)
+        except (venue.VenueError, OSError, venue.httpx.HTTPError) as exc:
+            backoff = min(max_backoff, backoff * 2 or 30.0)
+            log.warning("renewal failed (%s); retrying in %.0f s", exc, backoff)
+            time.sleep(backoff)
+
+
+def cmd_whoami(args: argparse.Namespace, config: Config) -> int:
+    me = venue.api(config, "GET", "whoami/")
+    p, f, c = me["participant"], me["firm"], me["certificate"]
+    _print(
+        args,
+        f"{p['trader_id']} ({p['role']}) of {f['legal_name']} [{f['lei']}]; certificate "
+        f"{c['serial']} until {c['not_after']} ({c['days_to_expiry']} days)",
+        me,
+    )
+    return 0
+
+
+def _rfq_line(rfq: dict[str, Any]) -> str:
+    legs = ", ".join(f"{leg['side']} {leg['instrument']}" for leg in rfq["legs"])
+    return f"{rfq['id']} {rfq['state']}: {legs}, quantity {rfq['quantity']}"
+
+
+def cmd_rfq(args: argparse.Namespace, config: Config) -> int:
+    if args.rfq_command == "create":
+        legs = [{"instrument": args.instrument, "side": args.side}]
+        legs += [{"instrument": i, "side": s} for i, s in args.leg or []]
+        body: dict[str, Any] = {"legs": legs, "quantity": args.quantity}
+        if args.expires_in:
+            body["expires_in"] = args.expires_in
+        rfq = venue.api(config, "POST", "rfqs/", body)
+        _print(args, _rfq_line(rfq), rfq)
+    elif args.rfq_command == "quote":
+        body = {"bid_price": args.bid, "ask_price": args.ask}
+        if args.bid:
+            body["bid_size"] = args.size
+        if args.ask:
+            body["ask_size"] = args.size
+        quote = venue.api(config, "POST", f"rfqs/{args.rfq_id}/quotes/", body)
+        _print(
+            args,
+            f"{quote['id']} {quote['state']}: bid {quote['bid_price']} / ask "
+            f"{quote['ask_price']} on {quote['rfq_id']}",
+            quote,
+        )
+    elif args.rfq_command == "accept":
+        body = {"quote_id": args.quote_id, "side": args.side}
+        if args.quantity:
+            body["quantity"] = args.quantity
+        if args.limit_price:
+            body["limit_price"] = args.limit_price
+        trade = venue.api(config, "POST", f"rfqs/{args.rfq_id}/accept/", body)
+        _print(args, f"{trade['id']} traded on {trade['rfq_id']}", trade)
+    elif args.rfq_command == "cancel":
+        rfq = venue.api(config, "POST", f"rfqs/{args.rfq_id}/cancel/")
+        _print(args, _rfq_line(rfq), rfq)
+    elif args.rfq_command == "watch":
+        return watch(args, config)
+    return 0
+
+
+def watch(args: argparse.Namespace, config: Config) -> int:
+    """Follows the event feed (long-polls), one line per event, until interrupted or, with
+    ``--count``, that many events."""
+    since, seen = args.since, 0
+    while args.count is None or seen < args.count:
+        page = venue.events(config, since, 20.0)
+        for event in page["events"]:
+            data = event["data"]
+            thing = data.get("rfq") or data.get("quote") or data.get("trade") or {}
+            _print(args, f"{event['seq']} {event['type']} {thing.get('id', '')}", event)
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                break
+        since = page["next_since"]
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="keyline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    top.add_argument("--config", help="the configuration file (default: $KEYLINE_CONFIG or "
+                     "~/.config/keyline/client.toml)")  # fmt: skip
+    top.add_argument("--json", action="store_true", help="print the venue's JSON answers")
+    top.add_argument("-v", "--verbose", action="store_true")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    enroll = commands.add_parser("enroll", help="first certificate, with an enrollment token")
+    enroll.add_argument("--token", required=True)
+    enroll.add_argument("--wait", type=float, default=0, help="seconds to wait for an officer")
+    enroll.add_argument("--replace", action="store_true", help="replace an existing certificate")
+    enroll.set_defaults(run=cmd_enroll)
+
+    renew = commands.add_parser("renew", help="re-enroll inside the renewal window")
+    renew.add_argument("--force", action="store_true", help="ask even if not due here")
+    renew.add_argument("--wait", type=float, default=0)
+    renew.add_argument("--daemon", action="store_true", help="keep renewing when due")
+    renew.add_argument(
+        "--interval", type=float, default=3600, help="daemon: seconds between checks"
+    )
+    renew.set_defaults(run=cmd_renew)
+
+    whoami = commands.add_parser("whoami", help="who the venue says you are")
+    whoami.set_defaults(run=cmd_whoami)
+
+    rfq = commands.add_parser("rfq", help="requests for quotes")
+    rfq_commands = rfq.add_subparsers(dest="rfq_command", required=True)
+    create = rfq_commands.add_parser("create")
+    create.add_argument("instrument")
+    create.add_argument("side", choices=["buy", "sell"])
+    create.add_argument("quantity")
+    create.add_argument("--leg", nargs=2, action="append", metavar=("INSTRUMENT", "SIDE"))
+    create.add_argument("--expires-in", type=int)
+    quote = rfq_commands.add_parser("quote")
+    quote.add_argument("rfq_id")
+    quote.add_argument("--bid")
+    quote.add_argument("--ask")
+    quote.add_argument("--size", required=True)
+    accept = rfq_commands.add_parser("accept")
+    accept.add_argument("rfq_id")
+    accept.add_argument("quote_id")
+    accept.add_argument("side", choices=["buy", "sell"])
+    accept.add_argument("--quantity")
+    accept.add_argument("--limit-price")
+    cancel = rfq_commands.add_parser("cancel")
+    cancel.add_argument("rfq_id")
+    watch_ = rfq_commands.add_parser("watch")
+    watch_.add_argument("--since", type=int, default=0)
+    watch_.add_argument("--count", type=int, help="stop after this many events")
+    rfq.set_defaults(run=cmd_rfq)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s keyline %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load(args.config)
+        return int(args.run(args, config))
+    except ConfigError as exc:
+        print(f"error: CONFIG: {exc}", file=sys.stderr)
+    except venue.VenueError as exc:
+        if args.json:
+            print(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
+        print(f"error: {exc}", file=sys.stderr)
+    except venue.httpx.HTTPError as exc:
+        print(f"error: CONNECTION: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Talking to the venue: EST (RFC 7030) for the certificate, the RFQ API with it. Keys are
+made and kept here; only CSRs (public keys) leave the machine."""
+
+import base64
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from keyline_client.config import Config
+
+TIMEOUT = httpx.Timeout(30.0, read=40.0)
+
+
+class VenueError(Exception):
+    """A refusal or failure, as one line: the venue's code and message when it gave them."""
+
+    def __init__(self, code: str, message: str, status: int = 0) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.status = code, message, status
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The venue has the request and will answer it later (EST 202 + Retry-After)."""
+
+    retry_after: int
+    message: str
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a whole file or nothing: a temporary file in the same directory, flushed, then
+    renamed over the old one, so a reader (or a crash) never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def pending_key(config: Config) -> ec.EllipticCurvePrivateKey:
+    """The key of the request in progress: the one kept from an unanswered request, else a
+    new EC P-256 key (what the CA's csrattrs asks for), saved 0600 before anything is sent."""
+    path = config.pending_key_file
+    if path.exists():
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if isinstance(loaded, ec.EllipticCurvePrivateKey):
+            return loaded
+    key = ec.generate_private_key(ec.SECP256R1())
+    write_atomically(path, key_pem(key), 0o600)
+    return key
+
+
+def csr_der(key: ec.EllipticCurvePrivateKey, trader_id: str) -> bytes:
+    """A CSR for ``key``. The CA takes only the key (and checks the signature): the subject
+    it issues comes from the venue's records."""
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, trader_id)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.DER)
+
+
+def certificate(config: Config) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(config.cert_file.read_bytes())
+    except FileNotFoundError:
+        raise VenueError(
+            "NO_CERTIFICATE", f"no certificate at {config.cert_file}: enroll first"
+        ) from None
+
+
+def lifetime_left(cert: x509.Certificate, now: datetime | None = None) -> float:
+    now = now or datetime.now(UTC)
+    total = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()
+    return max(0.0, (cert.not_valid_after_utc - now).total_seconds()) / total
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+
+def client(config: Config, *, with_certificate: bool) -> httpx.Client:
+    """An HTTPS client trusting the venue's root; with this machine's certificate for mutual
+    TLS when ``with_certificate``."""
+    cert = (str(config.cert_file), str(config.key_file)) if with_certificate else None
+    if cert and not config.key_file.exists():
+        raise VenueError("NO_KEY", f"no key at {config.key_file}: enroll first")
+    return httpx.Client(
+        base_url=config.api_url, verify=str(config.ca_file), cert=cert, timeout=TIMEOUT
+    )
+
+
+def _refusal(response: httpx.Response) -> VenueError:
+    """EST answers ``CODE: message`` in text; the API ``{"code", "message"}`` in JSON."""
+    kind = response.headers.get("content-type", "")
+    if kind.startswith("application/json"):
+        try:
+            body = response.json()
+            return VenueError(body["code"], body.get("message", ""), response.status_code)
+        except (ValueError, KeyError, TypeError):
+            pass
+    text = response.text.strip().splitlines()[0] if response.text.strip() else ""
+    code, colon, message = text.partition(": ")
+    if colon and code.isupper():
+        return VenueError(code, message, response.status_code)
+    return VenueError(f"HTTP_{response.status_code}", text[:200] or response.reason_phrase)
+
+
+def _certs_only(response: httpx.Response) -> list[x509.Certificate]:
+    der = base64.b64decode(b"".join(response.content.split()))
+    return pkcs7.load_der_pkcs7_certificates(der)
+
+
+def _enroll_call(
+    http: httpx.Client, path: str, csr: bytes, auth: tuple[str, str] | None
+) -> x509.Certificate | Pending:
+    response = http.post(
+        path,
+        content=base64.encodebytes(csr),
+        headers={"Content-Type": "application/pkcs10", "Content-Transfer-Encoding": "base64"},
+        auth=auth,
+    )
+    if response.status_code == 202:
+        retry = int(response.headers.get("retry-after", "60") or 60)
+        return Pending(retry, response.text.strip())
+    if response.status_code != 200:
+        raise _refusal(response)
+    (issued,) = _certs_only(response)
+    return issued
+
+
+def chain(http: httpx.Client) -> list[x509.Certificate]:
+    """The venue's client chain (EST cacerts): the issuing CA first, then the root."""
+    response = http.get("/.well-known/est/cacerts")
+    if response.status_code != 200:
+        raise _refusal(response)
+    certs = _certs_only(response)
+    return sorted(certs, key=lambda c: c.issuer == c.subject)  # the self-signed root last
+
+
+def install(config: Config, issued: x509.Certificate, ca_chain: list[x509.Certificate]) -> None:
+    """Chain, certificate, then key, each replaced atomically; the pending key becomes the
+    key. A crash in between leaves the pending key, so the next run polls the same request
+    and finishes the job."""
+    pem = serialization.Encoding.PEM
+    write_atomically(config.chain_file, b"".join(c.public_bytes(pem) for c in ca_chain))
+    write_atomically(config.cert_file, issued.public_bytes(pem))
+    os.replace(config.pending_key_file, config.key_file)
+    os.chmod(config.key_file, 0o600)
+
+
+def _same_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    return cert.public_key().public_bytes(der, spki) == key.public_key().public_bytes(der, spki)
+
+
+def enroll(config: Config, token: str) -> x509.Certificate | Pending:
+    """EST simpleenroll with the one-time token (HTTP Basic: trader id and token)."""
+    key = pending_key(config)
+    with client(config, with_certificate=False) as http:
+        outcome = _enroll_call(
+            http,
+            "/.well-known/est/simpleenroll",
+            csr_der(key, config.trader_id),
+            (config.trader_id, token),
+        )
+        if isinstance(outcome, Pending):
+            return outcome
+        if not _same_key(outcome, key):
+            raise VenueError("WRONG_KEY", "the venue answered with a certificate for another key")
+        install(config, outcome, chain(http))
+    return outcome
+
+
+def renew(config: Config) -> x509.Certificate | Pending:
+    """EST simplereenroll, authenticated by the current certificate, with a new key."""
+    key = pending_key(config)
+    with client(config, with_certificate=True) as http:
+        outcome = _enroll_call(
+            http, "/.well-known/est/simplereenroll", csr_der(key, config.trader_id), None
+        )
+        if isinstance(outcome, Pending):
+            return outcome
+        if not _same_key(outcome, key):
+            raise VenueError("WRONG_KEY", "the venue answered with a certificate for another key")
+        install(config, outcome, chain(http))
+    return outcome
+
+
+def api(config: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One call of the RFQ API with this machine's certificate; the JSON answer."""
+    with client(config, with_certificate=True) as http:
+        response = http.request(method, "/api/v1/" + path.lstrip("/"), json=body)
+    if response.status_code >= 400:
+        raise _refusal(response)
+    return response.json()
+
+
+def events(config: Config, since: int, wait: float) -> Any:
+    """The event feed's long-poll: events after ``since``, waiting up to ``wait`` seconds."""
+    with client(config, with_certificate=True) as http:
+        response = http.get("/api/v1/events/", params={"since": since, "wait": wait})
+    if response.status_code >= 400:
+        raise _refusal(response)
+    return response.json()
