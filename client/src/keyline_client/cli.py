@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s keyline %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         config = load(args.config)
         return int(args.run(args, config))

@@ -3,7 +3,9 @@ made and kept here; only CSRs (public keys) leave the machine."""
 
 import base64
 import os
+import ssl
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,12 +108,17 @@ def lifetime_left(cert: x509.Certificate, now: datetime | None = None) -> float:
 def client(config: Config, *, with_certificate: bool) -> httpx.Client:
     """An HTTPS client trusting the venue's root; with this machine's certificate for mutual
     TLS when ``with_certificate``."""
-    cert = (str(config.cert_file), str(config.key_file)) if with_certificate else None
-    if cert and not config.key_file.exists():
-        raise VenueError("NO_KEY", f"no key at {config.key_file}: enroll first")
-    return httpx.Client(
-        base_url=config.api_url, verify=str(config.ca_file), cert=cert, timeout=TIMEOUT
-    )
+    try:
+        context = ssl.create_default_context(cafile=str(config.ca_file))
+    except FileNotFoundError:
+        raise VenueError("NO_CA_FILE", f"no venue root at {config.ca_file}") from None
+    if with_certificate:
+        if not config.key_file.exists() or not config.cert_file.exists():
+            raise VenueError(
+                "NO_CERTIFICATE", f"no key or certificate at {config.key_file}: enroll first"
+            )
+        context.load_cert_chain(str(config.cert_file), str(config.key_file))
+    return httpx.Client(base_url=config.api_url, verify=context, timeout=TIMEOUT)
 
 
 def _refusal(response: httpx.Response) -> VenueError:
@@ -153,6 +160,19 @@ def _enroll_call(
     return issued
 
 
+def _definitive(
+    config: Config, call: Callable[[], x509.Certificate | Pending]
+) -> x509.Certificate | Pending:
+    """A refused request is over: its pending key goes (the next request makes a new one);
+    a request the venue holds (202), or one that never got an answer, keeps it."""
+    try:
+        return call()
+    except VenueError as exc:
+        if 400 <= exc.status < 500:
+            config.pending_key_file.unlink(missing_ok=True)
+        raise
+
+
 def chain(http: httpx.Client) -> list[x509.Certificate]:
     """The venue's client chain (EST cacerts): the issuing CA first, then the root."""
     response = http.get("/.well-known/est/cacerts")
@@ -183,11 +203,14 @@ def enroll(config: Config, token: str) -> x509.Certificate | Pending:
     """EST simpleenroll with the one-time token (HTTP Basic: trader id and token)."""
     key = pending_key(config)
     with client(config, with_certificate=False) as http:
-        outcome = _enroll_call(
-            http,
-            "/.well-known/est/simpleenroll",
-            csr_der(key, config.trader_id),
-            (config.trader_id, token),
+        outcome = _definitive(
+            config,
+            lambda: _enroll_call(
+                http,
+                "/.well-known/est/simpleenroll",
+                csr_der(key, config.trader_id),
+                (config.trader_id, token),
+            ),
         )
         if isinstance(outcome, Pending):
             return outcome
@@ -201,8 +224,11 @@ def renew(config: Config) -> x509.Certificate | Pending:
     """EST simplereenroll, authenticated by the current certificate, with a new key."""
     key = pending_key(config)
     with client(config, with_certificate=True) as http:
-        outcome = _enroll_call(
-            http, "/.well-known/est/simplereenroll", csr_der(key, config.trader_id), None
+        outcome = _definitive(
+            config,
+            lambda: _enroll_call(
+                http, "/.well-known/est/simplereenroll", csr_der(key, config.trader_id), None
+            ),
         )
         if isinstance(outcome, Pending):
             return outcome
