@@ -201,3 +201,20 @@ class AuditFilterForm(forms.Form):
         if since and until and since > until:
             raise forms.ValidationError("The first day is after the last.")
         return data
+
+
+class EstPolicyForm(forms.Form):
+    """A firm's EST policy (pki.models.EstPolicy), set by an officer."""
+
+    auto_sign_enrollment = forms.BooleanField(
+        required=False, label="Sign a first certificate enrolled with a token at once"
+    )
+    auto_sign_renewal = forms.BooleanField(
+        required=False, label="Sign a renewal inside the window at once"
+    )
+    renewal_window_percent = forms.IntegerField(
+        min_value=1,
+        max_value=100,
+        label="Renewal opens when this share of the lifetime remains (%)",
+    )
+    renewal_blocked = forms.BooleanField(required=False, label="Block renewal by EST")

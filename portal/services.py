@@ -25,9 +25,10 @@ from kernel.audit import Actor, audit_record
 from kernel.errors import Conflict, Invalid, NotFound, PermissionDenied
 from kernel.impact import Impact, firm_stop_impacts
 from kernel.models import Firm, Participant
+from pki import est
 from pki import services as pki_services
 from pki.keystore import atomic_write
-from pki.models import Certificate, CertificateRequest
+from pki.models import Certificate, CertificateRequest, EnrollmentToken, EstPolicy
 from pki.revocation import certificate_revoke, certificates_revoke_for_firm
 from pki.selectors import ca_get_active
 from pki.signing import certificate_issue_queued
@@ -792,3 +793,53 @@ def certificate_revoke_by(
     if reason not in allowed:
         raise Invalid("REASON_INVALID", "Choose a reason from the list.")
     return certificate_revoke(certificate=certificate, reason=reason, actor=Actor.user(user))
+
+
+# --- EST enrollment tokens and policy ---------------------------------------------------------
+
+
+def _token_participant(user: User | AnonymousUser, participant_id: int) -> Participant:
+    """A participant whose enrollment tokens ``user`` may manage: officers any, a firm
+    administrator its firm's. Raises ``NotFound`` (``PARTICIPANT_NOT_FOUND``), and
+    ``PermissionDenied`` (``FIRM_ADMIN_REQUIRED``, ``FIRM_USER_REQUIRED``)."""
+    if user.is_authenticated and user.is_staff:
+        participant = Participant.objects.select_related("firm").filter(pk=participant_id).first()
+        if participant is None:
+            raise NotFound("PARTICIPANT_NOT_FOUND", "No such participant.")
+        return participant
+    participant = participant_for(user, participant_id)
+    if account_of(user).role != PortalAccount.Role.ADMIN:
+        raise PermissionDenied(
+            "FIRM_ADMIN_REQUIRED", "Only the firm's administrators make enrollment tokens."
+        )
+    return participant
+
+
+def enrollment_token_issue(
+    *, user: User | AnonymousUser, participant_id: int
+) -> tuple[EnrollmentToken, str]:
+    """A one-time EST enrollment token for the participant (pki.est): the row and the token,
+    to be shown once. Officers for any participant, administrators for their firm's."""
+    participant = _token_participant(user, participant_id)
+    return est.enrollment_token_create(participant=participant, actor=Actor.user(user))
+
+
+def enrollment_token_withdraw(*, user: User | AnonymousUser, token_id: int) -> EnrollmentToken:
+    """Withdraw an unused token (``EST_TOKEN_NOT_OPEN`` otherwise); the same people as above.
+    Raises ``NotFound`` (``EST_TOKEN_NOT_FOUND``) for a token the user may not see."""
+    row = EnrollmentToken.objects.select_related("participant").filter(pk=token_id).first()
+    if row is None:
+        raise NotFound("EST_TOKEN_NOT_FOUND", "No such enrollment token.")
+    try:
+        _token_participant(user, row.participant_id)
+    except NotFound:
+        raise NotFound("EST_TOKEN_NOT_FOUND", "No such enrollment token.") from None
+    return est.enrollment_token_revoke(token=row, actor=Actor.user(user))
+
+
+def est_policy_update(*, user: User, firm_id: int, **values: Any) -> EstPolicy:
+    """An officer sets the firm's EST policy (audited ``est.policy_changed``)."""
+    firm = Firm.objects.filter(pk=firm_id).first()
+    if firm is None:
+        raise NotFound("FIRM_NOT_FOUND", "No such firm.")
+    return est.policy_set(firm=firm, actor=Actor.user(user), **values)

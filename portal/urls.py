@@ -31,6 +31,11 @@ portal_patterns = [
     path("officer/cases/<int:pk>/decide/", views.officer_decide, name="officer-decide"),
     path("officer/firms/<int:firm_id>/", views.officer_firm, name="officer-firm"),
     path(
+        "officer/firms/<int:firm_id>/est-policy/",
+        views.officer_est_policy,
+        name="officer-est-policy",
+    ),
+    path(
         "officer/firms/<int:firm_id>/<str:action>/",
         views.officer_firm_suspend,
         name="officer-firm-action",
@@ -43,6 +48,16 @@ portal_patterns = [
     path("firm/", views.firm_dashboard, name="firm"),
     path("firm/participants/new/", views.participant_new, name="participant-new"),
     path("firm/participants/<int:pk>/", views.participant_detail, name="participant"),
+    path(
+        "participants/<int:pk>/enrollment-tokens/",
+        views.enrollment_token_new,
+        name="enrollment-token-new",
+    ),
+    path(
+        "enrollment-tokens/<int:pk>/revoke/",
+        views.enrollment_token_revoke,
+        name="enrollment-token-revoke",
+    ),
     path("certificates/<int:pk>/", views.certificate_detail, name="certificate"),
     path(
         "certificates/<int:pk>/download/<str:kind>/",

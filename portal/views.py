@@ -37,8 +37,10 @@ from kernel.audit import Actor, audit_record, audit_tail
 from kernel.errors import Conflict, DomainError, Invalid, NotFound, PermissionDenied
 from kernel.models import AuditCheck, AuditHead, AuditRecord, Firm, Participant
 from kernel.tasks import audit_verify_task
+from pki.est import POLICY_FIELDS as EST_POLICY_FIELDS
+from pki.est import policy_of as est_policy_of
 from pki.health import health_check
-from pki.models import Certificate, CertificateRequest
+from pki.models import Certificate, CertificateRequest, EnrollmentToken
 from pki.selectors import ca_list_active
 from pki.services import client_subject
 from portal import forms, services
@@ -788,6 +790,13 @@ def officer_firm(request: AuthenticatedHttpRequest, firm_id: int) -> HttpRespons
             "trail": trail,
             "now": now,
             "can_stop": firm.status in (Firm.Status.APPROVED, Firm.Status.SUSPENDED),
+            "est_policy": est_policy_of(firm),
+            "est_form": forms.EstPolicyForm(
+                initial={name: getattr(est_policy_of(firm), name) for name in EST_POLICY_FIELDS}
+            ),
+            "tokens": EnrollmentToken.objects.filter(participant__firm=firm)
+            .select_related("participant")
+            .order_by("-created_at")[:20],
         },
     )
 
@@ -1142,9 +1151,96 @@ def participant_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
                 "-not_after"
             ),
             "requests": participant.certificate_requests.order_by("-created_at")[:10],
+            "tokens": participant.enrollment_tokens.order_by("-created_at")[:10],
+            "is_admin": request.user.portal.role == PortalAccount.Role.ADMIN,
+            "now": timezone.now(),
         },
         status=status,
     )
+
+
+# --- EST enrollment tokens and policy -------------------------------------------------------
+
+
+def _token_manager_first(request: HttpRequest) -> HttpResponse | None:
+    """Officers and firm administrators manage enrollment tokens in a verified session (an
+    officer's desk demands it; an administrator's second factor, as for adding traders)."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    if request.user.is_staff:
+        # TYPEHINT NOTE: django-otp's OTPMiddleware installs is_verified() on request.user.
+        if not request.user.is_verified():  # type: ignore[attr-defined]
+            return redirect(f"{reverse('portal:verify')}?next={request.get_full_path()}")
+        return None
+    account = getattr(request.user, "portal", None)
+    if account is None:
+        return _error(
+            request, PermissionDenied("FIRM_USER_REQUIRED", "This area is for firm users.")
+        )
+    if account.role != PortalAccount.Role.ADMIN:
+        return _error(
+            request,
+            PermissionDenied(
+                "FIRM_ADMIN_REQUIRED", "Only the firm's administrators make enrollment tokens."
+            ),
+        )
+    return _second_factor_first(cast(AuthenticatedHttpRequest, request))
+
+
+@require_POST
+def enrollment_token_new(request: HttpRequest, pk: int) -> HttpResponse:
+    """A one-time EST enrollment token for participant ``pk``, shown once on the page this
+    answers, with the commands that use it."""
+    if (first := _token_manager_first(request)) is not None:
+        return first
+    try:
+        row, token = services.enrollment_token_issue(user=request.user, participant_id=pk)
+    except DomainError as exc:
+        return _error(request, exc)
+    return render(
+        request,
+        "portal/enrollment_token.html",
+        {
+            "row": row,
+            "token": token,
+            "participant": row.participant,
+            "api_url": settings.KEYLINE_API_URL,
+            "back": reverse("portal:officer-firm", args=[row.participant.firm_id])
+            if request.user.is_staff
+            else reverse("portal:participant", args=[pk]),
+        },
+        status=201,
+    )
+
+
+@require_POST
+def enrollment_token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    """Withdraws an unused enrollment token; back to the page it was listed on."""
+    if (first := _token_manager_first(request)) is not None:
+        return first
+    try:
+        row = services.enrollment_token_withdraw(user=request.user, token_id=pk)
+    except DomainError as exc:
+        return _error(request, exc)
+    messages.success(
+        request, f"Enrollment token #{row.pk} for {row.participant.trader_id} is withdrawn."
+    )
+    if request.user.is_staff:
+        return redirect("portal:officer-firm", firm_id=row.participant.firm_id)
+    return redirect("portal:participant", pk=row.participant_id)
+
+
+@require_POST
+@officer_required
+def officer_est_policy(request: AuthenticatedHttpRequest, firm_id: int) -> HttpResponse:
+    """An officer sets how EST treats the firm: auto-signing, the renewal window, a block."""
+    form = forms.EstPolicyForm(request.POST)
+    if not form.is_valid():
+        problems = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items())
+        raise Invalid("EST_POLICY_INVALID", f"The EST policy was not changed: {problems}")
+    services.est_policy_update(user=request.user, firm_id=firm_id, **form.cleaned_data)
+    messages.success(request, "The firm's EST policy is saved.")
+    return redirect("portal:officer-firm", firm_id=firm_id)
 
 
 def _holder(certificate: Certificate) -> str:

@@ -23,7 +23,8 @@ from django_otp_webauthn.models import WebAuthnCredential
 
 from kernel.audit import Actor
 from kernel.models import AuditRecord, Firm, Participant
-from pki.models import Certificate, CertificateRequest
+from pki import est
+from pki.models import Certificate, CertificateRequest, EnrollmentToken, EstPolicy
 from pki.services import csr_submit
 from portal import services
 from portal.middleware import LAST_SEEN
@@ -191,6 +192,11 @@ class World:
         return services.application_prepare(application_id=application.pk, user=self.checker)
 
     @cached_property
+    def a1_token(self) -> EnrollmentToken:
+        """An open EST enrollment token for participant a1."""
+        return est.enrollment_token_create(participant=self.a1, actor=Actor.system("t"))[0]
+
+    @cached_property
     def strangers_passkey(self) -> WebAuthnCredential:
         """A passkey of a user none of the callers is."""
         stranger = User.objects.create_user("stranger", "s@elsewhere.example", PASSWORD)
@@ -257,6 +263,8 @@ def db_state() -> tuple:
         rows(Certificate, "status"),
         rows(TOTPDevice, "confirmed"),
         rows(WebAuthnCredential),
+        rows(EnrollmentToken, "revoked_at"),
+        rows(EstPolicy, "renewal_window_percent"),
     )
 
 
@@ -300,8 +308,9 @@ NO_INV = Expect(404, "INVITATION_INVALID")
 NO_PART = Expect(404, "PARTICIPANT_NOT_FOUND")
 NO_CERT = Expect(404, "CERTIFICATE_NOT_FOUND")
 NO_KEY = Expect(404, "PASSKEY_NOT_FOUND")
+NO_TOKEN = Expect(404, "EST_TOKEN_NOT_FOUND")
 HELD = Expect(409, "SECOND_FACTOR_PRESENT")
-REFUSALS = {LOGIN, VERIFY, OFFICERS, FIRM_ONLY, ADMINS, NO_PART, NO_CERT, NO_KEY, HELD}
+REFUSALS = {LOGIN, VERIFY, OFFICERS, FIRM_ONLY, ADMINS, NO_PART, NO_CERT, NO_KEY, HELD, NO_TOKEN}
 
 
 def _case(w: World, suffix: str = "") -> str:
@@ -331,6 +340,13 @@ ACTIONS: dict[str, Action] = {
     "verify POST bad": Action("post", lambda w: "/accounts/verify/", lambda w: {"token": "x"}),
     "security": Action("get", lambda w: "/accounts/security/"),
     "security POST": Action("post", lambda w: "/accounts/security/", lambda w: {"token": "x"}),
+    "token-new POST": Action("post", lambda w: f"/participants/{w.a1.pk}/enrollment-tokens/"),
+    "token-revoke POST": Action("post", lambda w: f"/enrollment-tokens/{w.a1_token.pk}/revoke/"),
+    "est-policy POST": Action(
+        "post",
+        lambda w: f"/officer/firms/{w.firm_a.pk}/est-policy/",
+        lambda w: {"auto_sign_renewal": "on", "renewal_window_percent": "50"},
+    ),
     "passkey-remove POST other": Action(
         "post", lambda w: f"/accounts/security/passkeys/{w.strangers_passkey.pk}/remove/"
     ),
@@ -442,6 +458,9 @@ MATRIX = [
     ("security",                 LOGIN,    OK,       OK,       OK,       OK,       OK),
     ("security POST",            LOGIN,    INVALID,  HELD,     HELD,     HELD,     HELD),
     ("passkey-remove POST other", LOGIN,   VERIFY,   NO_KEY,   NO_KEY,   VERIFY,   NO_KEY),
+    ("token-new POST",           LOGIN,    ADMINS,   CREATED,  NO_PART,  VERIFY,   CREATED),
+    ("token-revoke POST",        LOGIN,    ADMINS,   DONE,     NO_TOKEN, VERIFY,   DONE),
+    ("est-policy POST",          LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   DONE),
     ("officer",                  LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   OK),
     ("officer-case",             LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   OK),
     ("officer-check POST",       LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   DONE),
