@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
@@ -22,9 +23,10 @@ from kernel.audit import Actor, audit_record
 from kernel.errors import NotFound
 from kernel.lei import lei_with_check_digits
 from kernel.models import Firm, Participant
+from pki import est
 from pki.keystore import atomic_write
 from pki.management.commands._base import KeylineCommand
-from pki.models import Certificate, CertificateAuthority
+from pki.models import Certificate, CertificateAuthority, EstPolicy
 from pki.selectors import ca_get_active
 from pki.services import certificate_issue, command_actor, csr_submit
 from portal.services import application_submit
@@ -79,6 +81,9 @@ DEMO_FIRMS: list[DemoFirm] = [
         "traders": [("qs-erin", "Erin Quayside", Participant.Role.LIQUIDITY_PROVIDER)],
     },
 ]
+# A Northwind trader with no certificate yet: it enrolls over EST with the trader's client
+# (README: three commands), with the token and client configuration written to var/demo/.
+EST_TRADER = ("nw-fay", "Fay Northwind", Participant.Role.REQUESTER)
 OFFICER = "officer"
 # Four eyes: one officer prepares a case, the other decides it. Same demo password.
 OFFICERS = (OFFICER, "officer2")
@@ -151,6 +156,9 @@ class Command(KeylineCommand):
                 state = self._certificate(participant, out, actor)
                 self.stdout.write(f"  {trader_id:10} {firm.legal_name}: {state}")
 
+        self.stdout.write(
+            f"  {EST_TRADER[0]:10} {DEMO_FIRMS[0]['legal_name']}: {self._est(out, actor)}"
+        )
         self.stdout.write(f"Demo files in {out}")
         self.stdout.write(
             f"Demo officers {', '.join(OFFICERS)}: second factor from "
@@ -196,6 +204,41 @@ class Command(KeylineCommand):
                 firm.full_clean()
                 audit_record(event="demo.firm_created", actor=actor, target=firm, lei=firm.lei)
         return firm
+
+    def _est(self, out: Path, actor: Actor) -> str:
+        """The EST demo trader: Northwind signs first certificates enrolled with a token at
+        once; a fresh token (0600) and the client's configuration are written while the
+        trader holds no live certificate."""
+        trader_id, name, role = EST_TRADER
+        firm = Firm.objects.get(lei=DEMO_FIRMS[0]["lei"])
+        participant, _ = Participant.objects.get_or_create(
+            trader_id=trader_id,
+            defaults={"firm": firm, "name": name, "email": f"{trader_id}@northwind.example",
+                      "role": role},
+        )  # fmt: skip
+        if not EstPolicy.objects.filter(firm=firm).exists():
+            est.policy_set(firm=firm, actor=actor, auto_sign_enrollment=True)
+        home = out / trader_id
+        home.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(
+            out / f"{trader_id}.toml",
+            (
+                f'api_url = "{settings.KEYLINE_API_URL}"\n'
+                f'ca_file = "{out / "root.pem"}"\n'
+                f'trader_id = "{trader_id}"\n'
+                f'key_file = "{home / "key.pem"}"\n'
+                f'cert_file = "{home / "cert.pem"}"\n'
+                f'chain_file = "{home / "chain.pem"}"\n'
+            ).encode(),
+        )
+        token_file = out / f"{trader_id}.token"
+        live = participant.certificates.live().filter(kind=Certificate.Kind.CLIENT).first()
+        if live is not None:
+            token_file.unlink(missing_ok=True)
+            return f"enrolled by EST: certificate {live.serial}"
+        _, token = est.enrollment_token_create(participant=participant, actor=actor)
+        atomic_write(token_file, f"{token}\n".encode(), mode=0o600)
+        return f"no certificate yet: enrollment token in {token_file}"
 
     def _certificate(self, participant: Participant, out: Path, actor: Actor) -> str:
         tid = participant.trader_id
