@@ -158,9 +158,7 @@ def test_a_new_trader_enrolls_renews_and_trades(platform: Platform, keyline, tmp
     assert "superseded" in old
     with platform.api((home / "cert.pem", home / "key.pem")) as api:
         assert api.get("/api/v1/whoami/").status_code == 200
-    status = platform.curl(
-        f"{platform.pki_url}/pki/status/{first}/", "-H", "Accept: application/json"
-    )
+    status = platform.curl(f"{platform.pki_url}/status/{first}/", "-H", "Accept: application/json")
     assert json.loads(status.stdout)["revocation_reason"] == "superseded"
 
     # --- a revoked certificate cannot renew ------------------------------------------------------
