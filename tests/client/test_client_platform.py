@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,8 @@ def test_a_new_trader_enrolls_renews_and_trades(platform: Platform, keyline, tmp
     refused(keyline("enroll", "--token", token, config=again), "EST_TOKEN_SPENT")
     assert not (tmp_path / "other" / "cert.pem").exists()
 
-    # --- renewal: outside the window, refused ---------------------------------------------------
+    # --- renewal: outside the window (the default, the last 33 %), refused ---------------------
+    platform.manage("est_policy", NORTHWIND_LEI, "--renewal-window-percent", "33")
     not_due = ok(keyline("renew", config=config))
     assert not_due.startswith("not due:")
     refused(keyline("renew", "--force", config=config), "EST_OUTSIDE_RENEWAL_WINDOW")
@@ -190,3 +192,46 @@ def test_rfc7030_shell_flows_read_the_answers_with_openssl(platform: Platform, t
     assert "ecdsa-with-SHA256" in parsed.stdout
     assert "prime256v1" in parsed.stdout
     assert base64.b64decode(attrs.stdout)
+
+
+def test_the_renewal_daemon_renews_when_due_and_runs_the_reload_hook(
+    platform: Platform, keyline, tmp_path
+):
+    """``keyline renew --daemon`` with a policy that makes renewal due at once (renew_before
+    = 1, the firm's window 100 %): it renews, replaces the files, runs the reload hook, logs
+    what it did, and keeps going."""
+    platform.manage("est_policy", NORTHWIND_LEI, "--renewal-window-percent", "100")
+    token = platform.manage("est_token", TRADER).strip().splitlines()[-1]
+    reloaded = tmp_path / "reloaded"
+    config = tmp_path / "client.toml"
+    config.write_text(
+        f'api_url = "{platform.api_url}"\nca_file = "{platform.root_pem}"\n'
+        f'trader_id = "{TRADER}"\nkey_file = "keys/key.pem"\ncert_file = "keys/cert.pem"\n'
+        f'chain_file = "keys/chain.pem"\nrenew_before = 1.0\n'
+        f"reload_command = \"sh -c 'echo reloaded >> {reloaded}'\"\n"
+    )
+    ok(keyline("enroll", "--replace", "--token", token, config=config))
+    first = serial_of(tmp_path / "keys" / "cert.pem")
+    daemon = subprocess.Popen(
+        [str(keyline.target / "bin" / "keyline"), "--config", str(config), "renew", "--daemon",
+         "--interval", "2"],
+        env=keyline.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(_lines(reloaded)) < 2:
+            time.sleep(0.5)
+    finally:
+        daemon.terminate()
+        _, log = daemon.communicate(timeout=30)
+    assert len(_lines(reloaded)) >= 2, log
+    assert log.count("renewed: certificate") >= 2, log
+    assert serial_of(tmp_path / "keys" / "cert.pem") != first
+    assert not (tmp_path / "keys" / "key.pem.pending").exists()
+    assert oct((tmp_path / "keys" / "key.pem").stat().st_mode & 0o777) == "0o600"
+    old = ocsp_status(platform, tmp_path / "keys" / "chain.pem", first)
+    assert "superseded" in old
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
