@@ -106,6 +106,7 @@ def test_a_new_trader_enrolls_renews_and_trades(platform: Platform, keyline, tmp
     assert oct((home / "key.pem").stat().st_mode & 0o777) == "0o600"
     assert not (home / "key.pem.pending").exists()
     first = serial_of(home / "cert.pem")
+    first_cert = x509.load_pem_x509_certificate((home / "cert.pem").read_bytes())
     me = ok(keyline("whoami", config=config))
     assert me.startswith(f"{TRADER} (requester) of Northwind Asset Management LLP")
     assert first in me
@@ -162,6 +163,21 @@ def test_a_new_trader_enrolls_renews_and_trades(platform: Platform, keyline, tmp
         assert api.get("/api/v1/whoami/").status_code == 200
     status = platform.curl(f"{platform.pki_url}/status/{first}/", "-H", "Accept: application/json")
     assert json.loads(status.stdout)["revocation_reason"] == "superseded"
+    # The CRL the certificate names (its distribution point), as openssl reads it, once the
+    # worker has republished it.
+    crl_dp = first_cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+    crl_url = crl_dp.value[0].full_name[0].value
+    in_crl = first.upper().zfill(len(first) + len(first) % 2)  # openssl prints whole octets
+    deadline, listed = time.monotonic() + 30, ""
+    while time.monotonic() < deadline and in_crl not in listed:
+        crl = tmp_path / "client.crl"
+        platform.curl("-o", str(crl), crl_url)
+        listed = run(
+            ["openssl", "crl", "-inform", "DER", "-in", str(crl), "-noout", "-text"]
+        ).stdout
+        time.sleep(0.5)
+    entry = listed.split(f"Serial Number: {in_crl}")[1].split("Serial Number:")[0]
+    assert "Superseded" in entry, entry
 
     # --- a revoked certificate cannot renew ------------------------------------------------------
     platform.manage("revoke_cert", "--serial", second, "--reason", "key_compromise")

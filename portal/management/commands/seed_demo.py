@@ -230,6 +230,7 @@ class Command(KeylineCommand):
                 f'cert_file = "{home / "cert.pem"}"\n'
                 f'chain_file = "{home / "chain.pem"}"\n'
             ).encode(),
+            mode=0o600,
         )
         token_file = out / f"{trader_id}.token"
         live = participant.certificates.live().filter(kind=Certificate.Kind.CLIENT).first()
