@@ -99,8 +99,14 @@ def test_issue_server_cert_rejects_bad_names(tmp_path, cas):
 def test_seed_demo_is_idempotent_and_writes_the_contract_files(tmp_path, cas, capsys):
     call_command("seed_demo", "--out", str(tmp_path))
     first = capsys.readouterr().out
-    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     traders = ["nw-alice", "nw-bob", "hl-carol", "hl-dave", "qs-erin"]
+    # The EST demo trader: no certificate, an enrollment token and the client's configuration.
+    assert files["nw-fay.token"].startswith(b"est_")
+    assert b'trader_id = "nw-fay"' in files["nw-fay.toml"]
+    for name in ("nw-fay.token", "nw-fay.toml"):
+        assert oct((tmp_path / name).stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "nw-fay").stat().st_mode & 0o777) == "0o700"
     for trader in traders:
         for ext in ("key", "csr", "pem"):
             assert f"{trader}.{ext}" in files
@@ -120,7 +126,7 @@ def test_seed_demo_is_idempotent_and_writes_the_contract_files(tmp_path, cas, ca
     call_command("seed_demo", "--out", str(tmp_path))
     second = capsys.readouterr().out
     assert Certificate.objects.filter(kind="client").count() == certificates
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files
     assert second.count("kept certificate") == len(traders)
     assert first.splitlines()[-1] == second.splitlines()[-1]  # same officer password
 

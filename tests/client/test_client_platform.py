@@ -251,3 +251,40 @@ def test_the_renewal_daemon_renews_when_due_and_runs_the_reload_hook(
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+def _demo_config(platform: Platform, trader: str, directory: Path) -> Path:
+    """A client configuration for a demo trader whose key and certificate bin/run wrote."""
+    config = directory / f"{trader}.toml"
+    config.write_text(
+        f'api_url = "{platform.api_url}"\nca_file = "{platform.root_pem}"\n'
+        f'trader_id = "{trader}"\nkey_file = "{platform.demo / (trader + ".key")}"\n'
+        f'cert_file = "{platform.demo / (trader + ".pem")}"\n'
+        f'chain_file = "{directory / (trader + "-chain.pem")}"\n'
+    )
+    return config
+
+
+def test_one_command_per_step_from_rfq_to_trade(platform: Platform, keyline, tmp_path):
+    """The requester asks, the maker sees it in the feed, quotes, the requester accepts: each
+    step one command, each taking the id the previous one printed first."""
+    alice = _demo_config(platform, "nw-alice", tmp_path)
+    carol = _demo_config(platform, "hl-carol", tmp_path)
+    with platform.api("hl-carol") as api:
+        since = api.get("/api/v1/events/", params={"since": 0, "wait": 0}).json()["next_since"]
+
+    rfq_id = ok(keyline("rfq", "create", "BTC-PERPETUAL", "buy", "1", config=alice)).split()[0]
+    seen = ok(keyline("rfq", "watch", "--since", str(since), "--count", "1", config=carol))
+    assert seen.split()[1:] == ["rfq.created", rfq_id], seen
+    quoted = ok(
+        keyline("rfq", "quote", rfq_id, "--bid", "60000", "--ask", "60010", "--size", "1",
+                config=carol)
+    )  # fmt: skip
+    quote_id = quoted.split()[0]
+    assert quoted.endswith(f"bid 60000 / ask 60010 on {rfq_id}"), quoted
+    traded = json.loads(
+        ok(keyline("--json", "rfq", "accept", rfq_id, quote_id, "buy", config=alice))
+    )
+    assert (traded["rfq_id"], traded["side"], traded["price"]) == (rfq_id, "buy", "60010")
+    refused(keyline("rfq", "accept", rfq_id, quote_id, "buy", config=alice), "RFQ_NOT_OPEN")
+    refused(keyline("rfq", "cancel", "not-an-id", config=alice), "RFQ_NOT_FOUND", "INVALID")

@@ -29,6 +29,7 @@ def test_tasks_keep_the_names_that_beat_and_routing_use():
         "pki.tasks.ocsp_responder_renew_task",
         "pki.tasks.crl_publish_task",
         "pki.tasks.ocsp_presign_task",
+        "pki.tasks.est_supersede_task",
     }
     assert pki_scheduled <= set(app.tasks)
     assert settings.CELERY_TASK_ROUTES["pki.tasks.*"] == {"queue": "signing"}

@@ -26,7 +26,7 @@ from kernel.models import Firm, Participant
 from pki import est
 from pki.keystore import atomic_write
 from pki.management.commands._base import KeylineCommand
-from pki.models import Certificate, CertificateAuthority, EstPolicy
+from pki.models import Certificate, CertificateAuthority, EnrollmentToken, EstPolicy
 from pki.selectors import ca_get_active
 from pki.services import certificate_issue, command_actor, csr_submit
 from portal.services import application_submit
@@ -237,8 +237,13 @@ class Command(KeylineCommand):
         if live is not None:
             token_file.unlink(missing_ok=True)
             return f"enrolled by EST: certificate {live.serial}"
-        _, token = est.enrollment_token_create(participant=participant, actor=actor)
-        atomic_write(token_file, f"{token}\n".encode(), mode=0o600)
+        kept = token_file.read_text().strip() if token_file.exists() else ""
+        open_token = EnrollmentToken.objects.filter(
+            participant=participant, token_sha256=est.token_sha256(kept)
+        ).first()
+        if open_token is None or open_token.state() != "open":
+            _, token = est.enrollment_token_create(participant=participant, actor=actor)
+            atomic_write(token_file, f"{token}\n".encode(), mode=0o600)
         return f"no certificate yet: enrollment token in {token_file}"
 
     def _certificate(self, participant: Participant, out: Path, actor: Actor) -> str:
