@@ -287,4 +287,4 @@ def test_one_command_per_step_from_rfq_to_trade(platform: Platform, keyline, tmp
     )
     assert (traded["rfq_id"], traded["side"], traded["price"]) == (rfq_id, "buy", "60010")
     refused(keyline("rfq", "accept", rfq_id, quote_id, "buy", config=alice), "RFQ_NOT_OPEN")
-    refused(keyline("rfq", "cancel", "not-an-id", config=alice), "RFQ_NOT_FOUND", "INVALID")
+    refused(keyline("rfq", "cancel", "not-an-id", config=alice), "UNKNOWN_RFQ")
