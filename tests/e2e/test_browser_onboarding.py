@@ -494,6 +494,21 @@ def test_onboarding_in_the_browser(platform: Platform, tmp_path: Path, new_conte
     expect(admin.locator("#csr-form")).to_be_visible()
     shot(admin, "07-participant-csr-form")
     participant_url = admin.url
+    # The other way to a certificate: an EST enrollment token for the trader's own machine,
+    # shown once with the client's commands (this trader goes the CSR way, so it is withdrawn).
+    admin.get_by_role("button", name="Make an enrollment token").click()
+    token = admin.locator("#enrollment-token").inner_text()
+    assert re.fullmatch(r"est_[A-Za-z0-9_-]{32}", token), token
+    expect(admin.locator("#client-commands")).to_contain_text(f"keyline enroll --token {token}")
+    expect(admin.locator("#client-config")).to_contain_text(f'api_url = "{platform.api_url}"')
+    shot(admin, "19-enrollment-token")
+    admin.get_by_role("link", name="Back").click()
+    tokens = admin.locator("#enrollment-tokens")
+    expect(tokens).to_contain_text("open")
+    expect(tokens).not_to_contain_text(token)
+    tokens.get_by_role("button", name="Withdraw").click()
+    message(admin, f"for {TRADER} is withdrawn.")
+    expect(admin.locator("#enrollment-tokens")).to_contain_text("revoked")
     # The trader's key is made here and stays here; only the CSR goes up.
     key = ec_key()
     key_path, csr_path = tmp_path / f"{TRADER}.key", tmp_path / f"{TRADER}.csr"
