@@ -7,7 +7,7 @@
     keyline rfq quote RFQ_ID --bid PRICE --ask PRICE --size SIZE
     keyline rfq accept RFQ_ID QUOTE_ID SIDE [--quantity Q] [--limit-price P]
     keyline rfq cancel RFQ_ID
-    keyline rfq watch [--since N]       follow the event feed
+    keyline rfq watch [--since N]       follow the event feed (Server-Sent Events)
 
 Every command prints one line a person reads (ids first, so the next command can take them),
 or with ``--json`` the venue's JSON answer for scripts. Refusals print ``error: CODE: message``
@@ -216,19 +216,14 @@ def cmd_rfq(args: argparse.Namespace, config: Config) -> int:
 
 
 def watch(args: argparse.Namespace, config: Config) -> int:
-    """Follows the event feed (long-polls), one line per event, until interrupted or, with
-    ``--count``, that many events."""
-    since, seen = args.since, 0
-    while args.count is None or seen < args.count:
-        page = venue.events(config, since, 20.0)
-        for event in page["events"]:
-            data = event["data"]
-            thing = data.get("rfq") or data.get("quote") or data.get("trade") or {}
-            _print(args, f"{event['seq']} {event['type']} {thing.get('id', '')}", event)
-            seen += 1
-            if args.count is not None and seen >= args.count:
-                break
-        since = page["next_since"]
+    """Follows the event feed (Server-Sent Events), one line per event, until interrupted or,
+    with ``--count``, that many events."""
+    for seen, event in enumerate(venue.stream(config, args.since), start=1):
+        data = event["data"]
+        thing = data.get("rfq") or data.get("quote") or data.get("trade") or {}
+        _print(args, f"{event['seq']} {event['type']} {thing.get('id', '')}", event)
+        if args.count is not None and seen >= args.count:
+            break
     return 0
 
 

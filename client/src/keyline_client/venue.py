@@ -2,10 +2,11 @@
 made and kept here; only CSRs (public keys) leave the machine."""
 
 import base64
+import json
 import os
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -247,10 +248,37 @@ def api(config: Config, method: str, path: str, body: dict[str, Any] | None = No
     return response.json()
 
 
-def events(config: Config, since: int, wait: float) -> Any:
-    """The event feed's long-poll: events after ``since``, waiting up to ``wait`` seconds."""
+def stream(config: Config, since: int) -> Iterator[dict[str, Any]]:
+    """The event feed as Server-Sent Events (``/api/v1/events/stream/``), from after
+    ``since``, for ever: each event as the API renders it (``seq``, ``type``, ``data``). The
+    venue ends a stream after a few minutes on purpose; this reconnects with
+    ``Last-Event-ID``, as an EventSource does. A refusal mid-stream (the certificate revoked)
+    arrives as an ``error`` event and raises."""
     with client(config, with_certificate=True) as http:
-        response = http.get("/api/v1/events/", params={"since": since, "wait": wait})
-    if response.status_code >= 400:
-        raise _refusal(response)
-    return response.json()
+        while True:
+            headers = {"Accept": "text/event-stream", "Last-Event-ID": str(since)}
+            with http.stream(
+                "GET", "/api/v1/events/stream/", headers=headers, timeout=httpx.Timeout(30.0)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _refusal(response)
+                for kind, data in _frames(response.iter_lines()):
+                    if kind == "error":
+                        raise VenueError(data["code"], data.get("message", ""), 401)
+                    since = data["seq"]
+                    yield data
+
+
+def _frames(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event type, parsed data) of each SSE frame; comments and ``retry:`` are skipped."""
+    kind, data = "message", []
+    for line in lines:
+        if line == "":
+            if data:
+                yield kind, json.loads("\n".join(data))
+            kind, data = "message", []
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
