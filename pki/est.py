@@ -166,7 +166,6 @@ class Submission:
 
     request: CertificateRequest
     sign_now: bool
-    fresh: bool = False  # made by this call (not a retry of an earlier one)
 
     @property
     def certificate(self) -> Certificate | None:
@@ -227,11 +226,25 @@ def enroll(*, trader_id: str, token: str, csr: bytes) -> Submission:
         )
     actor = Actor.system(f"EST enrollment token #{row.pk}")
     with transaction.atomic():
-        locked = EnrollmentToken.objects.select_for_update().get(pk=row.pk)
-        if locked.used_at is not None:  # spent by a concurrent request meanwhile
+        locked = (
+            EnrollmentToken.objects.select_for_update(of=("self",))
+            .select_related("request")
+            .get(pk=row.pk)
+        )
+        # Decided again under the lock: a concurrent request may have spent it (a retry of the
+        # same request then polls it), or an officer withdrawn it, meanwhile.
+        if locked.used_at is not None:
+            if locked.request is not None and locked.request.spki_sha256 == parsed.spki_sha256:
+                return _existing(locked.request, policy.auto_sign_enrollment)
             raise EstRefused(
                 "EST_TOKEN_SPENT",
                 "This enrollment token has been used; ask for a new one.",
+                UNAUTHORIZED,
+            )
+        if locked.state() != "open":
+            raise EstRefused(
+                f"EST_TOKEN_{locked.state().upper()}",
+                f"This enrollment token is {locked.state()}.",
                 UNAUTHORIZED,
             )
         # A CSR refused here rolls the token back with it: a bad request does not spend it.
@@ -246,7 +259,7 @@ def enroll(*, trader_id: str, token: str, csr: bytes) -> Submission:
             trader_id=participant.trader_id,
             signed_at_once=policy.auto_sign_enrollment,
         )
-    return Submission(request, policy.auto_sign_enrollment, fresh=True)
+    return Submission(request, policy.auto_sign_enrollment)
 
 
 def reenroll(*, certificate: Certificate, csr: bytes, now: datetime | None = None) -> Submission:
@@ -273,28 +286,32 @@ def reenroll(*, certificate: Certificate, csr: bytes, now: datetime | None = Non
             {"opens_at": opens.isoformat(), "serial": certificate.serial},
         )
     parsed = csr_parse(csr)
-    earlier = list(CertificateRequest.objects.filter(renewal_of=certificate).order_by("-pk"))
-    for request in earlier:
-        if request.spki_sha256 == parsed.spki_sha256:
-            return _existing(request, policy.auto_sign_renewal)
-    for request in earlier:
-        if request.status == CertificateRequest.Status.ISSUED:
-            successor = Certificate.objects.get(request=request)
-            raise EstRefused(
-                "EST_ALREADY_RENEWED",
-                f"This certificate was renewed already, by {successor.serial}.",
-                409,
-                {"successor": successor.serial},
-            )
-        if request.status == CertificateRequest.Status.SUBMITTED:
-            raise EstRefused(
-                "EST_RENEWAL_PENDING",
-                f"A renewal with another key (request #{request.pk}) is waiting for an officer.",
-                409,
-                {"request": request.pk},
-            )
     actor = Actor.certificate(certificate)
     with transaction.atomic():
+        # One renewal per certificate: concurrent renewals of it queue on its row, and each
+        # sees what the one before it left (the constraint pki_one_renewal_per_certificate
+        # backs this up).
+        Certificate.objects.select_for_update().filter(pk=certificate.pk).first()
+        earlier = list(CertificateRequest.objects.filter(renewal_of=certificate).order_by("-pk"))
+        for request in earlier:
+            if request.spki_sha256 == parsed.spki_sha256:
+                return _existing(request, policy.auto_sign_renewal)
+        for request in earlier:
+            if request.status == CertificateRequest.Status.ISSUED:
+                successor = Certificate.objects.get(request=request)
+                raise EstRefused(
+                    "EST_ALREADY_RENEWED",
+                    f"This certificate was renewed already, by {successor.serial}.",
+                    409,
+                    {"successor": successor.serial},
+                )
+            if request.status == CertificateRequest.Status.SUBMITTED:
+                raise EstRefused(
+                    "EST_RENEWAL_PENDING",
+                    f"A renewal with another key (request #{request.pk}) is waiting.",
+                    409,
+                    {"request": request.pk},
+                )
         request = csr_submit(participant=participant, data=csr, actor=actor, renewal_of=certificate)
         audit_record(
             event="est.reenrolled",
@@ -304,7 +321,7 @@ def reenroll(*, certificate: Certificate, csr: bytes, now: datetime | None = Non
             trader_id=participant.trader_id,
             signed_at_once=policy.auto_sign_renewal,
         )
-    return Submission(request, policy.auto_sign_renewal, fresh=True)
+    return Submission(request, policy.auto_sign_renewal)
 
 
 # --- superseding --------------------------------------------------------------------------------

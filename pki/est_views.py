@@ -20,6 +20,7 @@ endpoint); issuance is audited by the signing path (``certificate.issued``).
 
 import base64
 import binascii
+import logging
 from collections.abc import Callable
 
 from cryptography import x509
@@ -29,9 +30,11 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
+from kombu.exceptions import KombuError
 from pyasn1.codec.der.encoder import encode as der_encode
 from pyasn1.type import univ
 from pyasn1_alt_modules import rfc7030
+from redis.exceptions import RedisError
 from rest_framework.request import Request
 
 from kernel.api import ApiError
@@ -39,11 +42,12 @@ from kernel.audit import Actor, audit_record
 from kernel.errors import DomainError
 from pki import est
 from pki.authentication import TerminatorCertificateAuthentication, terminator_check
-from pki.models import Certificate, CertificateAuthority
+from pki.models import Certificate, CertificateAuthority, CertificateRequest
 from pki.selectors import ca_certificate, ca_get_active
 from pki.signing import certificate_issue_queued
 
 app_name = "est"
+logger = logging.getLogger(__name__)
 
 PKCS7 = "application/pkcs7-mime; smime-type=certs-only"
 MAX_CSR_BYTES = 64 * 1024
@@ -56,7 +60,7 @@ OID_ECDSA_WITH_SHA256 = "1.2.840.10045.4.3.2"
 
 
 def _base64(der: bytes) -> bytes:
-    """Base64 in lines of 64, as RFC 7030 §4 and RFC 8951 send it."""
+    """Base64 in lines (of 76), as RFC 7030 §4 and RFC 8951 send it."""
     return base64.encodebytes(der)
 
 
@@ -110,13 +114,24 @@ def _csr_body(request: HttpRequest) -> bytes:
     return der
 
 
-def _issued_or_waiting(submission: est.Submission, fresh: bool) -> HttpResponse:
-    """200 with the certificate, or 202 with Retry-After while it waits."""
+def _issued_or_waiting(submission: est.Submission) -> HttpResponse:
+    """200 with the certificate, or 202 with Retry-After while it waits. A request the policy
+    signs at once is (re)queued for the signing worker on every ask until it is signed:
+    issuing is idempotent, and a task lost with a broker or a worker is asked for again."""
     certificate = submission.certificate
-    if certificate is None and submission.sign_now and fresh:
-        certificate = certificate_issue_queued(
-            request=submission.request, actor=Actor.system("EST policy: signed at once")
-        )
+    request = submission.request
+    if (
+        certificate is None
+        and submission.sign_now
+        and request.status == CertificateRequest.Status.SUBMITTED
+    ):
+        try:
+            certificate = certificate_issue_queued(
+                request=request, actor=Actor.system("EST policy: signed at once")
+            )
+        except (KombuError, RedisError):
+            # The request is stored; the client's next ask queues it again.
+            logger.exception("EST: could not queue request %s for signing", request.pk)
     if certificate is not None:
         return _answer(_base64(_certs_only([certificate.pem.encode()])), PKCS7)
     waits_for = "the signing worker" if submission.sign_now else "an officer"
@@ -242,7 +257,7 @@ def simpleenroll(request: HttpRequest) -> HttpResponse:
     request.est_actor = Actor.anonymous(f"EST client for {trader_id[:64]}")  # type: ignore[attr-defined]
     csr = _csr_body(request)
     submission = est.enroll(trader_id=trader_id, token=token, csr=csr)
-    return _issued_or_waiting(submission, fresh=submission.fresh)
+    return _issued_or_waiting(submission)
 
 
 @require_POST
@@ -256,7 +271,7 @@ def simplereenroll(request: HttpRequest) -> HttpResponse:
     request.est_actor = Actor.certificate(certificate)  # type: ignore[attr-defined]
     csr = _csr_body(request)
     submission = est.reenroll(certificate=certificate, csr=csr)
-    return _issued_or_waiting(submission, fresh=submission.fresh)
+    return _issued_or_waiting(submission)
 
 
 urlpatterns = [

@@ -110,6 +110,14 @@ class CertificateRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # A certificate is renewed once: one renewal waiting or issued at a time.
+            models.UniqueConstraint(
+                fields=["renewal_of"],
+                condition=Q(status__in=["submitted", "issued"]),
+                name="pki_one_renewal_per_certificate",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"CSR #{self.pk} for {self.participant_id} ({self.status})"

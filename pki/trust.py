@@ -39,7 +39,8 @@ from pki.models import Certificate, CertificateAuthority
 
 logger = logging.getLogger(__name__)
 
-DECISION_PREFIX = "keyline:trust:v2:"
+# v3: decisions carry ``supersedes`` (an older process cannot read them, nor they its).
+DECISION_PREFIX = "keyline:trust:v3:"
 DECISION_TTL = 60  # seconds: bounds a decision whose forgetting failed (e.g. Redis down)
 # Forgotten fingerprints, newline-separated, for every process's memory.
 TRUST_CHANNEL = "keyline:trust:forget"

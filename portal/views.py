@@ -1197,7 +1197,7 @@ def enrollment_token_new(request: HttpRequest, pk: int) -> HttpResponse:
         row, token = services.enrollment_token_issue(user=request.user, participant_id=pk)
     except DomainError as exc:
         return _error(request, exc)
-    return render(
+    response = render(
         request,
         "portal/enrollment_token.html",
         {
@@ -1211,6 +1211,8 @@ def enrollment_token_new(request: HttpRequest, pk: int) -> HttpResponse:
         },
         status=201,
     )
+    response["Cache-Control"] = "no-store"  # the token, shown once: never from a cache
+    return response
 
 
 @require_POST

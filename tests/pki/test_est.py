@@ -7,6 +7,7 @@ tests/client/test_client_platform.py."""
 
 import base64
 import subprocess
+import threading
 from datetime import timedelta
 from urllib.parse import quote
 
@@ -16,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from django.conf import settings
+from django.db import IntegrityError, connection
 from django.test import Client
 from django.utils import timezone
 from pyasn1.codec.der.decoder import decode as der_decode
@@ -375,3 +377,75 @@ def test_an_unused_successor_supersedes_after_the_grace_period(client, enrolled)
     certificate.refresh_from_db()
     assert certificate.revocation_reason == Certificate.Reason.SUPERSEDED
     assert est.supersede_due(later) == []
+
+
+# --- races ------------------------------------------------------------------------------------
+
+
+def _race(calls) -> list:
+    """Runs the calls at once, each in a thread with its own connection: their outcomes (a
+    value or the exception)."""
+    start = threading.Barrier(len(calls))
+    outcomes: list = [None] * len(calls)
+
+    def run(i, call) -> None:
+        try:
+            start.wait()
+            outcomes[i] = call()
+        except Exception as exc:
+            outcomes[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_token_used_at_once_with_two_keys_enrolls_once(cas, trader):
+    token = new_token(trader)
+    csrs = [make_csr(ec_key(), encoding=serialization.Encoding.DER) for _ in range(2)]
+
+    outcomes = _race(
+        [lambda c=c: est.enroll(trader_id=trader.trader_id, token=token, csr=c) for c in csrs]
+    )
+
+    spent = [o for o in outcomes if isinstance(o, est.EstRefused)]
+    submitted = [o for o in outcomes if isinstance(o, est.Submission)]
+    assert len(submitted) == 1, outcomes
+    assert [o.code for o in spent] == ["EST_TOKEN_SPENT"]
+    assert CertificateRequest.objects.filter(participant=trader).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_certificate_renewed_at_once_with_two_keys_renews_once(cas, trader, issue):
+    est.policy_set(firm=trader.firm, actor=OFFICER, renewal_window_percent=100)
+    current = issue(trader, make_csr(ec_key()))
+    csrs = [make_csr(ec_key(), encoding=serialization.Encoding.DER) for _ in range(2)]
+
+    outcomes = _race([lambda c=c: est.reenroll(certificate=current, csr=c) for c in csrs])
+
+    refused = [o for o in outcomes if isinstance(o, est.EstRefused)]
+    assert len([o for o in outcomes if isinstance(o, est.Submission)]) == 1, outcomes
+    assert [o.code for o in refused] == ["EST_RENEWAL_PENDING"]
+    assert CertificateRequest.objects.filter(renewal_of=current).count() == 1
+
+
+def test_a_second_renewal_waits_behind_the_first(client, enrolled):
+    certificate, _ = enrolled
+    est.policy_set(firm=certificate.participant.firm, actor=OFFICER, auto_sign_renewal=False)
+    with in_window(certificate):
+        assert reenroll(client, certificate, ec_key()).status_code == 202
+        refusal(reenroll(client, certificate, ec_key()), 409, "EST_RENEWAL_PENDING")
+    with pytest.raises(IntegrityError):  # and the database says so too
+        CertificateRequest.objects.create(
+            participant=certificate.participant,
+            csr_pem="x",
+            spki_sha256="0" * 64,
+            key_description="EC-secp256r1",
+            renewal_of=certificate,
+        )
