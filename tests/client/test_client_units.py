@@ -4,9 +4,12 @@ and the clock are stand-ins here; tests/client/test_client_platform.py runs it f
 
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "src"))
 
@@ -121,3 +124,73 @@ def test_the_daemon_backs_off_after_failures_and_resets_after_a_success(tmp_path
     with pytest.raises(KeyboardInterrupt):
         cli.daemon(config, interval=3600)
     assert slept == [30.0, 60.0, 120.0, 3600, 30.0]
+
+
+def test_retry_after_is_read_as_seconds_or_a_date():
+    assert venue._retry_after("120") == 120
+    assert venue._retry_after("Wed, 21 Oct 2099 07:28:00 GMT") > 10**6
+    assert venue._retry_after("soon") == 60
+    assert venue._retry_after("") == 60
+
+
+def test_an_interrupted_install_is_finished_without_the_venue(tmp_path):
+    config = load(str(write(tmp_path, GOOD)))
+    key = venue.pending_key(config)  # made, saved 0600, then the venue answered...
+    cert = _self_signed(key)
+    venue.write_atomically(config.cert_file, cert)  # ...and the run stopped here
+    assert venue.finish_interrupted_install(config) is not None
+    assert not config.pending_key_file.exists()
+    assert oct(config.key_file.stat().st_mode & 0o777) == "0o600"
+    # A pending key that is not the certificate's is left alone (a request still out).
+    venue.pending_key(config)
+    assert venue.finish_interrupted_install(config) is None
+    assert config.pending_key_file.exists()
+
+
+def test_a_refusal_drops_the_pending_key_unless_the_venue_still_holds_its_request(tmp_path):
+    config = load(str(write(tmp_path, GOOD)))
+    for code, kept in (("CSR_ALREADY_SUBMITTED", True), ("EST_TOKEN_SPENT", False)):
+        venue.pending_key(config)
+
+        def refuse(code=code):
+            raise venue.VenueError(code, "no", 409)
+
+        with pytest.raises(venue.VenueError):
+            venue._definitive(config, refuse)
+        assert config.pending_key_file.exists() is kept, code
+        config.pending_key_file.unlink(missing_ok=True)
+
+
+def test_the_daemon_asks_again_after_retry_after_while_the_venue_holds_the_request(
+    tmp_path, monkeypatch
+):
+    config = load(str(write(tmp_path, GOOD)))
+    answers = iter([("pending", venue.Pending(45, "waits")), ("not_due", None)])
+    monkeypatch.setattr(cli, "renew_once", lambda config, force: next(answers))
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", sleep)
+    with pytest.raises(KeyboardInterrupt):
+        cli.daemon(config, interval=3600)
+    assert slept == [45, 3600]
+
+
+def _self_signed(key) -> bytes:
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "nw-fay")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)

@@ -17,11 +17,13 @@ on stderr and exit 1; a request the venue will answer later exits 3 (``pending``
 import argparse
 import json
 import logging
+import os
 import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -73,7 +75,9 @@ def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
             "ALREADY_ENROLLED",
             f"{config.cert_file} exists: renew it (keyline renew), or pass --replace",
         )
-    outcome = _wait_for(args, lambda: venue.enroll(config, args.token))
+    token = _token(args)
+    with venue.locked(config):
+        outcome = _wait_for(args, lambda: venue.enroll(config, token))
     if isinstance(outcome, venue.Pending):
         return _pending(args, outcome)
     facts = _cert_facts(outcome)
@@ -87,35 +91,67 @@ def cmd_enroll(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> str:
+    """The enrollment token: --token, --token-file, or $KEYLINE_ENROLLMENT_TOKEN (the latter
+    two keep it out of the process list and the shell's history)."""
+    if args.token_file:
+        return Path(args.token_file).expanduser().read_text().strip()
+    token = args.token or os.environ.get("KEYLINE_ENROLLMENT_TOKEN", "")
+    if not token:
+        raise venue.VenueError(
+            "NO_TOKEN",
+            "give the enrollment token: --token, --token-file or $KEYLINE_ENROLLMENT_TOKEN",
+        )
+    return token
+
+
+def _reload_owed(config: Config) -> Path:
+    return config.key_file.with_name(config.key_file.name + ".reload-owed")
+
+
 def _reload(config: Config) -> None:
-    if config.reload_command:
-        done = subprocess.run(shlex.split(config.reload_command), check=False)
-        log.info("reload command %r exited %s", config.reload_command, done.returncode)
-        if done.returncode != 0:
-            raise venue.VenueError(
-                "RELOAD_FAILED", f"{config.reload_command!r} exited {done.returncode}"
-            )
+    """Runs ``reload_command`` after new files are in place. If it fails, the debt is kept
+    (``<key_file>.reload-owed``) and paid on the next run, before anything else."""
+    if not config.reload_command:
+        return
+    owed = _reload_owed(config)
+    owed.touch()
+    done = subprocess.run(shlex.split(config.reload_command), check=False)
+    log.info("reload command %r exited %s", config.reload_command, done.returncode)
+    if done.returncode != 0:
+        raise venue.VenueError(
+            "RELOAD_FAILED", f"{config.reload_command!r} exited {done.returncode}"
+        )
+    owed.unlink(missing_ok=True)
 
 
 def renew_once(
     config: Config, *, force: bool
 ) -> tuple[str, x509.Certificate | venue.Pending | None]:
     """("renewed", cert) / ("pending", Pending) / ("not_due", None)."""
-    current = venue.certificate(config)
-    left = venue.lifetime_left(current)
-    if not force and left > config.renew_before and not config.pending_key_file.exists():
-        return "not_due", None
-    outcome = venue.renew(config)
-    if isinstance(outcome, venue.Pending):
-        return "pending", outcome
-    _reload(config)
-    return "renewed", outcome
+    with venue.locked(config):
+        if _reload_owed(config).exists():
+            _reload(config)
+        current = venue.certificate(config)
+        left = venue.lifetime_left(current)
+        if not force and left > config.renew_before and not config.pending_key_file.exists():
+            return "not_due", None
+        outcome = venue.renew(config)
+        if isinstance(outcome, venue.Pending):
+            return "pending", outcome
+        _reload(config)
+        return "renewed", outcome
 
 
 def cmd_renew(args: argparse.Namespace, config: Config) -> int:
     if args.daemon:
         return daemon(config, interval=args.interval)
-    status, outcome = renew_once(config, force=args.force)
+    deadline = time.monotonic() + args.wait
+    while True:
+        status, outcome = renew_once(config, force=args.force)
+        if not isinstance(outcome, venue.Pending) or time.monotonic() >= deadline:
+            break
+        time.sleep(min(outcome.retry_after, max(1.0, deadline - time.monotonic())))
     if status == "not_due":
         current = venue.certificate(config)
         facts = _cert_facts(current)
@@ -126,8 +162,10 @@ def cmd_renew(args: argparse.Namespace, config: Config) -> int:
             {"renewed": False, **facts},
         )
         return 0
+    if isinstance(outcome, venue.Pending):
+        return _pending(args, outcome)
     if not isinstance(outcome, x509.Certificate):
-        return _pending(args, outcome) if outcome else EXIT_REFUSED
+        return EXIT_REFUSED
     facts = _cert_facts(outcome)
     _print(
         args,
@@ -138,26 +176,32 @@ def cmd_renew(args: argparse.Namespace, config: Config) -> int:
 
 
 def daemon(config: Config, *, interval: float, max_backoff: float = 3600.0) -> int:
-    """Checks every ``interval`` seconds and renews when due; after a failure, retries after
-    30 s, doubling up to ``max_backoff`` (never beyond the interval's rhythm for long)."""
+    """Checks every ``interval`` seconds and renews when due (a request the venue holds is
+    asked again after its Retry-After); after a failure of any kind, retries after 30 s,
+    doubling up to ``max_backoff``, and logs why."""
     backoff = 0.0
     log.info("renewal daemon for %s: checking every %.0f s", config.trader_id, interval)
     while True:
         try:
             status, outcome = renew_once(config, force=False)
-            backoff = 0.0
-            if status == "renewed" and isinstance(outcome, x509.Certificate):
-                log.info("renewed: certificate %x until %s", outcome.serial_number,
-                         outcome.not_valid_after_utc.isoformat())  # fmt: skip
-            elif status == "pending" and isinstance(outcome, venue.Pending):
-                log.info("renewal pending: %s", outcome.message)
-            else:
-                log.debug("not due")
-            time.sleep(interval)
-        except (venue.VenueError, OSError, venue.httpx.HTTPError) as exc:
+        except Exception as exc:
             backoff = min(max_backoff, backoff * 2 or 30.0)
-            log.warning("renewal failed (%s); retrying in %.0f s", exc, backoff)
+            log.warning(
+                "renewal failed (%s: %s); retrying in %.0f s", type(exc).__name__, exc, backoff
+            )
             time.sleep(backoff)
+            continue
+        backoff = 0.0
+        if status == "renewed" and isinstance(outcome, x509.Certificate):
+            log.info("renewed: certificate %x until %s", outcome.serial_number,
+                     outcome.not_valid_after_utc.isoformat())  # fmt: skip
+        elif status == "pending" and isinstance(outcome, venue.Pending):
+            log.info("renewal pending: %s", outcome.message)
+            time.sleep(min(interval, outcome.retry_after))
+            continue
+        else:
+            log.debug("not due")
+        time.sleep(interval)
 
 
 def cmd_whoami(args: argparse.Namespace, config: Config) -> int:
@@ -238,7 +282,9 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     enroll = commands.add_parser("enroll", help="first certificate, with an enrollment token")
-    enroll.add_argument("--token", required=True)
+    given = enroll.add_mutually_exclusive_group()
+    given.add_argument("--token", help="the one-time enrollment token")
+    given.add_argument("--token-file", help="a file holding it (kept out of ps and history)")
     enroll.add_argument("--wait", type=float, default=0, help="seconds to wait for an officer")
     enroll.add_argument("--replace", action="store_true", help="replace an existing certificate")
     enroll.set_defaults(run=cmd_enroll)
@@ -302,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
     except venue.httpx.HTTPError as exc:
         print(f"error: CONNECTION: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # files here: unreadable, or a key and cert that differ
+        print(f"error: LOCAL: {type(exc).__name__}: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130
     return EXIT_REFUSED

@@ -2,13 +2,16 @@
 made and kept here; only CSRs (public keys) leave the machine."""
 
 import base64
+import fcntl
 import json
 import os
 import ssl
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +156,7 @@ def _enroll_call(
         auth=auth,
     )
     if response.status_code == 202:
-        retry = int(response.headers.get("retry-after", "60") or 60)
+        retry = _retry_after(response.headers.get("retry-after", ""))
         return Pending(retry, response.text.strip())
     if response.status_code != 200:
         raise _refusal(response)
@@ -161,17 +164,63 @@ def _enroll_call(
     return issued
 
 
+def _retry_after(value: str) -> int:
+    """Retry-After in seconds (RFC 9110 allows a delay or an HTTP date); 60 when unreadable."""
+    value = value.strip()
+    if value.isdigit():
+        return max(1, int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 60
+    return max(1, int((when - datetime.now(UTC)).total_seconds()))
+
+
+# Refusals after which the venue still holds a request for the pending key: keep the key, so
+# that the next ask (the same request) collects its answer.
+STILL_HELD = {"CSR_ALREADY_SUBMITTED"}
+
+
 def _definitive(
     config: Config, call: Callable[[], x509.Certificate | Pending]
 ) -> x509.Certificate | Pending:
     """A refused request is over: its pending key goes (the next request makes a new one);
-    a request the venue holds (202), or one that never got an answer, keeps it."""
+    a request the venue holds (202, or a refusal in ``STILL_HELD``), or one that never got an
+    answer, keeps it."""
     try:
         return call()
     except VenueError as exc:
-        if 400 <= exc.status < 500:
+        if 400 <= exc.status < 500 and exc.code not in STILL_HELD:
             config.pending_key_file.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def locked(config: Config) -> Iterator[None]:
+    """One enrollment or renewal at a time on this machine for these files (a daemon and a
+    person, or two cron jobs): an exclusive ``flock`` on ``<key_file>.lock``."""
+    path = config.key_file.with_name(config.key_file.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def finish_interrupted_install(config: Config) -> x509.Certificate | None:
+    """A run stopped between writing the certificate and moving its key into place leaves a
+    certificate for the pending key: finish the move (no need to ask the venue again)."""
+    if not (config.pending_key_file.exists() and config.cert_file.exists()):
+        return None
+    cert = x509.load_pem_x509_certificate(config.cert_file.read_bytes())
+    loaded = serialization.load_pem_private_key(config.pending_key_file.read_bytes(), None)
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey) or not _same_key(cert, loaded):
+        return None
+    os.replace(config.pending_key_file, config.key_file)
+    os.chmod(config.key_file, 0o600)
+    return cert
 
 
 def chain(http: httpx.Client) -> list[x509.Certificate]:
@@ -202,6 +251,8 @@ def _same_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
 
 def enroll(config: Config, token: str) -> x509.Certificate | Pending:
     """EST simpleenroll with the one-time token (HTTP Basic: trader id and token)."""
+    if (finished := finish_interrupted_install(config)) is not None:
+        return finished
     key = pending_key(config)
     with client(config, with_certificate=False) as http:
         outcome = _definitive(
@@ -223,6 +274,8 @@ def enroll(config: Config, token: str) -> x509.Certificate | Pending:
 
 def renew(config: Config) -> x509.Certificate | Pending:
     """EST simplereenroll, authenticated by the current certificate, with a new key."""
+    if (finished := finish_interrupted_install(config)) is not None:
+        return finished
     key = pending_key(config)
     with client(config, with_certificate=True) as http:
         outcome = _definitive(
