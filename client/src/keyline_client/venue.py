@@ -249,47 +249,33 @@ def _same_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
     return cert.public_key().public_bytes(der, spki) == key.public_key().public_bytes(der, spki)
 
 
-def enroll(config: Config, token: str) -> x509.Certificate | Pending:
-    """EST simpleenroll with the one-time token (HTTP Basic: trader id and token)."""
+def _est_request(
+    config: Config, path: str, auth: tuple[str, str] | None
+) -> x509.Certificate | Pending:
+    """One EST request for the pending key, and the files installed once it is answered.
+    With ``auth`` (trader id, token) it goes without a client certificate, else with it."""
     if (finished := finish_interrupted_install(config)) is not None:
         return finished
     key = pending_key(config)
-    with client(config, with_certificate=False) as http:
-        outcome = _definitive(
-            config,
-            lambda: _enroll_call(
-                http,
-                "/.well-known/est/simpleenroll",
-                csr_der(key, config.trader_id),
-                (config.trader_id, token),
-            ),
-        )
+    csr = csr_der(key, config.trader_id)
+    with client(config, with_certificate=auth is None) as http:
+        outcome = _definitive(config, lambda: _enroll_call(http, path, csr, auth))
         if isinstance(outcome, Pending):
             return outcome
         if not _same_key(outcome, key):
             raise VenueError("WRONG_KEY", "the venue answered with a certificate for another key")
         install(config, outcome, chain(http))
     return outcome
+
+
+def enroll(config: Config, token: str) -> x509.Certificate | Pending:
+    """EST simpleenroll with the one-time token (HTTP Basic: trader id and token)."""
+    return _est_request(config, "/.well-known/est/simpleenroll", (config.trader_id, token))
 
 
 def renew(config: Config) -> x509.Certificate | Pending:
     """EST simplereenroll, authenticated by the current certificate, with a new key."""
-    if (finished := finish_interrupted_install(config)) is not None:
-        return finished
-    key = pending_key(config)
-    with client(config, with_certificate=True) as http:
-        outcome = _definitive(
-            config,
-            lambda: _enroll_call(
-                http, "/.well-known/est/simplereenroll", csr_der(key, config.trader_id), None
-            ),
-        )
-        if isinstance(outcome, Pending):
-            return outcome
-        if not _same_key(outcome, key):
-            raise VenueError("WRONG_KEY", "the venue answered with a certificate for another key")
-        install(config, outcome, chain(http))
-    return outcome
+    return _est_request(config, "/.well-known/est/simplereenroll", None)
 
 
 def api(config: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
