@@ -12,11 +12,13 @@ import base64
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 
@@ -288,3 +290,18 @@ def test_one_command_per_step_from_rfq_to_trade(platform: Platform, keyline, tmp
     assert (traded["rfq_id"], traded["side"], traded["price"]) == (rfq_id, "buy", "60010")
     refused(keyline("rfq", "accept", rfq_id, quote_id, "buy", config=alice), "RFQ_NOT_OPEN")
     refused(keyline("rfq", "cancel", "not-an-id", config=alice), "UNKNOWN_RFQ")
+
+
+def test_est_is_rate_limited_per_address(platform: Platform):
+    """The one part of the API server open without a certificate answers a flood from one
+    address with 429 and an EST-shaped refusal, and recovers."""
+    context = ssl.create_default_context(cafile=str(platform.root_pem))
+    with httpx.Client(base_url=platform.api_url, verify=context, timeout=30) as http:
+        answers = [http.get("/.well-known/est/cacerts") for _ in range(40)]
+        limited = [a for a in answers if a.status_code == 429]
+        assert limited, [a.status_code for a in answers]
+        assert {a.status_code for a in answers} == {200, 429}
+        assert limited[0].text.startswith("EST_RATE_LIMITED: ")
+        assert limited[0].headers["retry-after"] == "1"
+        time.sleep(5)  # 5 a second: the bucket is empty again
+        assert http.get("/.well-known/est/cacerts").status_code == 200
