@@ -1,17 +1,18 @@
-"""``keyline``: a trader's machine and the venue, one command per step.
+"""keyline: a trader's machine and the venue, one command per step.
 
-    keyline enroll --token est_…        make a key here, enroll it over EST, install the files
+    keyline enroll --token-file F       make a key here, enroll it over EST, install the files
     keyline whoami                      who the venue says this certificate is
     keyline renew [--force] [--daemon]  re-enroll inside the renewal window, with a new key
-    keyline rfq create INSTRUMENT SIDE QUANTITY [--leg INSTRUMENT SIDE …]
-    keyline rfq quote RFQ_ID --bid PRICE --ask PRICE --size SIZE
+    keyline rfq create INSTRUMENT SIDE QUANTITY [--leg INSTRUMENT SIDE ...]
+    keyline rfq quote RFQ_ID [--bid PRICE] [--ask PRICE] --size SIZE
     keyline rfq accept RFQ_ID QUOTE_ID SIDE [--quantity Q] [--limit-price P]
     keyline rfq cancel RFQ_ID
-    keyline rfq watch [--since N]       follow the event feed (Server-Sent Events)
+    keyline rfq watch [--since N] [--count N]   follow the event feed (Server-Sent Events)
 
 Every command prints one line a person reads (ids first, so the next command can take them),
-or with ``--json`` the venue's JSON answer for scripts. Refusals print ``error: CODE: message``
-on stderr and exit 1; a request the venue will answer later exits 3 (``pending``).
+or with --json the venue's JSON answer for scripts. Refusals print "error: CODE: message" on
+stderr (with --json, also {"error": {"code", "message"}} on stdout) and exit 1; a request the
+venue will answer later prints "pending: ..." and exits 3.
 """
 
 import argparse
@@ -22,7 +23,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,8 @@ def _print(args: argparse.Namespace, line: str, data: Any) -> None:
 def _cert_facts(cert: x509.Certificate) -> dict[str, Any]:
     return {
         "serial": format(cert.serial_number, "x"),
-        "not_before": cert.not_valid_before_utc.isoformat(),
-        "not_after": cert.not_valid_after_utc.isoformat(),
+        "not_before": f"{cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}",
+        "not_after": f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
         "subject": cert.subject.rfc4514_string(),
     }
 
@@ -95,7 +96,14 @@ def _token(args: argparse.Namespace) -> str:
     """The enrollment token: --token, --token-file, or $KEYLINE_ENROLLMENT_TOKEN (the latter
     two keep it out of the process list and the shell's history)."""
     if args.token_file:
-        return Path(args.token_file).expanduser().read_text().strip()
+        path = Path(args.token_file).expanduser()
+        try:
+            token = path.read_text().strip()
+        except FileNotFoundError:
+            raise venue.VenueError("NO_TOKEN", f"no token file at {path}") from None
+        if not token:
+            raise venue.VenueError("NO_TOKEN", f"the token file {path} is empty")
+        return token
     token = args.token or os.environ.get("KEYLINE_ENROLLMENT_TOKEN", "")
     if not token:
         raise venue.VenueError(
@@ -128,14 +136,14 @@ def _reload(config: Config) -> None:
 def renew_once(
     config: Config, *, force: bool
 ) -> tuple[str, x509.Certificate | venue.Pending | None]:
-    """("renewed", cert) / ("pending", Pending) / ("not_due", None)."""
+    """("renewed", the new certificate) / ("pending", Pending) / ("not_due", the current one)."""
     with venue.locked(config):
         if _reload_owed(config).exists():
             _reload(config)
         current = venue.certificate(config)
         left = venue.lifetime_left(current)
         if not force and left > config.renew_before and not config.pending_key_file.exists():
-            return "not_due", None
+            return "not_due", current
         outcome = venue.renew(config)
         if isinstance(outcome, venue.Pending):
             return "pending", outcome
@@ -152,8 +160,8 @@ def cmd_renew(args: argparse.Namespace, config: Config) -> int:
         if not isinstance(outcome, venue.Pending) or time.monotonic() >= deadline:
             break
         time.sleep(min(outcome.retry_after, max(1.0, deadline - time.monotonic())))
-    if status == "not_due":
-        current = venue.certificate(config)
+    if status == "not_due" and isinstance(outcome, x509.Certificate):
+        current = outcome
         facts = _cert_facts(current)
         _print(
             args,
@@ -199,8 +207,13 @@ def daemon(config: Config, *, interval: float, max_backoff: float = 3600.0) -> i
             log.info("renewal pending: %s", outcome.message)
             time.sleep(min(interval, outcome.retry_after))
             continue
-        else:
-            log.debug("not due")
+        elif isinstance(outcome, x509.Certificate):
+            log.info(
+                "not due: certificate %x has %.0f%% of its lifetime left (renewal at %.0f%%)",
+                outcome.serial_number,
+                venue.lifetime_left(outcome) * 100,
+                config.renew_before * 100,
+            )
         time.sleep(interval)
 
 
@@ -261,8 +274,19 @@ def cmd_rfq(args: argparse.Namespace, config: Config) -> int:
 
 def watch(args: argparse.Namespace, config: Config) -> int:
     """Follows the event feed (Server-Sent Events), one line per event, until interrupted or,
-    with ``--count``, that many events."""
-    for seen, event in enumerate(venue.stream(config, args.since), start=1):
+    with ``--count``, that many events. When the venue refuses another stream for this
+    certificate (STREAM_LIMIT: two at a time), it follows the long-poll instead."""
+    try:
+        return _show(args, venue.stream(config, args.since))
+    except venue.VenueError as exc:
+        if exc.code != "STREAM_LIMIT":
+            raise
+        log.info("%s; following the long-poll instead", exc.message)
+        return _show(args, venue.long_poll(config, args.since))
+
+
+def _show(args: argparse.Namespace, events: Iterator[dict[str, Any]]) -> int:
+    for seen, event in enumerate(events, start=1):
         data = event["data"]
         thing = data.get("rfq") or data.get("quote") or data.get("trade") or {}
         _print(args, f"{event['seq']} {event['type']} {thing.get('id', '')}", event)
@@ -271,59 +295,107 @@ def watch(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
-        prog="keyline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes, before or after its name (``keyline --json whoami`` and
+    ``keyline whoami --json`` alike)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="the configuration file (default: $KEYLINE_CONFIG or ~/.config/keyline/client.toml)",
     )
-    top.add_argument("--config", help="the configuration file (default: $KEYLINE_CONFIG or "
-                     "~/.config/keyline/client.toml)")  # fmt: skip
-    top.add_argument("--json", action="store_true", help="print the venue's JSON answers")
-    top.add_argument("-v", "--verbose", action="store_true")
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help='print the venue\'s JSON answers (and refusals as {"error": …}) on stdout',
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log more"
+    )
+    return common
+
+
+def parser() -> argparse.ArgumentParser:
+    common = _common()
+    top = argparse.ArgumentParser(
+        prog="keyline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
     commands = top.add_subparsers(dest="command", required=True)
 
-    enroll = commands.add_parser("enroll", help="first certificate, with an enrollment token")
+    def command(parent: Any, name: str, text: str) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = parent.add_parser(
+            name, help=text, description=text, parents=[common]
+        )
+        return made
+
+    enroll = command(commands, "enroll", "the first certificate, with a one-time enrollment token")
     given = enroll.add_mutually_exclusive_group()
-    given.add_argument("--token", help="the one-time enrollment token")
-    given.add_argument("--token-file", help="a file holding it (kept out of ps and history)")
-    enroll.add_argument("--wait", type=float, default=0, help="seconds to wait for an officer")
-    enroll.add_argument("--replace", action="store_true", help="replace an existing certificate")
+    given.add_argument("--token", help="the token (or $KEYLINE_ENROLLMENT_TOKEN)")
+    given.add_argument("--token-file", help="a file holding the token (kept out of ps and history)")
+    enroll.add_argument(
+        "--wait", type=float, default=0, help="seconds to keep asking while an officer signs"
+    )
+    enroll.add_argument(
+        "--replace", action="store_true", help="enroll even though cert_file exists (a new machine)"
+    )
     enroll.set_defaults(run=cmd_enroll)
 
-    renew = commands.add_parser("renew", help="re-enroll inside the renewal window")
-    renew.add_argument("--force", action="store_true", help="ask even if not due here")
-    renew.add_argument("--wait", type=float, default=0)
-    renew.add_argument("--daemon", action="store_true", help="keep renewing when due")
+    renew = command(commands, "renew", "re-enroll with a new key inside the renewal window")
     renew.add_argument(
-        "--interval", type=float, default=3600, help="daemon: seconds between checks"
+        "--force", action="store_true", help="ask even if renew_before is not reached here"
+    )
+    renew.add_argument(
+        "--wait", type=float, default=0, help="seconds to keep asking while an officer signs"
+    )
+    renew.add_argument("--daemon", action="store_true", help="keep checking, and renew when due")
+    renew.add_argument(
+        "--interval", type=float, default=3600, help="daemon: seconds between checks (3600)"
     )
     renew.set_defaults(run=cmd_renew)
 
-    whoami = commands.add_parser("whoami", help="who the venue says you are")
+    whoami = command(commands, "whoami", "who the venue says this certificate is")
     whoami.set_defaults(run=cmd_whoami)
 
-    rfq = commands.add_parser("rfq", help="requests for quotes")
+    rfq = command(commands, "rfq", "requests for quotes")
     rfq_commands = rfq.add_subparsers(dest="rfq_command", required=True)
-    create = rfq_commands.add_parser("create")
+    create = command(rfq_commands, "create", "ask for quotes")
     create.add_argument("instrument")
     create.add_argument("side", choices=["buy", "sell"])
     create.add_argument("quantity")
-    create.add_argument("--leg", nargs=2, action="append", metavar=("INSTRUMENT", "SIDE"))
-    create.add_argument("--expires-in", type=int)
-    quote = rfq_commands.add_parser("quote")
+    create.add_argument(
+        "--leg",
+        nargs=2,
+        action="append",
+        metavar=("INSTRUMENT", "SIDE"),
+        help="another leg (repeat for more)",
+    )
+    create.add_argument("--expires-in", type=int, help="seconds the RFQ stays open")
+    quote = command(rfq_commands, "quote", "quote on an RFQ (one side or both)")
     quote.add_argument("rfq_id")
-    quote.add_argument("--bid")
-    quote.add_argument("--ask")
-    quote.add_argument("--size", required=True)
-    accept = rfq_commands.add_parser("accept")
+    quote.add_argument("--bid", help="the price you buy at")
+    quote.add_argument("--ask", help="the price you sell at")
+    quote.add_argument("--size", required=True, help="the quantity of each side")
+    accept = command(rfq_commands, "accept", "trade on a quote of your RFQ")
     accept.add_argument("rfq_id")
     accept.add_argument("quote_id")
-    accept.add_argument("side", choices=["buy", "sell"])
-    accept.add_argument("--quantity")
-    accept.add_argument("--limit-price")
-    cancel = rfq_commands.add_parser("cancel")
+    accept.add_argument(
+        "side", choices=["buy", "sell"], help="buy lifts the ask, sell hits the bid"
+    )
+    accept.add_argument("--quantity", help="less than the RFQ's quantity")
+    accept.add_argument("--limit-price", help="the worst price you accept")
+    cancel = command(rfq_commands, "cancel", "cancel your RFQ")
     cancel.add_argument("rfq_id")
-    watch_ = rfq_commands.add_parser("watch")
-    watch_.add_argument("--since", type=int, default=0)
+    watch_ = command(rfq_commands, "watch", "follow your event feed")
+    watch_.add_argument(
+        "--since",
+        type=int,
+        default=0,
+        help="events after this seq (default 0: every event you can see, then new ones)",
+    )
     watch_.add_argument("--count", type=int, help="stop after this many events")
     rfq.set_defaults(run=cmd_rfq)
     return top
@@ -331,6 +403,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    for name in ("config", "json", "verbose"):
+        if not hasattr(args, name):
+            setattr(args, name, None if name == "config" else False)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s keyline %(levelname)s %(message)s",

@@ -201,12 +201,12 @@ def locked(config: Config) -> Iterator[None]:
     person, or two cron jobs): an exclusive ``flock`` on ``<key_file>.lock``."""
     path = config.key_file.with_name(config.key_file.name + ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def finish_interrupted_install(config: Config) -> x509.Certificate | None:
@@ -224,7 +224,8 @@ def finish_interrupted_install(config: Config) -> x509.Certificate | None:
 
 
 def chain(http: httpx.Client) -> list[x509.Certificate]:
-    """The venue's client chain (EST cacerts): the issuing CA first, then the root."""
+    """The venue's client chain (EST cacerts, in whatever order the PKCS#7 set holds them):
+    the issuing CA first, then the root, as a chain file lists them."""
     response = http.get("/.well-known/est/cacerts")
     if response.status_code != 200:
         raise _refusal(response)
@@ -307,6 +308,18 @@ def stream(config: Config, since: int) -> Iterator[dict[str, Any]]:
                         raise VenueError(data["code"], data.get("message", ""), 401)
                     since = data["seq"]
                     yield data
+
+
+def long_poll(config: Config, since: int) -> Iterator[dict[str, Any]]:
+    """The same events through the long-poll (``/api/v1/events/``), for ever."""
+    with client(config, with_certificate=True) as http:
+        while True:
+            response = http.get("/api/v1/events/", params={"since": since, "wait": 20})
+            if response.status_code >= 400:
+                raise _refusal(response)
+            page = response.json()
+            yield from page["events"]
+            since = page["next_since"]
 
 
 def _frames(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:

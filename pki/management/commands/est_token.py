@@ -1,5 +1,5 @@
 """An EST enrollment token for one participant, from the shell (the portal's participant page
-makes them too): printed once, stored only as its SHA-256, audited."""
+makes them too): printed once (alone on stdout), stored only as its SHA-256, audited."""
 
 from typing import Any
 
@@ -25,5 +25,6 @@ class Command(KeylineCommand):
         row, token = est.enrollment_token_create(
             participant=participant, actor=command_actor("est_token")
         )
-        self.stdout.write(f"token for {trader_id} (until {row.expires_at:%Y-%m-%d %H:%M}Z):")
+        # The token alone on stdout (`> file`, `$(...)`); what it is for on stderr.
+        self.stderr.write(f"token for {trader_id} (until {row.expires_at:%Y-%m-%d %H:%M}Z):")
         self.stdout.write(token)
