@@ -91,6 +91,16 @@ class FirmStopForm(forms.Form):
     confirm_name = forms.CharField(max_length=200, label="Type the firm's legal name to confirm")
 
 
+class FactorResetForm(forms.Form):
+    """An officer removes a firm user's second factors: why, and how the person was checked."""
+
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=2000,
+        label="Reason, and how you checked who asked (e.g. call-back to the registered number)",
+    )
+
+
 class RevokeForm(forms.Form):
     """The reason is chosen, never defaulted."""
 

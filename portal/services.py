@@ -20,6 +20,8 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn.models import WebAuthnCredential
 
 from kernel.audit import Actor, audit_record
 from kernel.errors import Conflict, Invalid, NotFound, PermissionDenied
@@ -843,3 +845,53 @@ def est_policy_update(*, user: User, firm_id: int, **values: Any) -> EstPolicy:
     if firm is None:
         raise NotFound("FIRM_NOT_FOUND", "No such firm.")
     return est.policy_set(firm=firm, actor=Actor.user(user), **values)
+
+
+# --- second factors ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldFactors:
+    user: User
+    authenticator_apps: int
+    passkeys: list[str]
+
+
+def firm_user_factors(*, user_id: int) -> HeldFactors:
+    """A firm user's second factors (confirmed apps, passkeys by name); officers' are not
+    reset from the desk (``USER_NOT_FOUND``)."""
+    target = (
+        User.objects.filter(pk=user_id, is_staff=False, portal__isnull=False)
+        .select_related("portal__firm")
+        .first()
+    )
+    if target is None:
+        raise NotFound("USER_NOT_FOUND", "No such firm user.")
+    return HeldFactors(
+        target,
+        TOTPDevice.objects.filter(user=target, confirmed=True).count(),
+        list(WebAuthnCredential.objects.filter(user=target).values_list("name", flat=True)),
+    )
+
+
+def second_factors_reset(*, officer: User, user_id: int, reason: str) -> HeldFactors:
+    """An officer removes every second factor of a firm user who lost theirs, after checking
+    out of band who asks: the user's verified sessions stop being verified, and at the next
+    sign-in they set up a new factor. Audited ``second_factor.reset`` with the reason and
+    what was removed."""
+    held = firm_user_factors(user_id=user_id)
+    if not reason.strip():
+        raise Invalid("REASON_REQUIRED", "Say why, and how you checked who asked.")
+    with transaction.atomic():
+        TOTPDevice.objects.filter(user=held.user).delete()
+        WebAuthnCredential.objects.filter(user=held.user).delete()
+        audit_record(
+            event="second_factor.reset",
+            actor=Actor.user(officer),
+            target=held.user,
+            reason=reason.strip(),
+            authenticator_apps=held.authenticator_apps,
+            passkeys=held.passkeys,
+            firm_lei=held.user.portal.firm.lei,
+        )
+    return held

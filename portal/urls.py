@@ -40,6 +40,11 @@ portal_patterns = [
         views.officer_firm_suspend,
         name="officer-firm-action",
     ),
+    path(
+        "officer/users/<int:user_id>/second-factor-reset/",
+        views.officer_user_factor_reset,
+        name="officer-user-factor-reset",
+    ),
     path("officer/audit/", views.officer_audit, name="officer-audit"),
     path("officer/audit/export.csv", views.officer_audit_export, name="officer-audit-export"),
     path("officer/audit/verify/", views.officer_audit_verify, name="officer-audit-verify"),

@@ -801,6 +801,37 @@ def officer_firm(request: AuthenticatedHttpRequest, firm_id: int) -> HttpRespons
     )
 
 
+@require_http_methods(["GET", "POST"])
+@officer_required
+def officer_user_factor_reset(request: AuthenticatedHttpRequest, user_id: int) -> HttpResponse:
+    """A firm user lost their second factor: the page names what they hold and what a reset
+    does; the officer gives the reason (and how they checked who asked) and confirms."""
+    held = services.firm_user_factors(user_id=user_id)
+    form = forms.FactorResetForm(request.POST or None)
+    refusal: DomainError | None = None
+    if request.method == "POST":
+        try:
+            data = _cleaned(form, "REASON_REQUIRED")
+            services.second_factors_reset(
+                officer=request.user, user_id=user_id, reason=data["reason"]
+            )
+        except DomainError as exc:
+            refusal = exc
+        else:
+            messages.success(
+                request,
+                f"{held.user.get_username()}'s second factors are removed: at the next sign-in "
+                "they set up a new one.",
+            )
+            return redirect("portal:officer-firm", firm_id=held.user.portal.firm_id)
+    return render(
+        request,
+        "portal/officer/factor_reset.html",
+        {"held": held, "form": form, "refusal": _refusal(refusal) if refusal else None},
+        status=refusal.status_code if refusal else 200,
+    )
+
+
 AUDIT_PAGE = 50
 
 

@@ -498,3 +498,47 @@ def test_a_new_passkey_takes_the_lowest_free_name(softkey):
     register(client, softkey())
     names = WebAuthnCredential.objects.filter(user=user).values_list("name", flat=True)
     assert sorted(names) == ["passkey 1", "passkey 2", "passkey 3"]
+
+
+# --- an officer resets a firm user's lost factors -------------------------------------------
+
+
+def test_an_officer_resets_a_firm_users_lost_factors(softkey, make_officer):
+    client, user = admin()
+    register(client, softkey())
+    TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+    officer_client, _ = make_officer("desk")
+    url = f"/officer/users/{user.pk}/second-factor-reset/"
+    page = officer_client.get(url).content.decode()
+    assert "an authenticator app; 1 passkey (passkey 1)" in page
+    before = state()
+
+    refused = officer_client.post(url, {"reason": "  "})
+
+    assert refused.status_code == 400
+    assert 'id="error-code">REASON_REQUIRED<' in refused.content.decode()
+    assert state() == before
+
+    done = officer_client.post(url, {"reason": "lost phone; call-back to +44 20 7946 0000"})
+
+    assert done.status_code == 302
+    assert not TOTPDevice.objects.filter(user=user).exists()
+    assert not WebAuthnCredential.objects.filter(user=user).exists()
+    assert not is_verified(client)  # the session verified with the passkey is not any more
+    record = AuditRecord.objects.get(event="second_factor.reset")
+    assert record.actor_label == "desk"
+    assert record.target_id == str(user.pk)
+    assert record.details["passkeys"] == ["passkey 1"]
+    assert record.details["authenticator_apps"] == 1
+    assert "call-back" in record.details["reason"]
+    # With no factor left, the password session may set up a new one.
+    assert "totp-secret" in client.get("/accounts/security/").content.decode()
+
+
+def test_an_officers_factors_are_not_reset_from_the_desk(make_officer):
+    officer_client, _ = make_officer("desk")
+    _, other = make_officer("other")
+    response = officer_client.get(f"/officer/users/{other.pk}/second-factor-reset/")
+    assert response.status_code == 404
+    assert 'id="error-code">USER_NOT_FOUND<' in response.content.decode()
+    assert TOTPDevice.objects.filter(user=other).exists()

@@ -340,6 +340,14 @@ ACTIONS: dict[str, Action] = {
     "verify POST bad": Action("post", lambda w: "/accounts/verify/", lambda w: {"token": "x"}),
     "security": Action("get", lambda w: "/accounts/security/"),
     "security POST": Action("post", lambda w: "/accounts/security/", lambda w: {"token": "x"}),
+    "factor-reset": Action(
+        "get", lambda w: f"/officer/users/{w.admin_a_user.pk}/second-factor-reset/"
+    ),
+    "factor-reset POST": Action(
+        "post",
+        lambda w: f"/officer/users/{w.admin_a_user.pk}/second-factor-reset/",
+        lambda w: {"reason": "lost phone; call-back to the registered number"},
+    ),
     "token-new POST": Action("post", lambda w: f"/participants/{w.a1.pk}/enrollment-tokens/"),
     "token-revoke POST": Action("post", lambda w: f"/enrollment-tokens/{w.a1_token.pk}/revoke/"),
     "est-policy POST": Action(
@@ -458,6 +466,8 @@ MATRIX = [
     ("security",                 LOGIN,    OK,       OK,       OK,       OK,       OK),
     ("security POST",            LOGIN,    INVALID,  HELD,     HELD,     HELD,     HELD),
     ("passkey-remove POST other", LOGIN,   VERIFY,   NO_KEY,   NO_KEY,   VERIFY,   NO_KEY),
+    ("factor-reset",             LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   OK),
+    ("factor-reset POST",        LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   DONE),
     ("token-new POST",           LOGIN,    ADMINS,   CREATED,  NO_PART,  VERIFY,   CREATED),
     ("token-revoke POST",        LOGIN,    ADMINS,   DONE,     NO_TOKEN, VERIFY,   DONE),
     ("est-policy POST",          LOGIN,    OFFICERS, OFFICERS, OFFICERS, VERIFY,   DONE),
