@@ -622,6 +622,13 @@ def test_onboarding_in_the_browser(platform: Platform, tmp_path: Path, new_conte
     expect(b.locator("#firm-certificates")).to_contain_text("Revoked")
     expect(b.locator("#firm-trail")).to_contain_text("certificate.revoked")
     shot(b, "13-firm-page")
+    # Had the administrator lost her phone: the reset names what she holds; cancelled here.
+    b.locator("#firm-users").get_by_role("link", name="Reset second factor…").click()
+    expect(b.locator("#factors-held")).to_have_text("an authenticator app")
+    expect(b.locator("#consequences")).to_contain_text("sets up a new factor")
+    shot(b, "20-factor-reset-confirm")
+    b.get_by_role("link", name="Cancel").click()
+    expect(b.locator("#firm-facts")).to_contain_text(LEI)
     b.locator("#suspend-link").click()
     expect(b.locator("#consequences")).to_contain_text("0 live certificates will be revoked")
     expect(b.locator("#consequences")).to_contain_text("portal user")
