@@ -766,12 +766,12 @@ def certificate_download(
     return name, data.encode()
 
 
-def revoker_require(user: User | AnonymousUser) -> None:
-    """Officers revoke any certificate, firm administrators their firm's; anyone else gets
-    ``PermissionDenied`` (``FIRM_ADMIN_REQUIRED``, or ``FIRM_USER_REQUIRED`` from
-    :func:`account_of`)."""
+def officer_or_firm_admin_require(user: User | AnonymousUser, does: str = "revoke") -> None:
+    """What officers do for any firm and firm administrators for their own (revoke, make
+    enrollment tokens); anyone else gets ``PermissionDenied`` (``FIRM_ADMIN_REQUIRED``, or
+    ``FIRM_USER_REQUIRED`` from :func:`account_of`)."""
     if not user.is_staff and account_of(user).role != PortalAccount.Role.ADMIN:
-        raise PermissionDenied("FIRM_ADMIN_REQUIRED", "Only the firm's administrators revoke.")
+        raise PermissionDenied("FIRM_ADMIN_REQUIRED", f"Only the firm's administrators {does}.")
 
 
 def certificate_revoke_by(
@@ -784,7 +784,7 @@ def certificate_revoke_by(
     ``PermissionDenied`` (``FIRM_ADMIN_REQUIRED``), ``Invalid`` (``REASON_INVALID``: a reason
     the form does not offer), ``Conflict`` (``CERTIFICATE_ALREADY_REVOKED``)."""
     certificate = certificate_for(user, certificate_id)
-    revoker_require(user)
+    officer_or_firm_admin_require(user)
     allowed = {
         "unspecified",
         "keyCompromise",
@@ -804,16 +804,12 @@ def _token_participant(user: User | AnonymousUser, participant_id: int) -> Parti
     """A participant whose enrollment tokens ``user`` may manage: officers any, a firm
     administrator its firm's. Raises ``NotFound`` (``PARTICIPANT_NOT_FOUND``), and
     ``PermissionDenied`` (``FIRM_ADMIN_REQUIRED``, ``FIRM_USER_REQUIRED``)."""
-    if user.is_authenticated and user.is_staff:
-        participant = Participant.objects.select_related("firm").filter(pk=participant_id).first()
-        if participant is None:
-            raise NotFound("PARTICIPANT_NOT_FOUND", "No such participant.")
-        return participant
-    participant = participant_for(user, participant_id)
-    if account_of(user).role != PortalAccount.Role.ADMIN:
-        raise PermissionDenied(
-            "FIRM_ADMIN_REQUIRED", "Only the firm's administrators make enrollment tokens."
-        )
+    officer_or_firm_admin_require(user, "make enrollment tokens")
+    if not user.is_staff:
+        return participant_for(user, participant_id)
+    participant = Participant.objects.select_related("firm").filter(pk=participant_id).first()
+    if participant is None:
+        raise NotFound("PARTICIPANT_NOT_FOUND", "No such participant.")
     return participant
 
 

@@ -765,6 +765,7 @@ def officer_firm(request: AuthenticatedHttpRequest, firm_id: int) -> HttpRespons
         .order_by("participant__trader_id", "-not_after")
     )
     trail = AuditRecord.objects.filter(firm_audit_filter(firm)).order_by("-id")[:50]
+    policy = est_policy_of(firm)
     return render(
         request,
         "portal/officer/firm.html",
@@ -790,9 +791,9 @@ def officer_firm(request: AuthenticatedHttpRequest, firm_id: int) -> HttpRespons
             "trail": trail,
             "now": now,
             "can_stop": firm.status in (Firm.Status.APPROVED, Firm.Status.SUSPENDED),
-            "est_policy": est_policy_of(firm),
+            "est_policy": policy,
             "est_form": forms.EstPolicyForm(
-                initial={name: getattr(est_policy_of(firm), name) for name in EST_POLICY_FIELDS}
+                initial={name: getattr(policy, name) for name in EST_POLICY_FIELDS}
             ),
             "tokens": EnrollmentToken.objects.filter(participant__firm=firm)
             .select_related("participant")
@@ -1184,7 +1185,6 @@ def participant_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
             "requests": participant.certificate_requests.order_by("-created_at")[:10],
             "tokens": participant.enrollment_tokens.order_by("-created_at")[:10],
             "is_admin": request.user.portal.role == PortalAccount.Role.ADMIN,
-            "now": timezone.now(),
         },
         status=status,
     )
@@ -1193,41 +1193,21 @@ def participant_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
 # --- EST enrollment tokens and policy -------------------------------------------------------
 
 
-def _token_manager_first(request: HttpRequest) -> HttpResponse | None:
-    """Officers and firm administrators manage enrollment tokens in a verified session (an
-    officer's desk demands it; an administrator's second factor, as for adding traders)."""
-    if not request.user.is_authenticated:
-        return redirect_to_login(request.get_full_path())
-    if request.user.is_staff:
-        # TYPEHINT NOTE: django-otp's OTPMiddleware installs is_verified() on request.user.
-        if not request.user.is_verified():  # type: ignore[attr-defined]
-            return redirect(f"{reverse('portal:verify')}?next={request.get_full_path()}")
-        return None
-    account = getattr(request.user, "portal", None)
-    if account is None:
-        return _error(
-            request, PermissionDenied("FIRM_USER_REQUIRED", "This area is for firm users.")
-        )
-    if account.role != PortalAccount.Role.ADMIN:
-        return _error(
-            request,
-            PermissionDenied(
-                "FIRM_ADMIN_REQUIRED", "Only the firm's administrators make enrollment tokens."
-            ),
-        )
-    return _second_factor_first(cast(AuthenticatedHttpRequest, request))
+def _token_manager_first(request: AuthenticatedHttpRequest) -> HttpResponse | None:
+    """Officers (verified: ``firm_user_required``) and firm administrators with a verified
+    second factor manage enrollment tokens; None when the session may act."""
+    services.officer_or_firm_admin_require(request.user, "make enrollment tokens")
+    return _second_factor_first(request)
 
 
 @require_POST
-def enrollment_token_new(request: HttpRequest, pk: int) -> HttpResponse:
+@firm_user_required
+def enrollment_token_new(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """A one-time EST enrollment token for participant ``pk``, shown once on the page this
     answers, with the commands that use it."""
     if (first := _token_manager_first(request)) is not None:
         return first
-    try:
-        row, token = services.enrollment_token_issue(user=request.user, participant_id=pk)
-    except DomainError as exc:
-        return _error(request, exc)
+    row, token = services.enrollment_token_issue(user=request.user, participant_id=pk)
     response = render(
         request,
         "portal/enrollment_token.html",
@@ -1247,14 +1227,12 @@ def enrollment_token_new(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def enrollment_token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+@firm_user_required
+def enrollment_token_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Withdraws an unused enrollment token; back to the page it was listed on."""
     if (first := _token_manager_first(request)) is not None:
         return first
-    try:
-        row = services.enrollment_token_withdraw(user=request.user, token_id=pk)
-    except DomainError as exc:
-        return _error(request, exc)
+    row = services.enrollment_token_withdraw(user=request.user, token_id=pk)
     messages.success(
         request, f"Enrollment token #{row.pk} for {row.participant.trader_id} is withdrawn."
     )
@@ -1267,11 +1245,8 @@ def enrollment_token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 @officer_required
 def officer_est_policy(request: AuthenticatedHttpRequest, firm_id: int) -> HttpResponse:
     """An officer sets how EST treats the firm: auto-signing, the renewal window, a block."""
-    form = forms.EstPolicyForm(request.POST)
-    if not form.is_valid():
-        problems = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items())
-        raise Invalid("EST_POLICY_INVALID", f"The EST policy was not changed: {problems}")
-    services.est_policy_update(user=request.user, firm_id=firm_id, **form.cleaned_data)
+    data = _cleaned(forms.EstPolicyForm(request.POST), "EST_POLICY_INVALID")
+    services.est_policy_update(user=request.user, firm_id=firm_id, **data)
     messages.success(request, "The firm's EST policy is saved.")
     return redirect("portal:officer-firm", firm_id=firm_id)
 
@@ -1285,7 +1260,7 @@ def _may_revoke(request: AuthenticatedHttpRequest, certificate: Certificate) -> 
     if certificate.status != Certificate.Status.ACTIVE:
         return False
     try:
-        services.revoker_require(request.user)
+        services.officer_or_firm_admin_require(request.user)
     except PermissionDenied:
         return False
     return True
@@ -1332,7 +1307,7 @@ def certificate_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
     """Revoke, confirmed: the page names the serial, whose access ends and what else that
     participant still holds; the reason is chosen, never defaulted."""
     certificate = services.certificate_for(request.user, pk)
-    services.revoker_require(request.user)
+    services.officer_or_firm_admin_require(request.user)
     if (first := _second_factor_first(request)) is not None:
         return first
     form = forms.RevokeForm(request.POST or None)
