@@ -36,6 +36,12 @@ class Invalid(DomainError):
     status_code = 400
 
 
+class Unauthenticated(DomainError):
+    """Who asks is not established: a credential missing, unknown, expired or spent."""
+
+    status_code = 401
+
+
 class PermissionDenied(DomainError):
     status_code = 403
 

@@ -17,8 +17,9 @@
 - **Policy** (:class:`pki.models.EstPolicy`, per firm): whether a first certificate and a
   renewal are signed at once or wait for an officer, the window, the block.
 
-Every refusal is an :class:`EstRefused` (a ``DomainError`` with its HTTP status and code) and
-is audited by the view with the refusal's code; every issuance is audited by the signing path.
+Every refusal is one of the project's errors (``kernel.errors``: ``Unauthenticated`` for a
+token, ``PermissionDenied``, ``Conflict``, and ``pki.csr``'s for a CSR) and is audited by the
+view with its code; every issuance is audited by the signing path.
 """
 
 import hashlib
@@ -32,7 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from kernel.audit import Actor, audit_record
-from kernel.errors import Conflict, DomainError, PermissionDenied
+from kernel.errors import Conflict, PermissionDenied, Unauthenticated
 from kernel.models import Firm, Participant
 from pki.csr import csr_parse
 from pki.models import Certificate, CertificateRequest, EnrollmentToken, EstPolicy
@@ -40,16 +41,6 @@ from pki.revocation import certificate_revoke
 from pki.services import csr_submit
 
 TOKEN_PREFIX = "est_"  # noqa: S105 - a prefix that names what the secret is, not a secret
-
-
-class EstRefused(DomainError):
-    """An EST request refused: its HTTP status, code and message."""
-
-    def __init__(
-        self, code: str, message: str, status: int, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(code, message, details)
-        self.status_code = status
 
 
 def token_sha256(token: str) -> str:
@@ -175,77 +166,58 @@ class Submission:
 def _existing(request: CertificateRequest, sign_now: bool) -> Submission:
     """A retry of a request already made: its outcome so far, or its rejection."""
     if request.status == CertificateRequest.Status.REJECTED:
-        raise EstRefused(
+        raise PermissionDenied(
             "EST_REQUEST_REJECTED",
             f"This request was rejected: {request.rejection_reason or request.rejection_code}",
-            403,
             {"request": request.pk, "rejection_code": request.rejection_code},
         )
     return Submission(request, sign_now)
 
 
-UNAUTHORIZED = 401
+def _refuse_unless_open(token: EnrollmentToken) -> None:
+    state = token.state()
+    if state == "revoked":
+        raise Unauthenticated("EST_TOKEN_REVOKED", "This enrollment token was withdrawn.")
+    if state == "used":
+        raise Unauthenticated(
+            "EST_TOKEN_SPENT", "This enrollment token has been used; ask for a new one."
+        )
+    if state == "expired":
+        raise Unauthenticated(
+            "EST_TOKEN_EXPIRED",
+            f"This enrollment token expired at {token.expires_at:%Y-%m-%d %H:%M}Z.",
+        )
 
 
 def enroll(*, trader_id: str, token: str, csr: bytes) -> Submission:
     """simpleenroll: ``trader_id`` and ``token`` from HTTP Basic authentication, ``csr`` the
     PKCS#10 (DER). Spends the token on a new request; a retry with the same key polls it."""
     row = (
-        EnrollmentToken.objects.select_related("participant__firm", "request")
+        EnrollmentToken.objects.select_related("participant__firm")
         .filter(token_sha256=token_sha256(token))
         .first()
     )
     if row is None or row.participant.trader_id != trader_id:
-        raise EstRefused(
-            "EST_TOKEN_INVALID", "Unknown enrollment token for this trader id.", UNAUTHORIZED
-        )
-    state = row.state()
-    if state == "revoked":
-        raise EstRefused("EST_TOKEN_REVOKED", "This enrollment token was revoked.", UNAUTHORIZED)
-    policy = policy_of(row.participant.firm)
-    parsed = csr_parse(csr)
-    if state == "used":
-        if row.request is not None and row.request.spki_sha256 == parsed.spki_sha256:
-            return _existing(row.request, policy.auto_sign_enrollment)
-        raise EstRefused(
-            "EST_TOKEN_SPENT",
-            "This enrollment token has been used; ask for a new one.",
-            UNAUTHORIZED,
-        )
-    if state == "expired":
-        raise EstRefused(
-            "EST_TOKEN_EXPIRED",
-            f"This enrollment token expired at {row.expires_at:%Y-%m-%d %H:%M}Z.",
-            UNAUTHORIZED,
-        )
+        raise Unauthenticated("EST_TOKEN_INVALID", "Unknown enrollment token for this trader id.")
     participant = row.participant
-    if not participant.can_hold_certificate:
-        raise PermissionDenied(
-            "PARTICIPANT_INACTIVE",
-            "Certificates are issued only to active participants of approved firms.",
-        )
+    policy = policy_of(participant.firm)
+    parsed = csr_parse(csr)
     actor = Actor.system(f"EST enrollment token #{row.pk}")
     with transaction.atomic():
+        # Decided under the token's lock: requests with one token queue here, and each sees
+        # what the one before it left (a retry of the same request polls it).
         locked = (
             EnrollmentToken.objects.select_for_update(of=("self",))
             .select_related("request")
             .get(pk=row.pk)
         )
-        # Decided again under the lock: a concurrent request may have spent it (a retry of the
-        # same request then polls it), or an officer withdrawn it, meanwhile.
-        if locked.used_at is not None:
-            if locked.request is not None and locked.request.spki_sha256 == parsed.spki_sha256:
-                return _existing(locked.request, policy.auto_sign_enrollment)
-            raise EstRefused(
-                "EST_TOKEN_SPENT",
-                "This enrollment token has been used; ask for a new one.",
-                UNAUTHORIZED,
-            )
-        if locked.state() != "open":
-            raise EstRefused(
-                f"EST_TOKEN_{locked.state().upper()}",
-                f"This enrollment token is {locked.state()}.",
-                UNAUTHORIZED,
+        if locked.request is not None and locked.request.spki_sha256 == parsed.spki_sha256:
+            return _existing(locked.request, policy.auto_sign_enrollment)
+        _refuse_unless_open(locked)
+        if not participant.can_hold_certificate:
+            raise PermissionDenied(
+                "PARTICIPANT_INACTIVE",
+                "Certificates are issued only to active participants of approved firms.",
             )
         # A CSR refused here rolls the token back with it: a bad request does not spend it.
         request = csr_submit(participant=participant, data=csr, actor=actor)
@@ -271,18 +243,16 @@ def reenroll(*, certificate: Certificate, csr: bytes, now: datetime | None = Non
         raise PermissionDenied("PARTICIPANT_INACTIVE", "This certificate has no participant.")
     policy = policy_of(participant.firm)
     if policy.renewal_blocked:
-        raise EstRefused(
+        raise PermissionDenied(
             "EST_RENEWAL_BLOCKED",
             "Renewal by EST is blocked for this firm: ask the venue's compliance desk.",
-            403,
         )
     opens = renewal_opens_at(certificate, policy)
     if now < opens:
-        raise EstRefused(
+        raise PermissionDenied(
             "EST_OUTSIDE_RENEWAL_WINDOW",
             f"Renewal opens at {opens:%Y-%m-%d %H:%M}Z "
             f"(the last {policy.renewal_window_percent}% of the certificate's lifetime).",
-            403,
             {"opens_at": opens.isoformat(), "serial": certificate.serial},
         )
     parsed = csr_parse(csr)
@@ -299,17 +269,15 @@ def reenroll(*, certificate: Certificate, csr: bytes, now: datetime | None = Non
         for request in earlier:
             if request.status == CertificateRequest.Status.ISSUED:
                 successor = Certificate.objects.get(request=request)
-                raise EstRefused(
+                raise Conflict(
                     "EST_ALREADY_RENEWED",
                     f"This certificate was renewed already, by {successor.serial}.",
-                    409,
                     {"successor": successor.serial},
                 )
             if request.status == CertificateRequest.Status.SUBMITTED:
-                raise EstRefused(
+                raise Conflict(
                     "EST_RENEWAL_PENDING",
                     f"A renewal with another key (request #{request.pk}) is waiting.",
-                    409,
                     {"request": request.pk},
                 )
         request = csr_submit(participant=participant, data=csr, actor=actor, renewal_of=certificate)
@@ -327,31 +295,25 @@ def reenroll(*, certificate: Certificate, csr: bytes, now: datetime | None = Non
 # --- superseding --------------------------------------------------------------------------------
 
 
-def _supersede(predecessor_id: int, successor: Certificate | None, why: str) -> bool:
-    """Revoke the predecessor as superseded; False when it was revoked already."""
+def _supersede(predecessor_id: int, actor: Actor) -> bool:
+    """Revoke the predecessor as superseded (audited ``certificate.revoked`` with ``actor``:
+    the successor's certificate on its first use, the grace period's sweep otherwise); False
+    when it was revoked already."""
     try:
         certificate_revoke(
             certificate=Certificate(pk=predecessor_id),
             reason=Certificate.Reason.SUPERSEDED,
-            actor=Actor.certificate(successor) if successor else Actor.system("EST grace period"),
+            actor=actor,
         )
     except Conflict:  # revoked meanwhile (by the other path, or by a person)
         return False
-    audit_record(
-        event="est.superseded",
-        actor=Actor.system("EST"),
-        target_type="pki.certificate",
-        target_id=str(predecessor_id),
-        why=why,
-        successor=successor.serial if successor else "",
-    )
     return True
 
 
 def supersede_on_first_use(*, certificate_id: int, predecessor_id: int) -> bool:
     """The renewed certificate ``certificate_id`` was used: revoke what it renewed."""
     successor = Certificate.objects.get(pk=certificate_id)
-    return _supersede(predecessor_id, successor, "first_use")
+    return _supersede(predecessor_id, Actor.certificate(successor))
 
 
 def supersede_due(now: datetime | None = None) -> list[int]:
@@ -368,4 +330,5 @@ def supersede_due(now: datetime | None = None) -> list[int]:
         .values_list("pk", flat=True)
         .distinct()
     )
-    return [pk for pk in due if _supersede(pk, None, "grace_period_over")]
+    actor = Actor.system("EST: the grace period after a renewal is over")
+    return [pk for pk in due if _supersede(pk, actor)]

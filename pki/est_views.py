@@ -20,6 +20,7 @@ endpoint); issuance is audited by the signing path (``certificate.issued``).
 
 import base64
 import binascii
+import functools
 import logging
 from collections.abc import Callable
 
@@ -39,7 +40,7 @@ from rest_framework.request import Request
 
 from kernel.api import ApiError
 from kernel.audit import Actor, audit_record
-from kernel.errors import DomainError
+from kernel.errors import DomainError, Invalid, Unauthenticated
 from pki import est
 from pki.authentication import TerminatorCertificateAuthentication, terminator_check
 from pki.models import Certificate, CertificateAuthority, CertificateRequest
@@ -70,47 +71,33 @@ def _answer(body: bytes, content_type: str, status: int = 200) -> HttpResponse:
     return response
 
 
-def _refused(
-    request: HttpRequest,
-    endpoint: str,
-    code: str,
-    message: str,
-    status: int,
-    actor: Actor,
-    challenge: str = "",
-) -> HttpResponse:
-    audit_record(event="est.refused", actor=actor, endpoint=endpoint, code=code, status=status)
-    response = HttpResponse(
-        f"{code}: {message}\n", content_type="text/plain; charset=utf-8", status=status
-    )
+def _text(status: int, line: str, challenge: str = "") -> HttpResponse:
+    """A plain-text answer (RFC 7030 §4.2.3): one line, ``CODE: message``."""
+    response = HttpResponse(f"{line}\n", content_type="text/plain; charset=utf-8", status=status)
     if status == 401 and challenge:
         response["WWW-Authenticate"] = challenge
     return response
 
 
-class _BodyError(DomainError):
-    status_code = 400
-
-
 def _csr_body(request: HttpRequest) -> bytes:
     """The PKCS#10 a POST carries: ``application/pkcs10``, base64 (whitespace allowed)."""
     if not request.body.strip():
-        raise _BodyError("EST_BODY_EMPTY", "The body holds no CSR.")
+        raise Invalid("EST_BODY_EMPTY", "The body holds no CSR.")
     kind = request.content_type or ""
     if kind != "application/pkcs10":
-        raise _BodyError(
+        raise Invalid(
             "EST_CONTENT_TYPE", f"Send the CSR as application/pkcs10, not {kind or 'nothing'}."
         )
     if len(request.body) > MAX_CSR_BYTES:
-        raise _BodyError("EST_BODY_TOO_LARGE", f"A CSR is at most {MAX_CSR_BYTES} bytes.")
+        raise Invalid("EST_BODY_TOO_LARGE", f"A CSR is at most {MAX_CSR_BYTES} bytes.")
     try:
         der = base64.b64decode(b"".join(request.body.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise _BodyError(
+        raise Invalid(
             "EST_BODY_NOT_BASE64", "The body must be the DER CSR in base64 (RFC 7030 §4.2.1)."
         ) from None
     if not der:
-        raise _BodyError("EST_BODY_EMPTY", "The body holds no CSR.")
+        raise Invalid("EST_BODY_EMPTY", "The body holds no CSR.")
     return der
 
 
@@ -133,59 +120,46 @@ def _issued_or_waiting(submission: est.Submission) -> HttpResponse:
             # The request is stored; the client's next ask queues it again.
             logger.exception("EST: could not queue request %s for signing", request.pk)
     if certificate is not None:
-        return _answer(_base64(_certs_only([certificate.pem.encode()])), PKCS7)
+        issued = x509.load_pem_x509_certificate(certificate.pem.encode())
+        return _answer(_base64(pkcs7.serialize_certificates([issued], Encoding.DER)), PKCS7)
     waits_for = "the signing worker" if submission.sign_now else "an officer"
-    response = HttpResponse(
-        f"EST_PENDING: Request #{submission.request.pk} waits for {waits_for}; send the same "
-        "request again later.\n",
-        content_type="text/plain; charset=utf-8",
-        status=202,
+    response = _text(
+        202,
+        f"EST_PENDING: Request #{request.pk} waits for {waits_for}; send the same request "
+        "again later.",
     )
     retry = 5 if submission.sign_now else settings.KEYLINE_EST_RETRY_AFTER_SECONDS
     response["Retry-After"] = str(retry)
     return response
 
 
-def _certs_only(pems: list[bytes]) -> bytes:
-    certs = [x509.load_pem_x509_certificate(pem) for pem in pems]
-    return pkcs7.serialize_certificates(certs, Encoding.DER)
-
-
 def _est_endpoint(
-    endpoint: str,
+    endpoint: str, challenge: str = CERT_CHALLENGE
 ) -> Callable[[Callable[[HttpRequest], HttpResponse]], Callable[[HttpRequest], HttpResponse]]:
-    """The trust contract's terminator check first, and every refusal as EST answers it."""
+    """The trust contract's terminator check first, and every refusal as EST answers it (a
+    401 with ``challenge``, how this endpoint authenticates)."""
 
     def decorate(
         view: Callable[[HttpRequest], HttpResponse],
     ) -> Callable[[HttpRequest], HttpResponse]:
+        @functools.wraps(view)
         def wrapper(request: HttpRequest) -> HttpResponse:
             try:
                 terminator_check(Request(request))
                 return view(request)
             except ApiError as exc:  # the trust contract's refusals (already audited)
-                response = HttpResponse(
-                    f"{exc.error_code}: {exc.detail}\n",
-                    content_type="text/plain; charset=utf-8",
-                    status=exc.status_code,
-                )
-                if exc.status_code == 401:
-                    response["WWW-Authenticate"] = CERT_CHALLENGE
-                return response
+                return _text(exc.status_code, f"{exc.error_code}: {exc.detail}", CERT_CHALLENGE)
             except DomainError as exc:
                 actor = getattr(request, "est_actor", Actor.anonymous("EST client"))
-                return _refused(
-                    request,
-                    endpoint,
-                    exc.code,
-                    exc.message,
-                    exc.status_code,
-                    actor,
-                    BASIC_CHALLENGE if endpoint == "simpleenroll" else CERT_CHALLENGE,
+                audit_record(
+                    event="est.refused",
+                    actor=actor,
+                    endpoint=endpoint,
+                    code=exc.code,
+                    status=exc.status_code,
                 )
+                return _text(exc.status_code, str(exc), challenge)
 
-        wrapper.__name__ = view.__name__
-        wrapper.__doc__ = view.__doc__
         return csrf_exempt(wrapper)
 
     return decorate
@@ -230,27 +204,26 @@ def _basic_credentials(request: HttpRequest) -> tuple[str, str]:
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
-        raise est.EstRefused(
+        raise Unauthenticated(
             "EST_AUTHENTICATION_REQUIRED",
             "Authenticate with HTTP Basic: your trader id and the enrollment token.",
-            401,
         )
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode()
     except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise est.EstRefused(
-            "EST_AUTHENTICATION_MALFORMED", "The Basic credentials could not be read.", 401
+        raise Unauthenticated(
+            "EST_AUTHENTICATION_MALFORMED", "The Basic credentials could not be read."
         ) from None
     trader_id, colon, token = decoded.partition(":")
     if not colon or not trader_id or not token:
-        raise est.EstRefused(
-            "EST_AUTHENTICATION_MALFORMED", "Expected <trader id>:<enrollment token>.", 401
+        raise Unauthenticated(
+            "EST_AUTHENTICATION_MALFORMED", "Expected <trader id>:<enrollment token>."
         )
     return trader_id, token
 
 
 @require_POST
-@_est_endpoint("simpleenroll")
+@_est_endpoint("simpleenroll", BASIC_CHALLENGE)
 def simpleenroll(request: HttpRequest) -> HttpResponse:
     """A participant's first certificate, authenticated by an enrollment token (§4.2.1)."""
     trader_id, token = _basic_credentials(request)

@@ -223,7 +223,7 @@ def certificate_fingerprints_of(
 
 def _decide(fingerprint: str) -> TrustDecision:
     cert = (
-        Certificate.objects.select_related("issuer", "participant__firm", "request")
+        Certificate.objects.select_related("issuer", "participant__firm", "request__renewal_of")
         .filter(fingerprint_sha256=fingerprint, kind=Certificate.Kind.CLIENT)
         .first()
     )
@@ -253,11 +253,10 @@ def _decide(fingerprint: str) -> TrustDecision:
 
 def _predecessor_active(cert: Certificate) -> int | None:
     """The id of the certificate ``cert`` renewed by EST, while that one is still active."""
-    renewed = cert.request.renewal_of_id if cert.request is not None else None
-    if renewed is None:
+    renewed = cert.request.renewal_of if cert.request is not None else None
+    if renewed is None or renewed.status != Certificate.Status.ACTIVE:
         return None
-    active = Certificate.objects.filter(pk=renewed, status=Certificate.Status.ACTIVE).exists()
-    return renewed if active else None
+    return renewed.pk
 
 
 near: NearCache[TrustDecision] = NearCache(ttl=DECISION_TTL, max_entries=100_000)

@@ -24,6 +24,7 @@ from pyasn1.codec.der.decoder import decode as der_decode
 from pyasn1_alt_modules import rfc7030
 
 from kernel.audit import Actor
+from kernel.errors import DomainError
 from kernel.models import AuditRecord
 from pki import est
 from pki.models import Certificate, CertificateRequest, EnrollmentToken
@@ -364,7 +365,8 @@ def test_the_first_use_of_the_successor_revokes_its_predecessor(
     assert certificate.revocation_reason == Certificate.Reason.SUPERSEDED
     assert certificate_decide(certificate.fingerprint_sha256).code == "CERTIFICATE_REVOKED"
     assert certificate_decide(successor.fingerprint_sha256).supersedes is None
-    assert AuditRecord.objects.filter(event="est.superseded", details__why="first_use").exists()
+    revoked = AuditRecord.objects.get(event="certificate.revoked", target_id=str(certificate.pk))
+    assert (revoked.actor_type, revoked.actor_id) == ("certificate", successor.serial)
 
 
 def test_an_unused_successor_supersedes_after_the_grace_period(client, enrolled):
@@ -376,6 +378,9 @@ def test_an_unused_successor_supersedes_after_the_grace_period(client, enrolled)
     assert est.supersede_due(later) == [certificate.pk]
     certificate.refresh_from_db()
     assert certificate.revocation_reason == Certificate.Reason.SUPERSEDED
+    revoked = AuditRecord.objects.get(event="certificate.revoked", target_id=str(certificate.pk))
+    assert revoked.actor_type == "system"
+    assert "grace period" in revoked.actor_label
     assert est.supersede_due(later) == []
 
 
@@ -414,7 +419,7 @@ def test_one_token_used_at_once_with_two_keys_enrolls_once(cas, trader):
         [lambda c=c: est.enroll(trader_id=trader.trader_id, token=token, csr=c) for c in csrs]
     )
 
-    spent = [o for o in outcomes if isinstance(o, est.EstRefused)]
+    spent = [o for o in outcomes if isinstance(o, DomainError)]
     submitted = [o for o in outcomes if isinstance(o, est.Submission)]
     assert len(submitted) == 1, outcomes
     assert [o.code for o in spent] == ["EST_TOKEN_SPENT"]
@@ -429,7 +434,7 @@ def test_one_certificate_renewed_at_once_with_two_keys_renews_once(cas, trader, 
 
     outcomes = _race([lambda c=c: est.reenroll(certificate=current, csr=c) for c in csrs])
 
-    refused = [o for o in outcomes if isinstance(o, est.EstRefused)]
+    refused = [o for o in outcomes if isinstance(o, DomainError)]
     assert len([o for o in outcomes if isinstance(o, est.Submission)]) == 1, outcomes
     assert [o.code for o in refused] == ["EST_RENEWAL_PENDING"]
     assert CertificateRequest.objects.filter(renewal_of=current).count() == 1
