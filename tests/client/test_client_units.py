@@ -101,14 +101,14 @@ def test_the_daemon_backs_off_after_failures_and_resets_after_a_success(tmp_path
             venue.VenueError("UPSTREAM_UNAVAILABLE", "down", 502),
             venue.VenueError("UPSTREAM_UNAVAILABLE", "down", 502),
             venue.VenueError("UPSTREAM_UNAVAILABLE", "down", 502),
-            ("not_due", None),
+            cli.NotDue(_certificate()),
             venue.VenueError("UPSTREAM_UNAVAILABLE", "down", 502),
         ]
     )
 
     def renew_once(config, *, force):
         answer = next(answers)
-        if isinstance(answer, Exception):
+        if isinstance(answer, venue.VenueError):
             raise answer
         return answer
 
@@ -165,7 +165,7 @@ def test_the_daemon_asks_again_after_retry_after_while_the_venue_holds_the_reque
     tmp_path, monkeypatch
 ):
     config = load(str(write(tmp_path, GOOD)))
-    answers = iter([("pending", venue.Pending(45, "waits")), ("not_due", None)])
+    answers = iter([venue.Pending(45, "waits"), cli.NotDue(_certificate())])
     monkeypatch.setattr(cli, "renew_once", lambda config, force: next(answers))
     slept: list[float] = []
 
@@ -194,3 +194,9 @@ def _self_signed(key) -> bytes:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _certificate() -> x509.Certificate:
+    return x509.load_pem_x509_certificate(
+        _self_signed(venue.ec.generate_private_key(venue.ec.SECP256R1()))
+    )

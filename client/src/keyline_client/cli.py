@@ -24,8 +24,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 
@@ -33,6 +34,7 @@ from keyline_client import venue
 from keyline_client.config import Config, ConfigError, load
 
 EXIT_REFUSED, EXIT_PENDING = 1, 3
+T = TypeVar("T")
 log = logging.getLogger("keyline")
 
 
@@ -58,10 +60,8 @@ def _pending(args: argparse.Namespace, pending: venue.Pending) -> int:
     return EXIT_PENDING
 
 
-def _wait_for(
-    args: argparse.Namespace, call: Callable[[], x509.Certificate | venue.Pending]
-) -> x509.Certificate | venue.Pending:
-    """Calls again after each 202, as long as ``--wait`` seconds allow."""
+def _wait_for(args: argparse.Namespace, call: Callable[[], T]) -> T:
+    """Calls again after each answer the venue holds (202), as long as ``--wait`` allows."""
     deadline = time.monotonic() + args.wait
     while True:
         outcome = call()
@@ -133,47 +133,46 @@ def _reload(config: Config) -> None:
     owed.unlink(missing_ok=True)
 
 
-def renew_once(
-    config: Config, *, force: bool
-) -> tuple[str, x509.Certificate | venue.Pending | None]:
-    """("renewed", the new certificate) / ("pending", Pending) / ("not_due", the current one)."""
+@dataclass(frozen=True)
+class NotDue:
+    """The certificate has more than ``renew_before`` of its lifetime left."""
+
+    current: x509.Certificate
+
+
+def renew_once(config: Config, *, force: bool) -> x509.Certificate | venue.Pending | NotDue:
+    """The new certificate (installed, the reload hook run), the venue's Pending, or NotDue."""
     with venue.locked(config):
         if _reload_owed(config).exists():
             _reload(config)
         current = venue.certificate(config)
         left = venue.lifetime_left(current)
         if not force and left > config.renew_before and not config.pending_key_file.exists():
-            return "not_due", current
+            return NotDue(current)
         outcome = venue.renew(config)
-        if isinstance(outcome, venue.Pending):
-            return "pending", outcome
-        _reload(config)
-        return "renewed", outcome
+        if isinstance(outcome, x509.Certificate):
+            _reload(config)
+        return outcome
+
+
+def _not_due(config: Config, current: x509.Certificate) -> str:
+    return (
+        f"not due: certificate {current.serial_number:x} has "
+        f"{venue.lifetime_left(current):.0%} of its lifetime left (renewal at "
+        f"{config.renew_before:.0%})"
+    )
 
 
 def cmd_renew(args: argparse.Namespace, config: Config) -> int:
     if args.daemon:
         return daemon(config, interval=args.interval)
-    deadline = time.monotonic() + args.wait
-    while True:
-        status, outcome = renew_once(config, force=args.force)
-        if not isinstance(outcome, venue.Pending) or time.monotonic() >= deadline:
-            break
-        time.sleep(min(outcome.retry_after, max(1.0, deadline - time.monotonic())))
-    if status == "not_due" and isinstance(outcome, x509.Certificate):
-        current = outcome
-        facts = _cert_facts(current)
-        _print(
-            args,
-            f"not due: certificate {facts['serial']} has {venue.lifetime_left(current):.0%} of "
-            f"its lifetime left (renewal at {config.renew_before:.0%}; --force asks anyway)",
-            {"renewed": False, **facts},
-        )
-        return 0
+    outcome = _wait_for(args, lambda: renew_once(config, force=args.force))
     if isinstance(outcome, venue.Pending):
         return _pending(args, outcome)
-    if not isinstance(outcome, x509.Certificate):
-        return EXIT_REFUSED
+    if isinstance(outcome, NotDue):
+        line = _not_due(config, outcome.current) + "; --force asks anyway"
+        _print(args, line, {"renewed": False, **_cert_facts(outcome.current)})
+        return 0
     facts = _cert_facts(outcome)
     _print(
         args,
@@ -191,8 +190,8 @@ def daemon(config: Config, *, interval: float, max_backoff: float = 3600.0) -> i
     log.info("renewal daemon for %s: checking every %.0f s", config.trader_id, interval)
     while True:
         try:
-            status, outcome = renew_once(config, force=False)
-        except Exception as exc:
+            outcome = renew_once(config, force=False)
+        except Exception as exc:  # a daemon outlives any one failure, and says which
             backoff = min(max_backoff, backoff * 2 or 30.0)
             log.warning(
                 "renewal failed (%s: %s); retrying in %.0f s", type(exc).__name__, exc, backoff
@@ -200,20 +199,15 @@ def daemon(config: Config, *, interval: float, max_backoff: float = 3600.0) -> i
             time.sleep(backoff)
             continue
         backoff = 0.0
-        if status == "renewed" and isinstance(outcome, x509.Certificate):
-            log.info("renewed: certificate %x until %s", outcome.serial_number,
-                     outcome.not_valid_after_utc.isoformat())  # fmt: skip
-        elif status == "pending" and isinstance(outcome, venue.Pending):
+        if isinstance(outcome, venue.Pending):
             log.info("renewal pending: %s", outcome.message)
             time.sleep(min(interval, outcome.retry_after))
             continue
-        elif isinstance(outcome, x509.Certificate):
-            log.info(
-                "not due: certificate %x has %.0f%% of its lifetime left (renewal at %.0f%%)",
-                outcome.serial_number,
-                venue.lifetime_left(outcome) * 100,
-                config.renew_before * 100,
-            )
+        if isinstance(outcome, NotDue):
+            log.info(_not_due(config, outcome.current))
+        else:
+            log.info("renewed: certificate %x until %s", outcome.serial_number,
+                     outcome.not_valid_after_utc.isoformat())  # fmt: skip
         time.sleep(interval)
 
 
