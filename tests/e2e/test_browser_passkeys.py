@@ -93,6 +93,11 @@ def test_an_officer_adds_a_passkey_and_signs_in_with_it(platform: Platform, new_
 
     # --- the next sign-in: password and the passkey -------------------------------------------
     phone.get_by_role("button", name="Sign out").click()
+    # Signed out, on the home page: its load finishes before the next navigation starts (else
+    # the browser aborts it, and the watch counts a failed request).
+    expect(phone).to_have_url(base + "/")
+    expect(phone.get_by_role("link", name="Sign in")).to_be_visible()
+    phone.wait_for_load_state("load")
     password_step(phone, platform, password)
     expect(phone.locator("main")).to_contain_text("a passkey or the code from your authenticator")
     shot(phone, "17-verify-passkey")
